@@ -1,0 +1,1 @@
+"""Hand-written Numba kernels by device, installed as `tracejit.kernels`."""

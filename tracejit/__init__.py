@@ -1,0 +1,93 @@
+"""tracejit: PyTorch-style eager tensors and autograd, with a tracing JIT to native code.
+
+>>> import tracejit as torch
+>>> x = torch.ones(2, 3, requires_grad=True)
+>>> (x * 2).sum().backward()
+>>> x.grad
+tensor([[2., 2., 2.],
+        [2., 2., 2.]])
+"""
+
+from __future__ import annotations
+
+from . import autograd, functional, ops  # noqa: F401
+from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import (
+    Generator,
+    arange,
+    as_tensor,
+    bernoulli,
+    default_generator,
+    empty,
+    empty_like,
+    eye,
+    from_dlpack,
+    from_numpy,
+    full,
+    full_like,
+    get_rng_state,
+    initial_seed,
+    linspace,
+    manual_seed,
+    multinomial,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    seed,
+    set_rng_state,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .device import device
+from .dtypes import (
+    DType as dtype,
+)
+from .dtypes import (
+    bool_ as bool,  # noqa: A004 - PyTorch's name
+)
+from .dtypes import (
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    int32,
+    int64,
+    set_default_dtype,
+)
+from .flags import flags
+from .functional import *  # noqa: F403
+from .functional import (  # noqa: F401
+    addmm,
+    allclose,
+    bmm,
+    cat,
+    clamp,
+    clip,
+    concat,
+    dot,
+    equal,
+    matmul,
+    mm,
+    nonzero,
+    stack,
+    where,
+)
+from .tensor import Size, Tensor
+
+half, float, double = float16, float32, float64  # noqa: A001
+long, int = int64, int32  # noqa: A001
+__version__ = "0.1.0"
+
+
+def is_tensor(obj: object) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F821
+    return isinstance(obj, Tensor)
+
+
+def numel(x: Tensor) -> int:
+    return x.numel()

@@ -1,0 +1,143 @@
+"""dispatch(op, args, attrs): infer the result type, run the eager kernel, record the node when
+a trace is active, and attach the autograd node. The one road every op takes.
+Imports ops and tensor; never codegen."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .ops.registry import OpDef, OpError, TensorType
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _State:
+    """Process-wide switches read on every op (kept in one object for speed)."""
+
+    __slots__ = ("grad_enabled", "tracer")
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.tracer: Any = None  # a trace.Tracer while a @jit function is being captured
+
+
+STATE = _State()
+_Tensor: Any = None  # tracejit.tensor.Tensor, bound at import time (avoids an import cycle)
+_attach: Any = None  # autograd.attach
+
+
+def user_location() -> str:
+    """file:line of the innermost caller outside tracejit (for messages)."""
+    f: Any = sys._getframe(1)
+    while f is not None:
+        fn = os.path.abspath(f.f_code.co_filename)
+        if not fn.startswith(_PKG_DIR) and "<frozen" not in fn:
+            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        f = f.f_back
+    return "<unknown>"
+
+
+def user_error(e: Exception) -> Exception:
+    """Add the user's file:line to an op error, so the message points at their code."""
+    msg = str(e.args[0]) if e.args else str(e)
+    where = user_location()
+    if " (at " not in msg:
+        e.args = (f"{msg} (at {where})",) + tuple(e.args[1:])
+    return e
+
+
+def _operand(a: Any, op: OpDef) -> Any:
+    if isinstance(a, (bool, int, float)):
+        return a
+    if isinstance(a, np.generic) and a.ndim == 0:
+        return a.item()
+    if isinstance(a, (list, tuple, np.ndarray)):
+        return _Tensor._from_value(a)
+    raise TypeError(
+        f"{op.name}: expected a Tensor or a Python number, got {type(a).__name__} (at "
+        f"{user_location()}); wrap it with tracejit.tensor(...)"
+    )
+
+
+def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None) -> Tensor:
+    attrs = attrs or {}
+    T = _Tensor
+    types: list[Any] = []
+    for i, a in enumerate(args):
+        if type(a) is not T and not isinstance(a, T):
+            a = _operand(a, op)
+            if isinstance(a, T):
+                args = list(args)
+                args[i] = a
+        types.append(a._type() if isinstance(a, T) else a)
+    try:
+        out_t = op.infer(types, **attrs)
+    except OpError as e:
+        raise user_error(e) from None
+    arrays = _cast(op, args, types)
+    data = op.eager(*arrays, **attrs)
+    if type(data) is not np.ndarray:
+        data = np.asarray(data)
+    if data.dtype != out_t.dtype.np:
+        data = data.astype(out_t.dtype.np)
+    elif any(data is a for a in arrays):
+        data = data.view()  # a new array object: identity keys a tensor's storage in the tracer
+    out = T._make(data, out_t.dtype)
+    if op.view and args and isinstance(args[0], T) and np.may_share_memory(data, args[0]._data):
+        src = args[0]
+        out._version = src._version
+        out._base = src._base if src._base is not None else src
+    st = STATE
+    if st.tracer is not None:
+        st.tracer.record(op, args, attrs, out)
+    if st.grad_enabled and op.differentiable:
+        for a in args:
+            if isinstance(a, T) and a.requires_grad:
+                _attach(op, args, attrs, types, out)
+                break
+    return out
+
+
+def _cast(op: OpDef, args: Sequence[Any], types: Sequence[Any]) -> list[Any]:
+    cd = op.compute_dtype(types) if op.compute_dtype is not None else None
+    T = _Tensor
+    out = []
+    for i, a in enumerate(args):
+        d = cd if cd is None or not isinstance(cd, tuple) else cd[i]
+        if isinstance(a, T):
+            x = a._data
+            out.append(x if d is None or x.dtype == d.np else x.astype(d.np))
+        else:
+            out.append(a if d is None else d.np.type(a))
+    return out
+
+
+def read_value(container: Any, key: Any) -> Any:
+    """Read a number that is a *value* of a compiled program, not a guard (an optimizer's
+    learning rate): under @jit it becomes a lifted scalar input read anew on every call, so
+    changing it does not recompile. Use the result only in tensor arithmetic."""
+    v = container[key]
+    if STATE.tracer is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return STATE.tracer.lift_scalar(container, key, v)
+    return v
+
+
+def read_static(container: Any, key: Any) -> Any:
+    """Read a Python value that shapes the computation (momentum != 0, amsgrad): under @jit the
+    compiled program is guarded on it, so changing it retraces instead of being ignored."""
+    v = container[key]
+    if STATE.tracer is not None:
+        STATE.tracer.guard_value(container, key, v)
+    return v
+
+
+def check_type(out: Tensor, t: TensorType) -> None:
+    assert out.shape == t.shape and out.dtype is t.dtype, (out.shape, t)

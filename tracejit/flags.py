@@ -1,0 +1,70 @@
+"""Every TRACEJIT_* switch in one place: name, default, help. Read once at import; tests and
+users can override with ``with tracejit.flags(check=True): ...``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    default: Any
+    help: str
+
+
+FLAGS: dict[str, Flag] = {
+    f.name: f
+    for f in (
+        Flag("disable", False, "TRACEJIT_DISABLE=1: run every @jit function eagerly; nothing is "
+             "traced or compiled (like jax.disable_jit)."),
+        Flag("log", "", "TRACEJIT_LOG=recompiles,graph_breaks,ir,code,cache (or all): one "
+             "logging line per event, naming the user's file:line."),
+        Flag("check", False, "TRACEJIT_CHECK=1: run eager beside compiled code and raise on the "
+             "first diverging IR node."),
+        Flag("cache_dir", "", "TRACEJIT_CACHE_DIR: where compiled programs are cached on disk "
+             "(default: the platform's user cache directory, ~/.cache/tracejit)."),
+        Flag("print_after", "", "TRACEJIT_PRINT_AFTER=fuse,dce (or all): print the IR after "
+             "those passes."),
+    )
+}
+
+_values: dict[str, Any] = {}
+
+
+def _parse(flag: Flag, raw: str) -> Any:
+    if isinstance(flag.default, bool):
+        return raw.strip().lower() not in ("", "0", "false", "no", "off")
+    return raw
+
+
+def get(name: str) -> Any:
+    if name in _values:
+        return _values[name]
+    flag = FLAGS[name]
+    raw = os.environ.get("TRACEJIT_" + name.upper())
+    return flag.default if raw is None else _parse(flag, raw)
+
+
+@contextlib.contextmanager
+def flags(**overrides: Any) -> Iterator[None]:
+    """Temporarily set switches: ``with tracejit.flags(disable=True): ...``."""
+    for k in overrides:
+        if k not in FLAGS:
+            raise KeyError(f"unknown tracejit flag {k!r}; known: {', '.join(FLAGS)}")
+    saved = dict(_values)
+    _values.update(overrides)
+    try:
+        yield
+    finally:
+        _values.clear()
+        _values.update(saved)
+
+
+def describe() -> str:
+    return "\n".join(f"TRACEJIT_{f.name.upper()} (default {f.default!r}): {f.help}"
+                     for f in FLAGS.values())

@@ -1,0 +1,266 @@
+"""Composites written in primitive ops (so they trace, differentiate and fuse for free), and
+the function forms of the ops (tracejit.exp(x), tracejit.cat(...)). Also binds the
+table-driven Tensor methods for unary ops."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from . import dtypes as dt
+from .dispatch import dispatch
+from .ops import REGISTRY as R
+from .ops.registry import DTypeError, norm_dim, norm_dims
+from .tensor import Tensor, _from_value
+
+UNARY = ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "neg", "sin", "cos", "tanh",
+         "sigmoid", "relu", "sign", "floor", "ceil", "round", "erf")
+
+
+def _unary(name: str) -> Any:
+    op = R[name]
+
+    def method(self: Tensor) -> Tensor:
+        return dispatch(op, (self,))
+
+    method.__name__ = name
+    method.__doc__ = f"Elementwise {name} (the `{name}` op)."
+    return method
+
+
+for _n in UNARY:
+    setattr(Tensor, _n, _unary(_n))
+    globals()[_n] = _unary(_n)
+negative = globals()["neg"]
+absolute = globals()["abs"]
+
+
+def _t(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else _from_value(x, None, copy=False)
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """PyTorch's matmul: 1-d operands are promoted to matrices and the added dim removed."""
+    a, b = _t(a), _t(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError("matmul: both arguments need at least 1 dimension, got "
+                           f"{a.ndim}-D and {b.ndim}-D; use * for scalars")
+    if a.ndim == 1 and b.ndim == 1:
+        return (a.unsqueeze(0).matmul(b.unsqueeze(1))).reshape(())
+    if a.ndim == 1:
+        return dispatch(R["matmul"], (a.unsqueeze(0), b)).squeeze(-2)
+    if b.ndim == 1:
+        return dispatch(R["matmul"], (a, b.unsqueeze(1))).squeeze(-1)
+    return dispatch(R["matmul"], (a, b))
+
+
+def mm(a: Tensor, b: Tensor) -> Tensor:
+    return a.mm(b)
+
+
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    return a.bmm(b)
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    if a.ndim != 1 or b.ndim != 1:
+        raise RuntimeError("dot: 1D tensors expected, but got "
+                           f"{a.ndim}D and {b.ndim}D tensors")
+    return matmul(a, b)
+
+
+def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta: float = 1,
+          alpha: float = 1) -> Tensor:
+    prod = mat1.mm(mat2)
+    if alpha != 1:
+        prod = prod * alpha
+    return prod + (input if beta == 1 else input * beta)
+
+
+def _float_only(name: str, x: Tensor, dtype: Any = None) -> Tensor:
+    if dtype is not None:
+        return x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"{name}(): could not infer output dtype; input dtype must be a "
+                         f"floating point type, got {x.dtype.name}; use x.float() first")
+    return x
+
+
+def mean(x: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    x = _float_only("mean", x, dtype)
+    dims = norm_dims("mean", dim, x.ndim)
+    n = math.prod(x.shape[d] for d in dims)
+    return x.sum(dims, keepdim) / n if n else x.sum(dims, keepdim) * math.nan
+
+
+def var(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+        correction: Any = None) -> Tensor:
+    x = _float_only("var", x)
+    if isinstance(unbiased, bool) or unbiased is None:
+        corr = (1 if unbiased in (None, True) else 0) if correction is None else correction
+    else:
+        raise TypeError("var: unbiased must be a bool; use correction= for a number")
+    dims = norm_dims("var", dim, x.ndim)
+    n = math.prod(x.shape[d] for d in dims)
+    centred = x - x.mean(dims, keepdim=True)
+    return (centred * centred).sum(dims, keepdim) / max(n - corr, 0)
+
+
+def std(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+        correction: Any = None) -> Tensor:
+    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+
+
+def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    x = _float_only("logsumexp", x)
+    dims = norm_dims("logsumexp", dim, x.ndim)
+    # subtract the max for stability; a row of -inf stays -inf rather than nan
+    m = x.detach().amax(dims, keepdim=True)
+    m = m.where(m.abs().lt(math.inf), 0)
+    out = (x - m).exp().sum(dims, keepdim=True).log() + m
+    return out if keepdim else out.squeeze(dims)
+
+
+def softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    x = _float_only("softmax", x, dtype)
+    d = norm_dim("softmax", dim, x.ndim)
+    e = (x - x.detach().amax(d, keepdim=True)).exp()
+    return e / e.sum(d, keepdim=True)
+
+
+def log_softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    x = _float_only("log_softmax", x, dtype)
+    d = norm_dim("log_softmax", dim, x.ndim)
+    return x - x.logsumexp(d, keepdim=True)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
+        return x * 0.5 * (inner.tanh() + 1)
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x * 0.5 * ((x * (1 / math.sqrt(2))).erf() + 1)
+
+
+def silu(x: Tensor) -> Tensor:
+    return x * x.sigmoid()
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    bx = x * beta if beta != 1 else x
+    # log1p(exp(-|bx|)) + relu(bx): never overflows; linear above the threshold, as torch
+    soft = ((-bx.abs()).exp().log1p() + bx.relu()) / beta if beta != 1 else \
+        (-bx.abs()).exp().log1p() + bx.relu()
+    return x.where(bx > threshold, soft)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    return x.where(x > 0, x * negative_slope)
+
+
+def norm(x: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+    if p in ("fro", 2, 2.0):
+        return (x * x).sum(dim, keepdim).sqrt()
+    if p in (1, 1.0):
+        return x.abs().sum(dim, keepdim)
+    if p == math.inf:
+        return x.abs().amax(dim if dim is not None else (), keepdim)
+    return x.abs().pow(p).sum(dim, keepdim).pow(1.0 / p)
+
+
+def isnan(x: Tensor) -> Tensor:
+    return x.ne(x)
+
+
+def isinf(x: Tensor) -> Tensor:
+    return x.abs().eq(math.inf)
+
+
+def isfinite(x: Tensor) -> Tensor:
+    return x.abs().lt(math.inf)
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    ts = [_t(t) for t in tensors]
+    if not ts:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    ref = next((t for t in ts if t.shape != (0,)), ts[0])
+    d = norm_dim("cat", dim, max(ref.ndim, 1))
+    return dispatch(R["cat"], ts, {"dim": d})
+
+
+concat = cat
+concatenate = cat
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    ts = [_t(t) for t in tensors]
+    if not ts:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    for i, t in enumerate(ts):
+        if t.shape != ts[0].shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got "
+                               f"{list(ts[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
+    d = norm_dim("stack", dim, ts[0].ndim + 1)
+    return dispatch(R["cat"], [t.unsqueeze(d) for t in ts], {"dim": d})
+
+
+def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
+    if input is None and other is None:
+        return tuple(condition.nonzero().unbind(1))
+    return dispatch(R["where"], (condition, input, other))
+
+
+def nonzero(x: Tensor, *, as_tuple: bool = False) -> Any:
+    out = dispatch(R["nonzero"], (x,))
+    return tuple(out.unbind(1)) if as_tuple else out
+
+
+def allclose(a: Tensor, b: Tensor, rtol: float = 1e-5, atol: float = 1e-8,
+             equal_nan: bool = False) -> bool:
+    import numpy as np
+
+    return bool(np.allclose(_t(a)._data, _t(b)._data, rtol, atol, equal_nan))
+
+
+def equal(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    return x.clamp(min, max)
+
+
+clip = clamp
+
+
+def _method(name: str) -> Any:
+    def f(x: Any, *a: Any, **kw: Any) -> Any:
+        return getattr(_t(x), name)(*a, **kw)
+
+    f.__name__ = name
+    return f
+
+
+for _n in ("add", "sub", "mul", "div", "true_divide", "pow", "maximum", "minimum", "sum", "prod",
+           "amax", "amin", "argmax", "argmin", "max", "min", "all", "any", "reshape", "flatten",
+           "unflatten", "squeeze", "unsqueeze", "transpose", "swapaxes", "permute", "t",
+           "narrow", "split", "chunk", "unbind", "gather", "scatter_add", "index_select",
+           "masked_fill", "clone", "detach", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+           "logical_or", "logical_not", "square", "numel", "trunc", "repeat", "expand",
+           "broadcast_to"):
+    if _n not in globals():
+        globals()[_n] = _method(_n)
+subtract, multiply, divide = globals()["sub"], globals()["mul"], globals()["div"]
+
+
+def square(x: Tensor) -> Tensor:
+    return x * x
+
+
+for _n, _f in {"mean": mean, "var": var, "std": std, "logsumexp": logsumexp, "softmax": softmax,
+               "log_softmax": log_softmax, "norm": norm, "isnan": isnan, "isinf": isinf,
+               "isfinite": isfinite, "square": square, "nonzero": nonzero}.items():
+    setattr(Tensor, _n, _f)

@@ -1,0 +1,57 @@
+"""Contractions: matmul over >= 2-d operands with broadcast batch dims (1-d cases are composed
+in the Tensor method by unsqueeze/squeeze, as PyTorch specifies them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .registry import (
+    DTypeError,
+    Kind,
+    Operand,
+    ShapeError,
+    TensorType,
+    VjpContext,
+    broadcast_shapes,
+    defop,
+    same_device,
+)
+
+
+def _matmul_infer(ops: Sequence[Operand]) -> TensorType:
+    a, b = ops
+    assert isinstance(a, TensorType) and isinstance(b, TensorType)
+    if a.dtype is not b.dtype:
+        raise DTypeError(
+            f"matmul: expected both operands to have the same dtype, but got {a.dtype.name} "
+            f"{list(a.shape)} and {b.dtype.name} {list(b.shape)}; convert one of them, for "
+            f"example x.float() for float32 (NumPy data is float64) or .double() for float64"
+        )
+    if not a.dtype.is_floating_point and a.dtype.name != "int64" and a.dtype.name != "int32":
+        raise DTypeError(f"matmul: not implemented for {a.dtype.name} tensors; use .float()")
+    if a.shape[-1] != b.shape[-2]:
+        sa = "x".join(map(str, a.shape))
+        sb = "x".join(map(str, b.shape))
+        raise ShapeError(
+            f"matmul: mat1 and mat2 shapes cannot be multiplied ({sa} and {sb}): the last "
+            f"dimension of the first ({a.shape[-1]}) must equal the second-to-last of the "
+            f"second ({b.shape[-2]})"
+        )
+    batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    return TensorType(batch + (a.shape[-2], b.shape[-1]), a.dtype, same_device("matmul", ops))
+
+
+def _matmul_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
+    a, b = c.inputs
+    ga = g.matmul(b.mT) if c.needs[0] else None
+    gb = a.mT.matmul(g) if c.needs[1] else None
+    return ga, gb  # batch dims that were broadcast are summed by the engine
+
+
+matmul_op = defop(
+    "matmul", Kind.CONTRACT, infer=_matmul_infer, saves=(0, 1), vjp=_matmul_vjp,
+    eager=lambda a, b: np.matmul(a, b), kernels={"cpu": "np.dot"},
+)

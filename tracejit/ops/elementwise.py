@@ -1,0 +1,285 @@
+"""Elementwise ops: one stanza each. `expr` is the scalar template codegen splices into fused
+loops; its helper functions live in tracejit.kernels.cpu.scalar (shared with CUDA later).
+VJPs use Tensor methods only, so backward traces like forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..dtypes import DType
+from .registry import (
+    DTypeError,
+    Kind,
+    Operand,
+    TensorType,
+    VjpContext,
+    broadcast_shapes,
+    defop,
+    same_device,
+)
+
+E = Kind.ELEMENTWISE
+
+
+def promoted(ops: Sequence[Operand]) -> DType:
+    dims: list[DType] = []
+    zero: list[DType] = []
+    scal: list[DType] = []
+    for o in ops:
+        if isinstance(o, TensorType):
+            (dims if o.shape else zero).append(o.dtype)
+        else:
+            scal.append(dt.scalar_dtype(o))
+    return dt.promote(dims, zero, scal)
+
+
+def promoted_float(ops: Sequence[Operand]) -> DType:
+    d = promoted(ops)
+    return d if d.is_floating_point else dt.get_default_dtype()
+
+
+def _shape(name: str, ops: Sequence[Operand]) -> tuple[int, ...]:
+    shapes = [o.shape for o in ops if isinstance(o, TensorType)]
+    return shapes[0] if len(shapes) == 1 else broadcast_shapes(name, *shapes)
+
+
+def _rule(result: str, name: str) -> Any:
+    """Shape/dtype rule for an elementwise op: `same` keeps the promoted type, `float` turns
+    integers into the default float, `bool` returns bool (comparisons, logical ops)."""
+
+    def infer(ops: Sequence[Operand], **_: Any) -> TensorType:
+        shape = _shape(name, ops)
+        d = promoted(ops)
+        if result == "float" and not d.is_floating_point:
+            d = dt.get_default_dtype()
+        elif result == "bool":
+            d = dt.bool_
+        elif result == "nobool" and d is dt.bool_:
+            raise DTypeError(
+                f"{name}: not supported for bool tensors; convert first with .int() or .float()"
+            )
+        return TensorType(shape, d, same_device(name, ops))
+
+    return infer
+
+
+def unary(name: str, eager: Any, vjp: Any, expr: str, saves: tuple = (), result: str = "float",
+          **kw: Any) -> Any:
+    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp, expr=expr,
+                 saves=saves, compute_dtype=promoted_float if result == "float" else promoted,
+                 **kw)
+
+
+def binary(name: str, eager: Any, vjp: Any, expr: str, saves: tuple = (0, 1),
+           result: str = "same", **kw: Any) -> Any:
+    compute = promoted_float if result == "float" else promoted
+    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp, expr=expr,
+                 saves=saves, compute_dtype=compute, **kw)
+
+
+def _pick(c: VjpContext, *thunks: Any) -> tuple[Any, ...]:
+    """Compute only the input gradients that are needed."""
+    return tuple(f() if need and f is not None else None for f, need in zip(thunks, c.needs))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from ..kernels.cpu.scalar import erf_ufunc  # compiled lazily: NumPy has no erf
+
+    if x.dtype == np.float16:  # computed in float32, as float16 kernels are
+        return erf_ufunc(x.astype(np.float32)).astype(np.float16)
+    return erf_ufunc(x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 1/(1+exp(-x)) overflows exp for x << 0 (a harmless inf, but it warns); split on the sign
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _rsqrt(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.reciprocal(np.sqrt(x))
+
+
+def _quiet(f: Any) -> Any:
+    """NumPy warns where PyTorch silently returns inf/nan (log(0), 0/0): match PyTorch."""
+
+    def run(*a: Any, **kw: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return f(*a, **kw)
+
+    run.__name__ = getattr(f, "__name__", "op")
+    return run
+
+
+# ---- unary --------------------------------------------------------------------------------------
+neg_op = unary("neg", np.negative, lambda c, g: (-g,), "-{0}", result="nobool")
+exp_op = unary("exp", _quiet(np.exp), lambda c, g: (g * c.out,), "exp({0})", saves=("out",))
+log_op = unary("log", _quiet(np.log), lambda c, g: (g / c.inputs[0],), "log({0})", saves=(0,))
+log1p_op = unary("log1p", _quiet(np.log1p), lambda c, g: (g / (c.inputs[0] + 1),),
+                 "log1p({0})", saves=(0,))
+expm1_op = unary("expm1", _quiet(np.expm1), lambda c, g: (g * (c.out + 1),), "expm1({0})",
+                 saves=("out",))
+sqrt_op = unary("sqrt", _quiet(np.sqrt), lambda c, g: (g / (2 * c.out),), "sqrt({0})",
+                saves=("out",))
+rsqrt_op = unary("rsqrt", _rsqrt, lambda c, g: (g * c.out.pow(3) * -0.5,), "rsqrt({0})",
+                 saves=("out",))
+abs_op = unary("abs", np.abs, lambda c, g: (g * c.inputs[0].sign(),), "abs({0})", saves=(0,),
+               result="same")  # abs: gradient 0 at x == 0, as torch (sign(0) == 0)
+sin_op = unary("sin", np.sin, lambda c, g: (g * c.inputs[0].cos(),), "sin({0})", saves=(0,))
+cos_op = unary("cos", np.cos, lambda c, g: (-g * c.inputs[0].sin(),), "cos({0})", saves=(0,))
+tanh_op = unary("tanh", np.tanh, lambda c, g: (g * (1 - c.out * c.out),), "tanh({0})",
+                saves=("out",))
+sigmoid_op = unary("sigmoid", _sigmoid, lambda c, g: (g * c.out * (1 - c.out),),
+                   "sigmoid({0})", saves=("out",))
+erf_op = unary("erf", _erf,
+               lambda c, g: (g * (c.inputs[0] * c.inputs[0] * -1).exp() * 1.1283791670955126,),
+               "erf({0})", saves=(0,))
+# relu: gradient 0 at x == 0, as torch
+relu_op = unary("relu", lambda x: np.maximum(x, x.dtype.type(0)),
+                lambda c, g: (g * (c.out > 0),), "relu({0})", saves=("out",), result="same")
+sign_op = unary("sign", np.sign, lambda c, g: (g * 0,), "sign({0})", result="same")
+floor_op = unary("floor", np.floor, lambda c, g: (g * 0,), "floor({0})", result="same")
+ceil_op = unary("ceil", np.ceil, lambda c, g: (g * 0,), "ceil({0})", result="same")
+# round: half to even, as torch and NumPy
+round_op = unary("round", np.round, lambda c, g: (g * 0,), "rint({0})", result="same")
+logical_not_op = unary("logical_not", np.logical_not, None, "not {0}", result="bool",
+                       differentiable=False)
+
+
+def _cast_infer(ops: Sequence[Operand], *, dtype: DType) -> TensorType:
+    (x,) = ops
+    assert isinstance(x, TensorType)
+    return TensorType(x.shape, dtype, x.device)
+
+
+cast_op = defop("cast", E, infer=_cast_infer, attrs=("dtype",),
+                eager=lambda x, *, dtype: x.astype(dtype.np),
+                vjp=lambda c, g: (g.to(c.in_types[0].dtype),), expr="cast({0})")
+
+
+def _clamp_infer(ops: Sequence[Operand], *, min: Any, max: Any) -> TensorType:
+    (x,) = ops
+    assert isinstance(x, TensorType)
+    bounds = [b for b in (min, max) if b is not None]
+    d = promoted([x, *bounds])
+    return TensorType(x.shape, d, x.device)
+
+
+def _clamp_eager(x: np.ndarray, *, min: Any, max: Any) -> np.ndarray:
+    out = x
+    if min is not None:
+        out = np.maximum(out, x.dtype.type(min))
+    if max is not None:
+        out = np.minimum(out, x.dtype.type(max))
+    return out if out is not x else x.copy()
+
+
+def _clamp_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
+    # gradient flows where min <= x <= max (inclusive at the bounds, as torch)
+    x, lo, hi = c.inputs[0], c.attrs["min"], c.attrs["max"]
+    mask = None
+    if lo is not None:
+        mask = x >= lo
+    if hi is not None:
+        m2 = x <= hi
+        mask = m2 if mask is None else mask.logical_and(m2)
+    return (g if mask is None else g * mask,)
+
+
+clamp_op = defop("clamp", E, infer=_clamp_infer, eager=_clamp_eager, vjp=_clamp_vjp,
+                 attrs=("min", "max"), saves=(0,), compute_dtype=None,
+                 expr="clamp({0}, {min}, {max})")
+
+# ---- binary -------------------------------------------------------------------------------------
+add_op = binary("add", np.add, lambda c, g: (g, g), "({0} + {1})", saves=())
+sub_op = binary("sub", np.subtract, lambda c, g: (g, -g), "({0} - {1})", saves=(),
+                result="nobool")
+mul_op = binary("mul", np.multiply,
+                lambda c, g: _pick(c, lambda: g * c.inputs[1], lambda: g * c.inputs[0]),
+                "({0} * {1})")
+div_op = binary("div", _quiet(np.true_divide),
+                lambda c, g: _pick(c, lambda: g / c.inputs[1],
+                                   lambda: -g * c.inputs[0] / (c.inputs[1] * c.inputs[1])),
+                "({0} / {1})", result="float")
+
+
+def _pow_eager(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu" and np.any(b < 0):
+        raise DTypeError("pow: integers to negative integer powers are not allowed")
+    with np.errstate(all="ignore"):
+        return np.power(a, b)
+
+
+def _pow_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
+    a, b = c.inputs
+
+    def da() -> Any:
+        if isinstance(b, (int, float)):
+            return g * 0 if b == 0 else g * b * a.pow(b - 1)
+        return g * b * a.pow(b - 1)
+
+    def db() -> Any:
+        # d/db a**b = a**b * log(a); defined as 0 where a == 0 and b >= 0, as torch
+        return g * c.out * a.log().where(a.eq(0).logical_and(b >= 0).logical_not(), 0)
+
+    return _pick(c, da, db)
+
+
+pow_op = binary("pow", _pow_eager, _pow_vjp, "pow({0}, {1})", saves=(0, 1, "out"))
+maximum_op = binary("maximum", np.maximum,
+                    lambda c, g: _tie_split(c, g, c.inputs[0] > c.inputs[1]),
+                    "max({0}, {1})")
+minimum_op = binary("minimum", np.minimum,
+                    lambda c, g: _tie_split(c, g, c.inputs[0] < c.inputs[1]),
+                    "min({0}, {1})")
+
+
+def _tie_split(c: VjpContext, g: Any, first_wins: Any) -> tuple[Any, ...]:
+    # maximum/minimum: ties split the gradient evenly, as torch
+    tie = c.inputs[0].eq(c.inputs[1])
+    wa = first_wins.to(g.dtype) + tie.to(g.dtype) * 0.5
+    return _pick(c, lambda: g * wa, lambda: g * (1 - wa))
+
+
+def _compare(name: str, f: Any, sym: str) -> Any:
+    return binary(name, f, None, f"({{0}} {sym} {{1}})", saves=(), result="bool",
+                  differentiable=False)
+
+
+eq_op = _compare("eq", np.equal, "==")
+ne_op = _compare("ne", np.not_equal, "!=")
+lt_op = _compare("lt", np.less, "<")
+le_op = _compare("le", np.less_equal, "<=")
+gt_op = _compare("gt", np.greater, ">")
+ge_op = _compare("ge", np.greater_equal, ">=")
+logical_and_op = binary("logical_and", np.logical_and, None, "({0} and {1})", saves=(),
+                        result="bool", differentiable=False)
+logical_or_op = binary("logical_or", np.logical_or, None, "({0} or {1})", saves=(),
+                       result="bool", differentiable=False)
+
+
+def _where_infer(ops: Sequence[Operand], **_: Any) -> TensorType:
+    cond, a, b = ops
+    if isinstance(cond, TensorType) and cond.dtype is not dt.bool_:
+        raise DTypeError(
+            f"where: expected condition to be a bool tensor, got {cond.dtype}; compare first "
+            "(for example x > 0)"
+        )
+    shape = _shape("where", ops)
+    return TensorType(shape, promoted([a, b]), same_device("where", ops))
+
+
+where_op = defop(
+    "where", E, infer=_where_infer, saves=(0,),
+    eager=lambda c, a, b: np.where(c, a, b),
+    compute_dtype=lambda ops: (None, promoted(ops[1:]), promoted(ops[1:])),
+    # Tensor.where(cond, other) is torch's: cond ? self : other
+    vjp=lambda c, g: _pick(c, None, lambda: g.where(c.inputs[0], 0),
+                           lambda: g.where(c.inputs[0].logical_not(), 0)),
+    expr="({1} if {0} else {2})",
+)

@@ -1,0 +1,189 @@
+"""Index ops: gather, scatter_add, advanced indexing (`index`, `index_put`) and `nonzero`, the
+one op whose output shape depends on values (so the JIT breaks the graph at it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from .registry import (
+    ArgError,
+    DTypeError,
+    Kind,
+    Operand,
+    ShapeError,
+    TensorType,
+    VjpContext,
+    broadcast_shapes,
+    defop,
+    fmt_shape,
+)
+
+X = Kind.INDEX
+
+
+def _check_index(op: str, t: Operand) -> TensorType:
+    assert isinstance(t, TensorType)
+    if t.dtype not in (dt.int64, dt.int32):
+        raise DTypeError(f"{op}: expected an int64 index tensor, got {t.dtype}; convert it with "
+                         ".long()")
+    return t
+
+
+def _gather_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
+    x, idx = ops
+    assert isinstance(x, TensorType)
+    idx = _check_index("gather", idx)
+    if idx.ndim != x.ndim:
+        raise ShapeError(f"gather: index tensor must have the same number of dimensions as input "
+                         f"(input {fmt_shape(x.shape)}, index {fmt_shape(idx.shape)})")
+    for d, (a, b) in enumerate(zip(idx.shape, x.shape)):
+        if d != dim and a > b:
+            raise ShapeError(f"gather: size {a} of index does not fit input size {b} at dim {d}")
+    return TensorType(idx.shape, x.dtype, x.device)
+
+
+def _bounds(op: str, idx: np.ndarray, n: int) -> None:
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx.max() if idx.max() >= n else idx.min()
+        raise ArgError(f"{op}: index {bad} is out of bounds for dimension with size {n}")
+
+
+def _gather_eager(x: np.ndarray, idx: np.ndarray, *, dim: int) -> np.ndarray:
+    _bounds("gather", idx, x.shape[dim])
+    sub = x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(idx.shape))]
+    return np.take_along_axis(sub, idx, axis=dim)
+
+
+gather_op = defop(
+    "gather", X, infer=_gather_infer, eager=_gather_eager, attrs=("dim",), saves=(1,),
+    vjp=lambda c, g: (g.new_zeros(c.in_types[0].shape).scatter_add(c.attrs["dim"], c.inputs[1],
+                                                                    g), None),
+)
+
+
+def _scatter_add_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
+    x, idx, src = ops
+    assert isinstance(x, TensorType) and isinstance(src, TensorType)
+    idx = _check_index("scatter_add", idx)
+    if not (idx.ndim == x.ndim == src.ndim):
+        raise ShapeError("scatter_add: index, input and src must have the same number of dims")
+    return x
+
+
+def _scatter_add_eager(x: np.ndarray, idx: np.ndarray, src: np.ndarray, *, dim: int) -> np.ndarray:
+    _bounds("scatter_add", idx, x.shape[dim])
+    out = x.copy()
+    key = list(np.indices(idx.shape, sparse=True))
+    key[dim] = idx
+    np.add.at(out, tuple(key), src[tuple(slice(0, n) for n in idx.shape)])
+    return out
+
+
+scatter_add_op = defop(
+    "scatter_add", X, infer=_scatter_add_infer, eager=_scatter_add_eager, attrs=("dim",),
+    saves=(1,), compute_dtype=lambda ops: (ops[0].dtype, None, ops[0].dtype),  # type: ignore
+    vjp=lambda c, g: (g, None, g.gather(c.attrs["dim"], c.inputs[1])),
+)
+
+
+def index_shape(x: tuple[int, ...], idx: Sequence[tuple[int, ...]], dims: tuple[int, ...],
+                op: str = "index") -> tuple[int, ...]:
+    """NumPy's advanced-indexing rule: index tensors at `dims` broadcast together; their shape
+    replaces those dims when they are adjacent, and goes first otherwise."""
+    b = broadcast_shapes(op, *idx)
+    rest = [n for d, n in enumerate(x) if d not in dims]
+    adjacent = list(dims) == list(range(dims[0], dims[0] + len(dims)))
+    if adjacent:
+        before = [n for d, n in enumerate(x) if d < dims[0]]
+        return tuple(before) + b + tuple(rest[len(before):])
+    return b + tuple(rest)
+
+
+def _index_infer(ops: Sequence[Operand], *, dims: tuple[int, ...]) -> TensorType:
+    x, *idx = ops
+    assert isinstance(x, TensorType)
+    its = [_check_index("index", i) for i in idx]
+    return TensorType(index_shape(x.shape, [i.shape for i in its], dims), x.dtype, x.device)
+
+
+def np_key(ndim: int, idx: Sequence[np.ndarray], dims: tuple[int, ...]) -> tuple[Any, ...]:
+    key: list[Any] = [slice(None)] * ndim
+    for d, i in zip(dims, idx):
+        key[d] = i
+    return tuple(key)
+
+
+def _index_eager(x: np.ndarray, *idx: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    for d, i in zip(dims, idx):
+        _bounds("index", i, x.shape[d])
+    return np.array(x[np_key(x.ndim, idx, dims)])
+
+
+def _index_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
+    zeros = g.new_zeros(c.in_types[0].shape)
+    gx = zeros._index_put(g, *c.inputs[1:], dims=c.attrs["dims"], accumulate=True)
+    return (gx,) + (None,) * (len(c.inputs) - 1)
+
+
+index_op = defop("index", X, infer=_index_infer, eager=_index_eager, attrs=("dims",),
+                 saves=("inputs",), vjp=_index_vjp)
+
+
+def _index_put_infer(ops: Sequence[Operand], *, dims: tuple[int, ...],
+                     accumulate: bool) -> TensorType:
+    x, v, *idx = ops
+    assert isinstance(x, TensorType)
+    its = [_check_index("index_put", i) for i in idx]
+    target = index_shape(x.shape, [i.shape for i in its], dims, "index_put")
+    if isinstance(v, TensorType):
+        try:
+            broadcast_shapes("index_put", v.shape, target)
+        except ShapeError:
+            raise ShapeError(f"index_put: shape mismatch: value tensor of shape "
+                             f"{fmt_shape(v.shape)} cannot be broadcast to indexing result of "
+                             f"shape {fmt_shape(target)}") from None
+    return x
+
+
+def _index_put_eager(x: np.ndarray, v: np.ndarray, *idx: np.ndarray, dims: tuple[int, ...],
+                     accumulate: bool) -> np.ndarray:
+    for d, i in zip(dims, idx):
+        _bounds("index_put", i, x.shape[d])
+    out = x.copy()
+    key = np_key(x.ndim, idx, dims)
+    if accumulate:
+        np.add.at(out, key, v)
+    else:
+        out[key] = v
+    return out
+
+
+def _index_put_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
+    idx, dims = c.inputs[2:], c.attrs["dims"]
+    gx = g if c.attrs["accumulate"] else g._index_put(0.0, *idx, dims=dims, accumulate=False)
+    gv = g._index(*idx, dims=dims) if c.needs[1] else None
+    return (gx, gv) + (None,) * len(idx)
+
+
+index_put_op = defop(
+    "index_put", X, infer=_index_put_infer, eager=_index_put_eager, attrs=("dims", "accumulate"),
+    saves=("inputs",), vjp=_index_put_vjp,
+    compute_dtype=lambda ops: (ops[0].dtype, ops[0].dtype) + (None,) * (len(ops) - 2),  # type: ignore
+)
+
+
+def _nonzero_infer(ops: Sequence[Operand]) -> TensorType:
+    (x,) = ops
+    assert isinstance(x, TensorType)
+    return TensorType((-1, x.ndim), dt.int64, x.device)  # -1: known only after it runs
+
+
+nonzero_op = defop(
+    "nonzero", X, infer=_nonzero_infer, dynamic_shape=True, differentiable=False,
+    eager=lambda x: np.stack(np.nonzero(x), axis=1).astype(np.int64) if x.ndim
+    else np.zeros((int(bool(x)), 0), np.int64),
+)

@@ -1,0 +1,181 @@
+"""The op registry: every op is declared once, here or in a sibling module, as an OpDef.
+
+Eager dispatch, autograd, tracing, the IR verifier, constant folding, the interpreter, codegen
+and the tests all read these records; none special-cases an op by name.
+Must not import tensor, dispatch or autograd (VJPs receive Tensors and use their methods).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..device import CPU, device
+from ..dtypes import DType
+
+
+class Kind(enum.Enum):
+    ELEMENTWISE = "elementwise"  # same-shape map after broadcasting; has a scalar `expr`
+    REDUCE = "reduce"  # reduces `dims`; has a ReduceSpec
+    MOVEMENT = "movement"  # reshape/permute/expand/slice/cat: data movement, no arithmetic
+    CONTRACT = "contract"  # matmul
+    INDEX = "index"  # gather/scatter/advanced indexing
+    CREATION = "creation"  # no tensor inputs: full, arange
+
+
+class TensorType(NamedTuple):
+    """What the IR and the shape rules know of a tensor: shape, dtype, device.
+    (A NamedTuple: built once per eager op, so it must be cheap.)"""
+
+    shape: tuple[int, ...]
+    dtype: DType
+    device: device = CPU
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype.short}[{','.join(map(str, self.shape))}]"
+
+
+# An operand as shape rules see it: a tensor's type, or a Python number used as a literal.
+Operand = TensorType | bool | int | float
+
+
+class OpError(Exception):
+    """Base of the errors an op raises for bad user input (wrapped by dispatch)."""
+
+
+class ShapeError(OpError, RuntimeError):
+    pass
+
+
+class DTypeError(OpError, RuntimeError):
+    pass
+
+
+class ArgError(OpError, IndexError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReduceSpec:
+    """How a reduction combines, for codegen: `init` value and `combine` template."""
+
+    init: str
+    combine: str  # e.g. "{acc} + {0}"
+
+
+@dataclass
+class VjpContext:
+    """What a VJP sees: saved inputs (Tensors, or Python numbers for literals; None when the op
+    did not save them), the saved output, the input types, attributes and which inputs need a
+    gradient (so expensive unneeded gradients are skipped)."""
+
+    inputs: Sequence[Any]
+    out: Any
+    in_types: Sequence[Operand]
+    attrs: dict[str, Any]
+    needs: Sequence[bool]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: Kind
+    infer: Callable[..., TensorType]  # infer(operands, **attrs) -> TensorType, raises OpError
+    eager: Callable[..., np.ndarray]  # eager(*arrays, **attrs): NumPy, inputs cast by `cast_inputs`
+    vjp: Callable[[VjpContext, Any], tuple[Any, ...]] | None = None
+    attrs: tuple[str, ...] = ()
+    saves: tuple[int | str, ...] = ()  # input indices and/or "out" kept for the VJP
+    expr: str | None = None  # elementwise scalar template, {0}, {1} the operands
+    reduce: ReduceSpec | None = None
+    # the dtype(s) the eager kernel computes in, given the operands: one DType for every
+    # operand, a tuple with one entry (or None: leave as is) per operand, or None: no cast
+    compute_dtype: Callable[[Sequence[Operand]], Any] | None = None
+    view: bool = False  # the output may alias the first input's memory (reshape, permute, ...)
+    dynamic_shape: bool = False  # output shape depends on values (boolean-mask indexing)
+    differentiable: bool = True
+    kernels: dict[str, str] = field(default_factory=dict)  # device -> kernels function name
+    doc: str = ""
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def defop(name: str, kind: Kind, **kw: Any) -> OpDef:
+    if name in REGISTRY:
+        raise ValueError(f"op {name!r} declared twice")
+    op = OpDef(name, kind, **kw)
+    REGISTRY[name] = op
+    return op
+
+
+# ---- shape helpers shared by the rules --------------------------------------------------------
+
+
+def fmt_shape(s: Sequence[int]) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    nd = max((len(s) for s in shapes), default=0)
+    out = [1] * nd
+    for s in shapes:
+        for i, n in enumerate(s, nd - len(s)):
+            if n == out[i] or n == 1:
+                continue
+            if out[i] == 1:
+                out[i] = n
+            else:
+                shown = " and ".join(fmt_shape(x) for x in shapes)
+                raise ShapeError(
+                    f"{op}: shapes {shown} cannot be broadcast together (dimension {i - nd} is "
+                    f"{out[i]} in one and {n} in the other; sizes must match or be 1)"
+                )
+    return tuple(out)
+
+
+def norm_dim(op: str, dim: int, ndim: int) -> int:
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise ArgError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    lo, hi = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
+    if not lo <= dim <= hi:
+        raise ArgError(
+            f"{op}: dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
+        )
+    return int(dim) % max(ndim, 1)
+
+
+def norm_dims(op: str, dims: Any, ndim: int) -> tuple[int, ...]:
+    """None or () means every dimension (PyTorch's reductions); returns a sorted tuple."""
+    if dims is None:
+        return tuple(range(ndim))
+    if isinstance(dims, (int, np.integer)):
+        dims = (dims,)
+    out = tuple(sorted({norm_dim(op, d, ndim) for d in dims}))
+    if len(out) != len(tuple(dims)):
+        raise ArgError(f"{op}: dim {tuple(dims)} appears multiple times in the list of dims")
+    return out if ndim else ()
+
+
+def same_device(op: str, ops: Sequence[Operand]) -> device:
+    dev = None
+    for o in ops:
+        if isinstance(o, TensorType):
+            if dev is None:
+                dev = o.device
+            elif o.device != dev:
+                raise ShapeError(
+                    f"{op}: expected all tensors to be on the same device, but found at least "
+                    f"two devices, {dev} and {o.device}; move them with .to(device)"
+                )
+    return dev or CPU
