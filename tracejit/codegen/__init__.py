@@ -1,0 +1,1 @@
+"""tracejit.codegen (being built)."""

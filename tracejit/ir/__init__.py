@@ -1,0 +1,1 @@
+"""tracejit.ir (being built)."""

@@ -1,0 +1,1 @@
+"""tracejit.nn (being built)."""

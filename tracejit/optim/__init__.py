@@ -1,0 +1,1 @@
+"""tracejit.optim (being built)."""

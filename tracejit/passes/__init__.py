@@ -1,0 +1,1 @@
+"""tracejit.passes (being built)."""

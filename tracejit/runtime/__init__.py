@@ -1,0 +1,1 @@
+"""tracejit.runtime (being built)."""

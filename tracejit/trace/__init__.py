@@ -1,0 +1,1 @@
+"""tracejit.trace (being built)."""

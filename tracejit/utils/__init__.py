@@ -1,0 +1,1 @@
+"""tracejit.utils (being built)."""
