@@ -288,14 +288,36 @@ def assign_inplace(target: Tensor, result: Tensor) -> Tensor:
             "unsupported operation: more than one element of the written-to tensor refers to a "
             "single memory location (an expanded tensor); call .clone() before writing to it"
         )
+    if STATE.grad_enabled and result._requires_grad:
+        _keep_original(result._grad_fn, target)
     np.copyto(target._data, result._data, casting="unsafe")
     target._version.v += 1
     if STATE.tracer is not None:
         STATE.tracer.mutate(target, result)
-    if result._requires_grad and STATE.grad_enabled:
-        target._grad_fn, target._out_nr = result._grad_fn, result._out_nr
-        target._requires_grad = True
+    if STATE.grad_enabled:
+        if result._requires_grad:
+            target._grad_fn, target._out_nr = result._grad_fn, result._out_nr
+            target._requires_grad = True
+        elif target._grad_fn is not None:
+            # overwritten by a value without history (fill_, zero_, copy_ of a constant): the
+            # old history no longer reaches the value, so its gradient is zero
+            target._grad_fn, target._requires_grad = None, False
     return target
+
+
+def _keep_original(node: Any, target: Tensor) -> None:
+    """The in-place op's own node may have saved `target` (or a view of it) before the write,
+    as `x.mul_(y)` saves x for y's gradient: keep a copy of the original, as PyTorch does."""
+    saved = getattr(node, "saved", None)
+    if saved is None:
+        return
+    for s in saved[0]:
+        if isinstance(s, SavedTensor) and s.t._version is target._version:
+            snap = Tensor._make(s.t._data.copy(), s.t._dtype)
+            snap._version.v = s.version
+            snap._grad_fn, snap._out_nr = s.t._grad_fn, s.t._out_nr  # for create_graph
+            snap._requires_grad = s.t._requires_grad
+            s.t = snap
 
 
 # ---- un-broadcasting, accumulation --------------------------------------------------------------

@@ -47,7 +47,9 @@ def _basic(x: Tensor, key: list[Any]) -> tuple[Tensor, list[Any]]:
             rest.append(slice(None))
             continue
         if isinstance(k, Tensor) and k.dtype is dt.bool_:
-            for _ in range(max(k.ndim, 1) if k.ndim else 0):
+            if k.ndim == 0:  # NumPy: a new axis of length 1, then masked by the 0-d bool
+                out_shape.append(1)
+            for _ in range(k.ndim):
                 starts.append(0)
                 stops.append(x.shape[d])
                 steps.append(1)
@@ -106,7 +108,7 @@ def _advanced(y: Tensor, rest: list[Any]) -> tuple[list[Tensor], tuple[int, ...]
                 dims.append(d + j)
             nz = k.nonzero() if k.ndim else k.reshape(1).nonzero()
             idx.extend(nz.unbind(1))
-            d += k.ndim
+            d += max(k.ndim, 1)
         elif isinstance(k, Tensor):
             if k.dtype.category != 1:
                 raise ArgError(f"tensors used as indices must be long, int or bool tensors, got "
@@ -130,8 +132,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
 
 def _full_mask(x: Tensor, key: Any) -> Tensor | None:
     """A bool mask with x's leading shape: x[mask] = v is where(mask, v, x), static in shape."""
-    if isinstance(key, Tensor) and key.dtype is dt.bool_ and key.ndim and \
-            key.shape == x.shape[:key.ndim]:
+    if isinstance(key, Tensor) and key.dtype is dt.bool_ and key.shape == x.shape[:key.ndim]:
         return key.reshape(key.shape + (1,) * (x.ndim - key.ndim))
     return None
 

@@ -4,6 +4,7 @@ VJPs use Tensor methods only, so backward traces like forward."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -225,6 +226,10 @@ def _pow_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 
     def db() -> Any:
         # d/db a**b = a**b * log(a); defined as 0 where a == 0 and b >= 0, as torch
+        if isinstance(a, (int, float)):  # a Python base (2 ** x)
+            if a == 0:
+                return (g * c.out * -math.inf).where(b < 0, 0)
+            return g * c.out * (math.log(a) if a > 0 else math.nan)
         return g * c.out * a.log().where(a.eq(0).logical_and(b >= 0).logical_not(), 0)
 
     return _pick(c, da, db)

@@ -71,6 +71,11 @@ def _scatter_add_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
     idx = _check_index("scatter_add", idx)
     if not (idx.ndim == x.ndim == src.ndim):
         raise ShapeError("scatter_add: index, input and src must have the same number of dims")
+    for d, (i, n, s) in enumerate(zip(idx.shape, x.shape, src.shape)):
+        if i > s or (d != dim and i > n):
+            raise ShapeError(f"scatter_add: index {fmt_shape(idx.shape)} must be no larger than "
+                             f"src {fmt_shape(src.shape)} in every dimension and than input "
+                             f"{fmt_shape(x.shape)} apart from dimension {dim}")
     return x
 
 
@@ -86,8 +91,20 @@ def _scatter_add_eager(x: np.ndarray, idx: np.ndarray, src: np.ndarray, *, dim: 
 scatter_add_op = defop(
     "scatter_add", X, infer=_scatter_add_infer, eager=_scatter_add_eager, attrs=("dim",),
     saves=(1,), compute_dtype=lambda ops: (ops[0].dtype, None, ops[0].dtype),  # type: ignore
-    vjp=lambda c, g: (g, None, g.gather(c.attrs["dim"], c.inputs[1])),
+    vjp=lambda c, g: (g, None, _scatter_add_src_grad(c, g)),
 )
+
+
+def _scatter_add_src_grad(c: VjpContext, g: Any) -> Any:
+    # src elements beyond the index's extent are not read: their gradient is zero
+    picked = g.gather(c.attrs["dim"], c.inputs[1])
+    src = c.in_types[2]
+    assert isinstance(src, TensorType)
+    if picked.shape == src.shape:
+        return picked
+    n = len(src.shape)
+    return picked.new_zeros(src.shape)._slice_scatter(
+        picked, starts=(0,) * n, stops=tuple(picked.shape), steps=(1,) * n)
 
 
 def index_shape(x: tuple[int, ...], idx: Sequence[tuple[int, ...]], dims: tuple[int, ...],

@@ -199,8 +199,9 @@ cat_op = defop(
     vjp=_cat_vjp,
 )
 
+# clone: always a C-contiguous copy (torch preserves strides; contiguous() relies on this)
 clone_op = defop(
-    "clone", M, infer=lambda ops: _one(ops), eager=lambda x: np.array(x, copy=True),
+    "clone", M, infer=lambda ops: _one(ops), eager=lambda x: np.array(x, order="C", copy=True),
     vjp=lambda c, g: (g,),
 )
 
