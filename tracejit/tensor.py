@@ -933,7 +933,7 @@ def _from_value(v: Any, dtype: Any, copy: bool) -> Tensor:
         arr = np.from_dlpack(v)
         src_d = dt.from_numpy_dtype(arr.dtype)
     else:
-        arr = _nested_to_array(v)
+        arr = _nested_to_array(v, d)
         src_d = dt.from_numpy_dtype(arr.dtype)
         copy = False  # already fresh
     target = d or src_d
@@ -944,7 +944,9 @@ def _from_value(v: Any, dtype: Any, copy: bool) -> Tensor:
     return Tensor._make(arr, target)
 
 
-def _nested_to_array(v: Any) -> np.ndarray:
+def _nested_to_array(v: Any, d: dt.DType | None = None) -> np.ndarray:
+    if d is not None and isinstance(v, (bool, int, float, np.number, np.bool_)):
+        return np.array(v, d.np)  # straight to the asked dtype: 0.7 as float64 stays exact
     if isinstance(v, (bool, np.bool_)):
         return np.array(v, np.bool_)
     if isinstance(v, (int, np.integer)):
@@ -955,6 +957,8 @@ def _nested_to_array(v: Any) -> np.ndarray:
         if any(isinstance(x, Tensor) for x in v):
             v = [x._data if isinstance(x, Tensor) else x for x in v]
         arr = np.array(v)
+        if d is not None and arr.dtype.kind in "biuf":
+            return arr.astype(d.np)
         if arr.dtype == np.float64 and not _has_float64_array(v):
             arr = arr.astype(dt.get_default_dtype().np)
         if arr.dtype == object:
