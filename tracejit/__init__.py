@@ -80,6 +80,9 @@ from .functional import (  # noqa: F401
 )
 from .tensor import Size, Tensor
 
+from . import nn, optim, utils  # noqa: E402, F401 - after Tensor and the factories they build on
+from .serialization import load, save  # noqa: E402, F401
+
 half, float, double = float16, float32, float64  # noqa: A001
 long, int = int64, int32  # noqa: A001
 __version__ = "0.1.0"

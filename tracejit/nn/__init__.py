@@ -1,1 +1,30 @@
-"""tracejit.nn (being built)."""
+"""tracejit.nn: Modules, layers, losses, initialisers and gradient clipping, with PyTorch's
+names, defaults and semantics. Everything is written in tracejit ops so it traces."""
+
+from __future__ import annotations
+
+from . import functional, init, utils
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .container import ModuleDict, ModuleList, Sequential
+from .layers import Bilinear, Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, Unflatten
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from .module import Module, RemovableHandle
+from .parameter import Buffer, Parameter
+from .rnn import GRUCell, LSTMCell, RNNCell
+
+__all__ = [
+    "functional", "init", "utils", "Module", "RemovableHandle", "Parameter", "Buffer",
+    "Linear", "Bilinear", "Embedding", "Identity", "Flatten", "Unflatten", "LayerNorm", "Dropout",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "Softmax", "LogSoftmax",
+    "Sequential", "ModuleList", "ModuleDict", "RNNCell", "LSTMCell", "GRUCell",
+    "MSELoss", "L1Loss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
+    "BCEWithLogitsLoss",
+]

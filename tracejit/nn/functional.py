@@ -1,0 +1,339 @@
+"""tracejit.nn.functional: the function forms of the layers and losses, written with tracejit
+ops only (log_softmax + gather, where, ...) so they trace under @jit and differentiate."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from .. import dtypes as dt
+from .. import functional as _F  # noqa: N812
+from ..autograd import no_grad
+from ..creation import arange, bernoulli, full_like
+from ..tensor import Tensor
+
+__all__ = [
+    "linear", "bilinear", "embedding", "one_hot", "relu", "relu_", "leaky_relu", "sigmoid", "tanh",
+    "gelu", "silu", "softplus", "softmax", "log_softmax", "dropout", "layer_norm", "normalize",
+    "mse_loss", "l1_loss", "smooth_l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+]
+
+# ---- layers --------------------------------------------------------------------------------------
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b, the form nn.Linear uses (weight is [out_features, in_features])."""
+    if input.dtype is not weight.dtype:
+        raise TypeError(
+            f"linear: input dtype {input.dtype.name} does not match the weight dtype "
+            f"{weight.dtype.name}; convert the input with .to({weight.dtype}) (NumPy data is "
+            "float64: tracejit.tensor(array, dtype=tracejit.float32)) or the model with "
+            f".to({input.dtype})")
+    if input.shape[-1:] != weight.shape[-1:]:
+        raise RuntimeError(f"linear: input has {input.shape[-1] if input.ndim else 0} features "
+                           f"in its last dim but the layer expects {weight.shape[-1]} (input "
+                           f"shape {list(input.shape)}, weight shape {list(weight.shape)})")
+    out = input.matmul(weight.t())
+    return out if bias is None else out + bias
+
+
+def bilinear(input1: Tensor, input2: Tensor, weight: Tensor,
+             bias: Tensor | None = None) -> Tensor:
+    """y_o = x1^T W_o x2 + b_o, for weight [out, in1, in2] over any leading batch dims."""
+    out_f, in1, in2 = weight.shape
+    lead = input1.shape[:-1]
+    x1 = input1.reshape(-1, in1)
+    x2 = input2.reshape(-1, in2)
+    # [N, in1] @ [in1, out*in2] -> [N, out, in2], then contract with x2 over in2
+    t = x1.matmul(weight.permute(1, 0, 2).reshape(in1, out_f * in2)).reshape(-1, out_f, in2)
+    y = (t * x2.unsqueeze(1)).sum(-1)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(tuple(lead) + (out_f,))
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
+              max_norm: float | None = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """Rows of `weight` picked by the integer `input`; the padding row gets no gradient."""
+    if input.dtype.category != 1:
+        raise TypeError(f"embedding: expected an integer index tensor (int64 or int32), got "
+                        f"{input.dtype.name}; use .long()")
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
+    n = weight.shape[0]
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += n
+    if max_norm is not None:
+        _embedding_renorm_(weight, input, max_norm, norm_type)
+    out = weight.index_select(0, input.reshape(-1)).reshape(tuple(input.shape) +
+                                                           (weight.shape[1],))
+    if padding_idx is not None and weight.requires_grad:
+        # same values, but the rows read at padding_idx come from a detached copy: no gradient
+        keep = (input != padding_idx).unsqueeze(-1)
+        out = out.where(keep, out.detach())
+    return out
+
+
+def _embedding_renorm_(weight: Tensor, input: Tensor, max_norm: float, norm_type: float) -> None:
+    with no_grad():
+        rows = weight.index_select(0, input.reshape(-1))
+        norms = _F.norm(rows, norm_type, dim=1, keepdim=True)
+        scale = (max_norm / (norms + 1e-7)).clamp(max=1.0)
+        weight[input.reshape(-1)] = rows * scale
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    if tensor.dtype is not dt.int64:
+        raise RuntimeError("one_hot is only applicable to index tensor of type int64")
+    if num_classes < 0:
+        num_classes = int(tensor.max().item()) + 1 if tensor.numel() else 0
+    classes = arange(num_classes)
+    return (tensor.unsqueeze(-1) == classes).to(dt.int64)
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    return input.relu_() if inplace else input.relu()
+
+
+def relu_(input: Tensor) -> Tensor:
+    return input.relu_()
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    out = _F.leaky_relu(input, negative_slope)
+    return input.copy_(out) if inplace else out
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    return input.sigmoid()
+
+
+def tanh(input: Tensor) -> Tensor:
+    return input.tanh()
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    return _F.gelu(input, approximate)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    out = _F.silu(input)
+    return input.copy_(out) if inplace else out
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    return _F.softplus(input, beta, threshold)
+
+
+def _softmax_dim(name: str, ndim: int) -> int:
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call "
+                  "to include dim=X as an argument.", stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+    return _F.softmax(input, _softmax_dim("softmax", input.ndim) if dim is None else dim, dtype)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+    d = _softmax_dim("log_softmax", input.ndim) if dim is None else dim
+    return _F.log_softmax(input, d, dtype)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True,
+            inplace: bool = False) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity in eval."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        out = input * 0.0
+    else:
+        keep = bernoulli(full_like(input, 1.0 - p))
+        out = input * (keep * (1.0 / (1.0 - p)))
+    return input.copy_(out) if inplace else out
+
+
+def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing `normalized_shape` dims (biased variance, as torch)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if tuple(input.shape[input.ndim - k:]) != shape:
+        raise RuntimeError(f"layer_norm: expected input with shape [*, "
+                           f"{', '.join(map(str, shape))}], but got input of size "
+                           f"{list(input.shape)}")
+    dims = tuple(range(input.ndim - k, input.ndim))
+    mu = input.mean(dims, keepdim=True)
+    xc = input - mu
+    var = (xc * xc).mean(dims, keepdim=True)
+    out = xc * (var + eps).rsqrt()
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    return input / _F.norm(input, p, dim=dim, keepdim=True).clamp(min=eps)
+
+
+# ---- losses --------------------------------------------------------------------------------------
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{reduction} is not a valid value for reduction ('none', 'mean' or 'sum')")
+
+
+def _check_pair(name: str, input: Tensor, target: Tensor) -> None:
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name}: target must be a Tensor, got {type(target).__name__}")
+    if target.shape != input.shape:
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
+                      f"size ({input.shape}). This will likely lead to incorrect results due to "
+                      "broadcasting. Please ensure they have the same size.", stacklevel=3)
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _check_pair("mse_loss", input, target)
+    d = input - target
+    return _reduce(d * d, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    _check_pair("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (L1 when beta == 0)."""
+    _check_pair("smooth_l1_loss", input, target)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    a = (input - target).abs()
+    if beta == 0.0:
+        return _reduce(a, reduction)
+    return _reduce((a * a * (0.5 / beta)).where(a < beta, a - 0.5 * beta), reduction)
+
+
+def _class_dim_view(t: Tensor, ndim: int) -> Tensor:
+    """A [C] per-class tensor shaped to broadcast against [N, C, d1, ...] inputs."""
+    return t.reshape((1, -1) + (1,) * (ndim - 2)) if ndim >= 2 else t
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
+             ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """-input[n, target[n]] (times weight[target[n]]); mean divides by the summed weights of
+    the targets that are not ignore_index."""
+    if target.dtype.category != 1:
+        raise RuntimeError(f"nll_loss: expected target of an integer dtype (class indices), got "
+                           f"{target.dtype.name}; use .long(), or pass probabilities to "
+                           "cross_entropy")
+    unbatched = input.ndim == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)  # noqa: A001
+    if input.ndim < 2 or tuple(target.shape) != (input.shape[0],) + tuple(input.shape[2:]):
+        raise ValueError(f"Expected target of shape {[input.shape[0]] + list(input.shape[2:])} "
+                         f"for input of shape {list(input.shape)}, got {list(target.shape)}")
+    valid = target != ignore_index
+    safe = target.where(valid, 0)
+    picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if weight is not None:
+        w = weight.index_select(0, safe.reshape(-1)).reshape(safe.shape)
+        w = w.where(valid, 0.0)
+    else:
+        w = valid.to(input.dtype)
+    loss = picked * w
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    if unbatched and reduction == "none":
+        return loss.squeeze(0)
+    return _reduce(loss, reduction)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """log_softmax over dim 1 (dim 0 unbatched) followed by the NLL of the target classes, or
+    of target probabilities when `target` is floating point (then ignore_index does not apply).
+    """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    cdim = 0 if input.ndim == 1 else 1
+    logp = _F.log_softmax(input, cdim)
+    n_classes = input.shape[cdim]
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise RuntimeError(f"cross_entropy: probability targets must have the input's shape "
+                               f"{list(input.shape)}, got {list(target.shape)}")
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / n_classes
+        prod = logp * target
+        if weight is not None:
+            prod = prod * _class_dim_view(weight, input.ndim)
+        per = -prod.sum(cdim)
+        if reduction == "mean":
+            return per.sum() / max(input.numel() // max(n_classes, 1), 1) if input.numel() else \
+                per.sum() * math.nan
+        return _reduce(per, reduction)
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if label_smoothing == 0.0:
+        return nll
+    valid = target != ignore_index
+    lw = logp if weight is None else logp * _class_dim_view(weight, input.ndim)
+    smooth = (-lw.sum(cdim)).where(valid, 0.0)
+    if reduction == "mean":
+        if weight is not None:
+            safe = target.where(valid, 0)
+            wsum = weight.index_select(0, safe.reshape(-1)).reshape(safe.shape).where(valid, 0.0)
+            smooth = smooth.sum() / wsum.sum()
+        else:
+            smooth = smooth.sum() / valid.sum()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / n_classes)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         reduction: str = "mean") -> Tensor:
+    """-(y log x + (1-y) log(1-x)), each log clamped at -100 as torch does."""
+    if target.shape != input.shape:
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the input "
+                         f"size ({input.shape}) is deprecated. Please ensure they have the same "
+                         "size.")
+    log_x = input.log().clamp(min=-100)
+    log_1mx = (1 - input).log().clamp(min=-100)
+    loss = -(target * log_x + (1 - target) * log_1mx)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """(1-y) x + (1 + (pw-1) y) softplus(-x), the numerically stable form."""
+    if target.shape != input.shape:
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size "
+                         f"({input.shape})")
+    sp = (-input.abs()).exp().log1p() + (-input).relu()  # softplus(-x), never overflows
+    if pos_weight is not None:
+        loss = (1 - target) * input + ((pos_weight - 1) * target + 1) * sp
+    else:
+        loss = (1 - target) * input + sp
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
