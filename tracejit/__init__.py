@@ -94,3 +94,4 @@ def is_tensor(obj: object) -> builtins_bool:  # type: ignore[name-defined]  # no
 
 def numel(x: Tensor) -> int:
     return x.numel()
+from .jit import JitFunction, disable_jit, jit  # noqa: E402

@@ -1,1 +1,60 @@
-"""tracejit.passes (being built)."""
+"""Stage 3: optimisation passes, each `def name(g: Graph) -> Graph`, run in order by
+`run_pipeline`, which times them, verifies after each (in tests) and prints after those named
+in TRACEJIT_PRINT_AFTER."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..flags import get as get_flag
+from ..ir.graph import Graph
+from ..ir.printer import print_graph
+from ..ir.verify import verify
+from .cse import cse
+from .dce import dce
+from .fold import fold
+from .fuse import fuse
+from .plan_memory import plan_memory
+from .simplify import simplify
+
+Pass = Callable[[Graph], Graph]
+PIPELINE: list[tuple[str, Pass]] = [
+    ("dce", dce), ("cse", cse), ("fold", fold), ("simplify", simplify), ("dce", dce),
+    ("fuse", fuse), ("plan_memory", plan_memory),
+]
+
+VERIFY = True  # every pass's result is checked; cheap next to compiling
+
+
+@dataclass
+class PassRecord:
+    name: str
+    before: int
+    after: int
+    ms: float
+
+
+HISTORY: list[PassRecord] = []
+
+
+def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Graph:
+    wanted = {p.strip() for p in get_flag("print_after").split(",") if p.strip()}
+    if VERIFY:
+        verify(g)
+    for name, p in passes or PIPELINE:
+        t0 = time.perf_counter()
+        before = len(g.nodes)
+        g = p(g)
+        ms = (time.perf_counter() - t0) * 1e3
+        HISTORY.append(PassRecord(name, before, len(g.nodes), ms))
+        del HISTORY[:-200]
+        if VERIFY:
+            verify(g)
+        if name in wanted or "all" in wanted:
+            print(print_graph(g, f"# after {name}: {before} -> {len(g.nodes)} nodes ({ms:.1f} ms)"))
+    return g
+
+
+__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse", "plan_memory"]

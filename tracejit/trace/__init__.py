@@ -1,1 +1,6 @@
-"""tracejit.trace (being built)."""
+"""Stage 1: capture. The tracer and the sources/guards of a trace."""
+
+from .sources import Guard, Source
+from .tracer import GraphBreak, TraceResult, Tracer
+
+__all__ = ["Guard", "Source", "GraphBreak", "TraceResult", "Tracer"]

@@ -1,0 +1,350 @@
+"""Stage 4, CPU: a graph becomes one `numba.njit` driver that calls small kernels (fused
+elementwise loops, reductions), each its own njit function in its own cached module, named by
+a hash of its source: identical layers share one compiled kernel, so compile time grows with
+the number of distinct kernels, not with the size of the graph. Never imports tensor/trace."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..dtypes import DType, float64
+from ..ir.graph import Const, Graph, Node, Operand, Region, Value
+from ..ir.printer import print_graph
+from ..ops.registry import Kind, OpDef, lit, np_name
+from ..runtime import cache
+from .lower import Unsupported, render_expr
+from .writer import Writer
+
+PRELUDE = """import numpy as np
+import numba
+from tracejit.kernels.cpu.scalar import *  # noqa: F403
+from tracejit.kernels.cpu.contract import matmul2d, as_blas  # noqa: F401
+from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first, put_first  # noqa
+"""
+JIT = '@numba.njit(cache=True, error_model="numpy")'
+
+
+@dataclass
+class Kernel:
+    name: str
+    source: str
+
+
+@dataclass
+class Program:
+    """A compiled graph: call it with the parameter arrays (inputs then lifted)."""
+
+    name: str
+    source: str
+    fn: Callable[..., Any]
+    from_disk: bool
+    effects_done: bool = True
+    kernels: list[str] = field(default_factory=list)
+
+    def __call__(self, params: list[np.ndarray]) -> tuple[list[Any], None]:
+        out = self.fn(*params)
+        return list(out), None
+
+
+# ---- kernels ------------------------------------------------------------------------------------
+
+
+def _index(rank_out: int, t: Any) -> str:
+    """Index expression reading operand type `t` inside loops i0..i{r-1} (right-aligned,
+    broadcast dims read at 0)."""
+    if not t.shape:
+        return "[()]"
+    lead = rank_out - len(t.shape)
+    parts = []
+    for j, n in enumerate(t.shape):
+        parts.append(f"i{lead + j}" if n != 1 else "0")
+    return "[" + ", ".join(parts) + "]"
+
+
+def _named(prefix: str, body: str, hint: str) -> Kernel:
+    digest = hashlib.sha1(body.encode()).hexdigest()[:10]
+    name = f"{prefix}{digest}_{hint}"[:60]
+    return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
+
+
+def fused_kernel(n: Node) -> Kernel:
+    body: Region = n.attrs["body"]
+    inplace = dict(n.attrs.get("inplace", ()))
+    shape = n.outs[0].type.shape
+    r = len(shape)
+    w = Writer()
+    args = ", ".join(f"a{i}" for i in range(len(body.params)))
+    w.line(f"def KERNEL(shape, {args}):")
+    with w.indent():
+        for k, o in enumerate(body.results):
+            if k in inplace:
+                w.line(f"o{k} = a{inplace[k]}")
+            else:
+                w.line(f"o{k} = np.empty(shape, {np_name(o.type.dtype)})")
+        for d in range(r):
+            w.line(f"for i{d} in range(shape[{d}]):")
+            w._indent += 1
+        names: dict[Value, str] = {}
+        for i, p in enumerate(body.params):
+            names[p] = f"x{i}"
+            w.line(f"x{i} = a{i}{_index(r, p.type)}")
+        for j, m in enumerate(body.nodes):
+            assert isinstance(m.op, OpDef)
+            argv = [names[v] if isinstance(v, Value) else "" for v in m.inputs]
+            names[m.out] = f"t{j}"
+            w.line(f"t{j} = {render_expr(m, argv)}")
+        for k, o in enumerate(body.results):
+            w.line(f"o{k}{_index(r, o.type)} = {names[o]}")
+        w._indent -= r
+        outs = ", ".join(f"o{k}" for k in range(len(body.results)))
+        w.line(f"return {outs}" + ("," if len(body.results) > 1 else ""))
+    hint = "_".join(m.name for m in body.nodes)[:30]
+    return _named("k", w.text(), hint)
+
+
+def _init_literal(init: str, d: DType) -> str:
+    if init in ("inf", "-inf") and not d.is_floating_point:
+        info = np.iinfo(d.np) if d.category == 1 else None
+        if info is None:
+            return "False" if init == "-inf" else "True"
+        return str(info.min if init == "-inf" else info.max)
+    if init in ("inf", "-inf"):
+        return f"{np_name(d)}({'-' if init[0] == '-' else ''}np.inf)"
+    return init
+
+
+def reduce_kernel(n: Node) -> Kernel:
+    assert isinstance(n.op, OpDef) and n.op.reduce is not None
+    spec = n.op.reduce
+    x = n.inputs[0]
+    assert isinstance(x, Value)
+    xt, out = x.type, n.out.type
+    r = len(xt.shape)
+    if spec.index:
+        dim = n.attrs["dim"]
+        dims = tuple(range(r)) if dim is None else (dim,)
+        flat = dim is None
+    else:
+        dims = n.attrs["dims"]
+        flat = False
+    keep = tuple(1 if i in dims else f"x.shape[{i}]" for i in range(r))
+    keep_shape = "(" + "".join(f"{s}, " for s in keep) + ")"
+    oidx = "[" + ", ".join("0" if i in dims else f"i{i}" for i in range(r)) + "]" if r else "[()]"
+    xidx = "[" + ", ".join(f"i{i}" for i in range(r)) + "]" if r else "[()]"
+    w = Writer()
+    w.line("def KERNEL(x):")
+    with w.indent():
+        if spec.index:
+            w.line(f"best = np.full({keep_shape}, {_init_literal(spec.init, xt.dtype)}, x.dtype)")
+            w.line(f"acc = np.zeros({keep_shape}, np.int64)")
+            if flat:
+                w.line("k = 0")
+        else:
+            # float sums and products accumulate in float64 (NumPy sums pairwise instead)
+            acc_d = float64 if out.dtype.is_floating_point and spec.init in ("0", "1") \
+                else out.dtype
+            w.line(f"acc = np.full({keep_shape}, {_init_literal(spec.init, out.dtype)}, "
+                   f"{np_name(acc_d)})")
+        for d in range(r):
+            w.line(f"for i{d} in range(x.shape[{d}]):")
+            w._indent += 1
+        if spec.index:
+            cond = spec.combine.format("v", acc="best" + oidx)
+            w.line(f"v = x{xidx}")
+            w.line(f"if {cond}:")
+            with w.indent():
+                w.line(f"best{oidx} = v")
+                w.line(f"acc{oidx} = {'k' if flat else f'i{dims[0]}' if r else '0'}")
+            if flat:
+                w.line("k += 1")
+        else:
+            v = f"x{xidx}"
+            w.line(f"acc{oidx} = " + spec.combine.format(v, acc=f"acc{oidx}"))
+        w._indent -= r
+        final = "(" + "".join(f"{s}, " for i, s in enumerate(keep)
+                              if n.attrs.get("keepdim") or i not in dims) + ")"
+        w.line(f"return acc.astype({np_name(out.dtype)}).reshape({final})")
+    return _named("r", w.text(), n.name)
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+
+
+def _const_name(i: int) -> str:
+    return f"C{i}"
+
+
+def _rule(op: OpDef) -> Any:
+    rule = op.kernels.get("cpu")
+    if rule is None:
+        raise Unsupported(f"{op.name} has no CPU compilation rule")
+    return rule
+
+
+class _Gen:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.w = Writer()
+        self.names: dict[Value, str] = {}
+        self.kernels: dict[str, Kernel] = {}
+        self.consts: list[np.ndarray] = []
+        self.const_of: dict[Value, str] = {}
+
+    def ref(self, o: Operand, dtype: DType | None = None) -> str:
+        if isinstance(o, Const):
+            return lit(o.value, dtype or o.dtype)
+        return self.names[o]
+
+    def kernel(self, k: Kernel) -> str:
+        self.kernels[k.name] = k
+        return k.name
+
+    def node(self, i: int, n: Node) -> None:
+        out = f"v{i}"
+        origin = f"%{i} {n.loc}"
+        for j, o in enumerate(n.outs):
+            self.names[o] = out if len(n.outs) == 1 else f"v{i}_{j}"
+        outs = ", ".join(self.names[o] for o in n.outs) + ("," if len(n.outs) > 1 else "")
+        args = [self.ref(v) for v in n.inputs]
+        comment = f"  # %{i} {n.name} {n.loc}"
+        if n.name == "constant":
+            c = _const_name(len(self.consts))
+            self.consts.append(np.ascontiguousarray(n.attrs["value"]))
+            self.const_of[n.out] = c
+            self.w.line(f"{out} = {c}{comment}", origin)
+            return
+        if n.name == "fused":
+            k = self.kernel(fused_kernel(n))
+            shape = repr(tuple(n.outs[0].type.shape))
+            self.w.line(f"{outs} = {k}({shape}, {', '.join(args)})"
+                        f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
+            return
+        assert isinstance(n.op, OpDef)
+        if n.op.dynamic_shape:
+            raise Unsupported(f"{n.name} has a data-dependent output shape")
+        if n.op.kind is Kind.ELEMENTWISE and n.op.expr is not None:
+            from ..passes.fuse import _make_fused
+
+            self.node(i, _make_fused(_Single(n), set(n.outs), 0))
+            return
+        if n.op.kind is Kind.REDUCE and n.op.reduce is not None:
+            k = self.kernel(reduce_kernel(n))
+            self.w.line(f"{out} = {k}({args[0]}){comment}", origin)
+            return
+        ins = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
+        text = _rule(n.op)(args, n.attrs, n.out.type, ins)
+        if text is None:
+            raise Unsupported(f"{n.name} with these operands ({', '.join(map(str, ins))}) has no "
+                              "CPU compilation rule")
+        if "{out}" in text:
+            self.w.line(text.replace("{out}", out).rstrip() + comment, origin)
+        else:
+            self.w.line(f"{out} = {text}{comment}", origin)
+
+    def generate(self, fname: str) -> str:
+        g = self.g
+        for k, v in enumerate(g.params):
+            self.names[v] = f"p{k}"
+        self.w.line(JIT)
+        self.w.line(f"def {fname}({', '.join(self.names[v] for v in g.params)}):")
+        with self.w.indent():
+            for i, n in enumerate(g.nodes):
+                self.node(i, n)
+            view_made = {o for n in g.nodes if isinstance(n.op, OpDef) and n.op.view
+                         for o in n.outs}
+            aliasable = set(g.params) | view_made
+            for e in g.effects:
+                src = self.names[e.source]
+                if e.source in aliasable and len(g.effects) > 1:
+                    src += ".copy()"  # the source may alias another target written first
+                self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
+            outs = []
+            for o in g.outputs:
+                if isinstance(o, Value) and o in self.const_of:
+                    outs.append(self.names[o] + ".copy()")  # constants are shared, read-only
+                elif isinstance(o, Value) and o in self.names:
+                    outs.append(self.names[o])
+                else:
+                    outs.append(f"np.array({self.ref(o)})")
+            self.w.line("return (" + "".join(f"{o}, " for o in outs) + ")")
+        return self.w.text()
+
+
+class _Single:
+    """Adapter: one elementwise node seen as a one-member fusion group."""
+
+    def __init__(self, n: Node) -> None:
+        self.members = [n]
+        self.defined = set(n.outs)
+        self.shape = n.out.type.shape
+
+
+def generate(g: Graph) -> tuple[str, list[Kernel], list[np.ndarray], str]:
+    """Source of the driver module (without kernels), its kernels, constants, and name."""
+    gen = _Gen(g)
+    body = gen.generate("DRIVER")
+    digest = cache.content_hash(print_graph(g) + body + "".join(k.source for k in
+                                                                 gen.kernels.values()))
+    cdigest = hashlib.sha1(b"".join(c.tobytes() + str(c.dtype).encode() + str(c.shape).encode()
+                                    for c in gen.consts)).hexdigest()
+    fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}"
+    fname = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fname)
+    header = (f"# tracejit program {fname}: graph {g.name}, tracejit {cache.VERSION}, numba "
+              f"{numba.__version__}\n# content hash {digest}\n")
+    imports = "".join(f"from tracejit.runtime.cache import kernel as _k\n{k} = _k({k!r})\n"
+                      for k in gen.kernels)
+    consts = "".join(f"{_const_name(i)} = _consts[{i}]\n" for i in range(len(gen.consts)))
+    if gen.consts:
+        consts = f"from tracejit.runtime.cache import constants as _c\n_consts = _c({fname!r})\n" + \
+            consts
+    src = header + PRELUDE + imports + consts + "\n\n" + body.replace("DRIVER", fname)
+    return src, list(gen.kernels.values()), gen.consts, fname
+
+
+def _clear_numba_cache(module_path: str) -> None:
+    stem = os.path.splitext(os.path.basename(module_path))[0]
+    for f in glob.glob(os.path.join(os.path.dirname(module_path), "__pycache__", stem + ".*")):
+        try:
+            os.unlink(f)
+        except OSError:
+            pass
+
+
+def compile_graph(g: Graph) -> Program:
+    src, kernels, consts, fname = generate(g)
+    for k in kernels:
+        cache.register_kernel(k.name, k.source)
+    if consts:
+        cache.register_constants(fname, consts)
+    sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
+    for attempt in (0, 1):
+        mod = cache.load_module(fname, src)
+        fn = getattr(mod, fname)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
+                fn.compile(sig)
+            break
+        except (numba.TypingError, numba.errors.UnsupportedError) as e:
+            raise Unsupported(f"Numba could not compile {fname}: "
+                              f"{str(e).splitlines()[0]}") from None
+        except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
+            if attempt:
+                raise
+            warnings.warn(f"tracejit: the compiled cache of {fname} could not be loaded "
+                          f"({type(e).__name__}: {e}); rebuilding it", RuntimeWarning,
+                          stacklevel=2)
+            for name in [fname] + [k.name for k in kernels]:
+                _clear_numba_cache(cache.module_path(name))
+                cache.forget(name)
+    from_disk = sum(fn.stats.cache_hits.values()) > 0
+    return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels])

@@ -1,0 +1,97 @@
+"""Deterministic text form of a graph (STYLE.md's format): one line per node, attributes in
+brackets, typed literals, the user's file:line as a trailing comment, regions indented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType
+from .graph import Const, Graph, Node, Operand, Region, Value
+
+
+class _Names:
+    def __init__(self) -> None:
+        self.names: dict[Value, str] = {}
+        self.counter = 0
+        self.taken: set[str] = set()
+
+    def param(self, v: Value, hint: str) -> str:
+        base = hint or f"in{len(self.names)}"
+        name = base
+        k = 1
+        while name in self.taken:
+            name = f"{base}_{k}"
+            k += 1
+        self.taken.add(name)
+        self.names[v] = name
+        return name
+
+    def fresh(self, v: Value) -> str:
+        name = str(self.counter)
+        self.counter += 1
+        self.names[v] = name
+        return name
+
+    def ref(self, o: Operand) -> str:
+        if isinstance(o, Const):
+            return str(o)
+        return "%" + self.names.get(o, f"?{o.uid}")
+
+
+def fmt_attr(v: Any) -> str:
+    if isinstance(v, DType):
+        return v.short
+    if isinstance(v, np.ndarray):
+        return f"<{v.dtype}{list(v.shape)}>"
+    if isinstance(v, Region):
+        return "<region>"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(fmt_attr(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return repr(v)
+
+
+def _node_lines(n: Node, names: _Names, indent: str) -> list[str]:
+    outs = ", ".join(f"%{names.fresh(v)}: {v.type}" for v in n.outs)
+    attrs = {k: v for k, v in n.attrs.items()
+             if k not in ("body", "index") and not (k == "value" and n.name == "constant")}
+    label = n.name
+    if n.name == "fused":
+        label = f"fused.{n.attrs.get('index', 0)}"
+    head = label + (("[" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in attrs.items()) + "]")
+                    if attrs and n.name != "fused" else "")
+    args = ", ".join(names.ref(i) for i in n.inputs)
+    if n.name == "fused":
+        text = f"{indent}{outs} = {head}({args})"
+    elif n.name == "constant":
+        text = f"{indent}{outs} = constant {fmt_attr(n.attrs['value'])}"
+    else:
+        text = f"{indent}{outs} = {head} {args}".rstrip()
+    lines = [f"{text:<56}  # {n.loc}" if n.loc else text]
+    body = n.attrs.get("body")
+    if isinstance(body, Region):
+        lines.append(indent + "    " + " ; ".join(m.name for m in body.nodes))
+    return lines
+
+
+def print_region(r: Region, names: _Names, indent: str) -> list[str]:
+    lines = []
+    for n in r.nodes:
+        lines += _node_lines(n, names, indent)
+    return lines
+
+
+def print_graph(g: Graph, header: str = "") -> str:
+    names = _Names()
+    ins = ", ".join(f"%{names.param(v, v.name)}: {v.type}" for v in g.inputs)
+    lifted = ", ".join(f"%{names.param(v, v.name or 'l')}: {v.type}" for v in g.lifted)
+    lines = [header] if header else []
+    lines.append(f"graph {g.name}({ins})" + (f" lifted({lifted})" if lifted else "") + ":")
+    for n in g.nodes:
+        lines += _node_lines(n, names, "  ")
+    if g.effects:
+        lines.append("  effects: " + ", ".join(
+            f"{names.ref(e.target)} <- {names.ref(e.source)}" for e in g.effects))
+    lines.append("  return " + ", ".join(names.ref(o) for o in g.outputs))
+    return "\n".join(lines)

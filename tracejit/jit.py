@@ -1,0 +1,386 @@
+"""@jit: ties the stages together. A call looks up a cache entry by its guards; a miss traces
+the function (running it eagerly, so the result is already right), optimises the graph, and
+compiles it when the same entry is met again. Also explain(), ir(), source(), cache_info()."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import inspect
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from .flags import get as get_flag
+from .autograd import OpNode
+from .dispatch import STATE, user_location
+from .ir.printer import print_graph
+from .passes import run_pipeline
+from .runtime.entry import Entry
+from .runtime.log import log
+from .tensor import Tensor
+from .trace.tracer import Tracer, TraceResult
+
+
+class CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    traces: int
+    compiles: int
+    fallbacks: int
+
+
+_disabled_depth = 0
+
+
+@contextlib.contextmanager
+def disable_jit() -> Iterator[None]:
+    """Run every @jit function eagerly inside this block (like jax.disable_jit)."""
+    global _disabled_depth
+    _disabled_depth += 1
+    try:
+        yield
+    finally:
+        _disabled_depth -= 1
+
+
+def _is_disabled() -> bool:
+    return _disabled_depth > 0 or bool(get_flag("disable"))
+
+
+class JitWarning(UserWarning):
+    pass
+
+
+def _flatten(obj: Any, path: str, flat: list[Any], names: list[str], key: list[Any]) -> None:
+    """Flatten arguments into tensors/leaves, and build the hashable part of the guard key."""
+    if isinstance(obj, Tensor):
+        flat.append(obj)
+        names.append(path)
+        key.append((obj._data.shape, obj._dtype, obj._requires_grad, obj._device))
+    elif isinstance(obj, (bool, int, float, str, type(None))):
+        key.append((type(obj), obj))
+    elif isinstance(obj, (tuple, list)):
+        key.append((type(obj), len(obj)))
+        for i, x in enumerate(obj):
+            _flatten(x, f"{path}[{i}]", flat, names, key)
+    elif isinstance(obj, dict):
+        key.append((dict, tuple(obj.keys())))
+        for k, x in obj.items():
+            _flatten(x, f"{path}[{k!r}]", flat, names, key)
+    else:
+        # modules, optimizers and other objects are used by identity
+        key.append(("id", id(obj)))
+
+
+def _describe_key_change(old: tuple, new: tuple, names: list[str]) -> str:
+    for i, (a, b) in enumerate(zip(old, new)):
+        if a != b:
+            if i == 0:
+                return f"grad mode changed ({a} -> {b})"
+            return f"argument component {i - 1} changed: {a!r} -> {b!r}"
+    return "argument structure changed"
+
+
+class JitFunction:
+    """What @jit returns. Call it like the function it wraps."""
+
+    def __init__(self, fn: Callable, *, fallback: bool = True, check: bool = False,
+                 max_traces: int = 8) -> None:
+        self.fn = fn
+        self.fallback = fallback
+        self.check = check
+        self.max_traces = max_traces
+        self.name = getattr(fn, "__name__", None) or type(fn).__name__.lower()
+        self._entries: dict[tuple, list[Entry]] = {}
+        self._stats = Counter[str]()
+        self._changes = Counter[str]()
+        self._events: list[str] = []
+        self._gave_up = False
+        self._last_key: tuple | None = None
+        self._warned: set[str] = set()
+        try:
+            sig = inspect.signature(fn)
+            self._argnames = [p.name for p in sig.parameters.values()]
+        except (TypeError, ValueError):
+            self._argnames = []
+        functools.update_wrapper(self, fn, updated=())
+
+    # ---- public API --------------------------------------------------------------------------
+    def cache_info(self) -> CacheInfo:
+        s = self._stats
+        return CacheInfo(s["hits"], s["misses"], s["traces"], s["compiles"], s["fallbacks"])
+
+    def clear_cache(self) -> None:
+        self._entries.clear()
+        self._stats.clear()
+        self._changes.clear()
+        self._gave_up = False
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if STATE.tracer is not None or _is_disabled():
+            return self.fn(*args, **kwargs)  # inside another trace: trace through
+        flat: list[Any] = []
+        names: list[str] = []
+        key: list[Any] = [STATE.grad_enabled]
+        self._flatten_args(args, kwargs, flat, names, key)
+        k = tuple(key)
+        entries = self._entries.get(k)
+        if entries is not None:
+            for e in entries:
+                failed = e.guards_hold(flat)
+                if failed is None:
+                    return self._run(e, flat, args, kwargs)
+                self._changes[failed.describe()] += 1
+        elif self._last_key is not None and self._entries:
+            self._changes[_describe_key_change(self._last_key, k, names)] += 1
+        self._last_key = k
+        self._stats["misses"] += 1
+        if self._gave_up:
+            self._stats["fallbacks"] += 1
+            return self.fn(*args, **kwargs)
+        if self._stats["traces"] >= self.max_traces:
+            self._give_up()
+            self._stats["fallbacks"] += 1
+            return self.fn(*args, **kwargs)
+        return self._trace(k, flat, names, args, kwargs)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _flatten_args(self, args: tuple, kwargs: dict, flat: list[Any], names: list[str],
+                      key: list[Any]) -> None:
+        for i, a in enumerate(args):
+            name = self._argnames[i] if i < len(self._argnames) else f"arg{i}"
+            _flatten(a, name, flat, names, key)
+        for kname in sorted(kwargs):
+            key.append(("kw", kname))
+            _flatten(kwargs[kname], kname, flat, names, key)
+        training = getattr(self.fn, "training", None)
+        if isinstance(training, bool):
+            key.append(("training", training))
+
+    def _give_up(self) -> None:
+        self._gave_up = True
+        why = self._changes.most_common(1)
+        reason = why[0][0] if why else "guards kept failing"
+        msg = (f"tracejit: {self.name} was traced {self._stats['traces']} times (max_traces="
+               f"{self.max_traces}); it now runs eagerly. The guard that kept changing: "
+               f"{reason}")
+        self._events.append(msg)
+        log("recompiles", msg)
+        warnings.warn(msg, JitWarning, stacklevel=4)
+
+    def _trace(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
+               kwargs: dict) -> Any:
+        tracer = Tracer(self.name)
+        tracer.add_inputs(flat, names)
+        self._stats["traces"] += 1
+        if self._stats["traces"] > 1:
+            log("recompiles", f"{self.name}: tracing again ({self._stats['traces']}), at "
+                f"{user_location()}")
+        STATE.tracer = tracer
+        try:
+            out = self.fn(*args, **kwargs)
+        finally:
+            STATE.tracer = None
+        result = tracer.finish(out)
+        if result.breaks:
+            self._record_breaks(result)
+            if not self.fallback:
+                raise RuntimeError(f"tracejit: {self.name} cannot be compiled (fallback=False): "
+                                   + "; ".join(map(str, result.breaks)))
+            entry = Entry(result, result.graph, failed="graph break")
+            self._entries.setdefault(k, []).append(entry)
+            return out
+        keep = _alive_ids(out, result, tracer)
+        gc.collect()
+        escaped = tracer.escaped(out, keep)
+        if escaped:
+            # the function stored new tensors into Python state (an optimizer's first step):
+            # this trace cannot be replayed; the next call traces again
+            note = (f"trace {self._stats['traces']} stored {len(escaped)} new tensor(s) into "
+                    f"Python state ({escaped[0]}, ...); traced again on the next call")
+            self._events.append(note)
+            log("recompiles", f"{self.name}: {note}")
+            return out
+        graph = run_pipeline(result.graph)
+        entry = Entry(result, graph)
+        self._entries.setdefault(k, []).append(entry)
+        log("ir", f"{self.name}:\n{print_graph(graph)}")
+        return out
+
+    def _record_breaks(self, result: TraceResult) -> None:
+        for b in result.breaks:
+            text = f"graph break in {self.name} at {b.loc}: {b.reason}"
+            if text not in self._warned:
+                self._warned.add(text)
+                self._events.append(text)
+                log("graph_breaks", text)
+                warnings.warn(f"tracejit: {text}; this call runs eagerly", JitWarning,
+                              stacklevel=4)
+
+    def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
+        if e.failed:
+            self._stats["fallbacks"] += 1
+            return self.fn(*args, **kwargs)
+        self._stats["hits"] += 1
+        e.hits += 1
+        if e.program is None:
+            self._compile(e)
+            if e.failed:
+                self._stats["fallbacks"] += 1
+                return self.fn(*args, **kwargs)
+        if self.check or get_flag("check"):
+            from .runtime.check import run_checked
+
+            return run_checked(e, flat)
+        return e.run(flat)
+
+    def _compile(self, e: Entry) -> None:
+        from .codegen.cpu import compile_graph
+        from .codegen.lower import Unsupported
+
+        try:
+            prog = compile_graph(e.graph)
+        except Unsupported as exc:
+            e.failed = f"no compilation rule: {exc}"
+            text = f"graph break in {self.name}: {exc}"
+            self._events.append(text)
+            log("graph_breaks", text)
+            warnings.warn(f"tracejit: {text}; it runs eagerly", JitWarning, stacklevel=5)
+            return
+        e.program = prog
+        e.source_text = prog.source
+        e.compiled_from_disk = prog.from_disk
+        if not prog.from_disk:
+            self._stats["compiles"] += 1
+        log("cache", f"{self.name}: {'loaded from disk' if prog.from_disk else 'compiled'} "
+            f"{prog.name}")
+        log("code", f"{self.name}:\n{prog.source}")
+
+    # ---- introspection -----------------------------------------------------------------------
+    def _entry_for(self, args: tuple, kwargs: dict) -> Entry:
+        flat: list[Any] = []
+        key: list[Any] = [STATE.grad_enabled]
+        self._flatten_args(args, kwargs, flat, [], key)
+        for e in self._entries.get(tuple(key), []):
+            if e.guards_hold(flat) is None:
+                return e
+        raise LookupError(f"{self.name} has not been traced for these inputs yet: call it first "
+                          "(twice to compile)")
+
+    def ir(self, *args: Any, **kwargs: Any) -> str:
+        """The optimised IR for these inputs, as text."""
+        return print_graph(self._entry_for(args, kwargs).graph)
+
+    def source(self, *args: Any, **kwargs: Any) -> str:
+        """The generated Numba source for these inputs (compiling it if needed)."""
+        e = self._entry_for(args, kwargs)
+        if e.program is None and not e.failed:
+            self._compile(e)
+        return e.source_text or f"# not compiled: {e.failed}"
+
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        return Explanation(self, args, kwargs)
+
+
+class Explanation:
+    """What @jit did with a function: guards, graph breaks, fused kernels, fallbacks and what
+    changed between traces. Printable."""
+
+    def __init__(self, jf: JitFunction, args: tuple, kwargs: dict) -> None:
+        self.info = jf.cache_info()
+        self.events = list(jf._events)
+        self.changes = jf._changes.most_common()
+        self.entries = [e for es in jf._entries.values() for e in es]
+        self.graph_breaks = [b for e in self.entries for b in e.breaks]
+        self.name = jf.name
+        self.fused = [
+            (n.attrs.get("index", 0), [m.name for m in n.attrs["body"].nodes], n.loc)
+            for e in self.entries for n in e.graph.nodes if n.name == "fused"
+        ]
+
+    def __str__(self) -> str:
+        i = self.info
+        lines = [f"tracejit.explain({self.name}): {len(self.entries)} cache entr"
+                 f"{'y' if len(self.entries) == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
+                 f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"]
+        for n, e in enumerate(self.entries):
+            lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, "
+                         f"{'compiled' if e.program else ('eager: ' + e.failed if e.failed else 'traced, not yet compiled')}")
+            for g in e.trace.guards:
+                lines.append(f"  guard: {g.describe()}")
+        if self.graph_breaks:
+            lines.append("graph breaks:")
+            lines += [f"  {b.loc}: {b.reason}" for b in self.graph_breaks]
+        if self.fused:
+            lines.append("fused kernels:")
+            lines += [f"  fused.{i}: {' ; '.join(m)}  # {loc}" for i, m, loc in self.fused]
+        if self.changes:
+            lines.append("cache misses, by what changed:")
+            lines += [f"  {n}x {what}" for what, n in self.changes]
+        if self.events:
+            lines.append("events:")
+            lines += [f"  {e}" for e in self.events]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _alive_ids(out: Any, result: TraceResult, tracer: Tracer) -> set[int]:
+    """Tensors that may legitimately outlive the trace: the outputs, .grad writes, and what
+    the outputs' autograd graphs saved."""
+    ids: set[int] = set()
+    stack = [out]
+    nodes = []
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            ids.add(id(o))
+            if o._grad_fn is not None:
+                nodes.append(o._grad_fn)
+        elif isinstance(o, (tuple, list)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    for gw in tracer.grad_writes.values():
+        if gw.tensor is not None:
+            ids.add(id(gw.tensor))
+    seen = set()
+    while nodes:
+        n = nodes.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, OpNode) and n.saved is not None:
+            for s in n.saved[0]:
+                if s is not None and hasattr(s, "t"):
+                    ids.add(id(s.t))
+        ctx = getattr(n, "ctx", None)
+        for s in getattr(ctx, "_saved", ()) or ():
+            if hasattr(s, "t"):
+                ids.add(id(s.t))
+        nodes.extend(nx for nx, _ in n.next_functions if nx is not None)
+    return ids
+
+
+def jit(fn: Callable | None = None, *, fallback: bool = True, check: bool = False,
+        max_traces: int = 8) -> Any:
+    """Compile `fn` (a function, bound method or nn.Module) by tracing it.
+
+    >>> import tracejit as tj
+    >>> @tj.jit
+    ... def f(x):
+    ...     return x * 2 + 1
+    >>> f(tj.ones(3))
+    tensor([3., 3., 3.])
+    """
+    if fn is None:
+        return lambda f: JitFunction(f, fallback=fallback, check=check, max_traces=max_traces)
+    return JitFunction(fn, fallback=fallback, check=check, max_traces=max_traces)

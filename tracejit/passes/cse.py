@@ -1,0 +1,57 @@
+"""Common-subexpression elimination: two registry-op nodes with the same op, inputs and
+attributes compute the same value (ops are pure), so the later one is replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Const, Effect, Graph, Node, Operand, Value, substitute
+
+
+def _attr_key(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (tuple, list)):
+        return tuple(_attr_key(x) for x in v)
+    return (type(v).__name__, repr(v))
+
+
+def node_key(n: Node) -> tuple:
+    ins = tuple(("v", id(i)) if isinstance(i, Value) else ("c", repr(i.value), i.dtype.short)
+                for i in n.inputs)
+    return (n.name, ins, tuple(sorted((k, _attr_key(v)) for k, v in n.attrs.items())))
+
+
+def rewrite(g: Graph, env: dict[Value, Operand], nodes: list[Node]) -> Graph:
+    """Rebuild `g` with `nodes`, replacing values per `env` everywhere they are read."""
+    outputs = substitute(g.outputs, env)
+    effects = tuple(Effect(e.target, env.get(e.source, e.source)) for e in g.effects)
+    for e in effects:
+        if not isinstance(e.source, Value):  # folded to a literal: materialise it
+            raise AssertionError("effect sources must stay values")
+    return g.replace(nodes=tuple(nodes), outputs=outputs, effects=effects)
+
+
+def cse(g: Graph) -> Graph:
+    seen: dict[tuple, Node] = {}
+    env: dict[Value, Operand] = {}
+    nodes: list[Node] = []
+    for n in g.nodes:
+        if env:
+            n = Node(n.op, substitute(n.inputs, env), n.outs, n.attrs, n.loc)
+        if n.name in ("constant", "fused"):
+            nodes.append(n)
+            continue
+        k = node_key(n)
+        prev = seen.get(k)
+        if prev is not None and prev.out.type == n.out.type:
+            env[n.out] = prev.out
+            continue
+        seen[k] = n
+        nodes.append(n)
+    return g if not env else rewrite(g, env, nodes)
+
+
+__all__ = ["cse", "node_key", "rewrite", "Const"]

@@ -1,0 +1,107 @@
+"""A cache entry: one trace of a function for one set of guards, its optimised graph, and the
+program that runs it (the interpreter until compiled). Calling it gathers the parameters from
+their sources, runs the program, writes effects back and rebuilds the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph
+from ..ir.interpret import interpret
+from ..tensor import Tensor
+from ..trace.sources import ArgSource, Guard, ScalarSource, Source
+from ..trace.tracer import GraphBreak, TraceResult
+
+Program = Callable[[list[np.ndarray]], tuple[list[Any], list[Any]]]
+
+
+@dataclass
+class Entry:
+    trace: TraceResult
+    graph: Graph  # optimised
+    hits: int = 0
+    program: Program | None = None  # compiled; None until the entry is hit again
+    compiled_from_disk: bool = False
+    failed: str = ""  # why compilation failed (the entry then runs eagerly)
+    source_text: str = ""
+    backward: Any = None  # runtime.backward.BackwardInfo when outputs need a grad_fn
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def breaks(self) -> list[GraphBreak]:
+        return self.trace.breaks
+
+    def guards_hold(self, flat: list[Any]) -> Guard | None:
+        for g in self.trace.guards:
+            if not g.check(flat):
+                return g
+        return None
+
+    def gather(self, flat: list[Any]) -> list[np.ndarray]:
+        out = []
+        for p in self.trace.params:
+            src = p.source
+            if isinstance(src, ArgSource):
+                out.append(flat[src.index]._data)
+            elif isinstance(src, ScalarSource):
+                out.append(np.array(src.get(flat), src.dtype.np))
+            else:
+                out.append(src.get(flat)._data)
+        return out
+
+    def run(self, flat: list[Any]) -> Any:
+        params = self.gather(flat)
+        prog = self.program
+        if prog is None:
+            outs, effects = interpret(self.graph, params)
+        else:
+            outs, effects = prog(params)
+        return self.finish(flat, params, outs, effects)
+
+    def finish(self, flat: list[Any], params: list[np.ndarray], outs: list[Any],
+               effects: list[Any]) -> Any:
+        g = self.graph
+        index = {v: i for i, v in enumerate(g.params)}
+        for k, e in enumerate(g.effects):
+            t = self.trace.params[index[e.target]].source.get(flat)
+            if effects is not None:  # (a compiled program writes its effects itself)
+                np.copyto(t._data, effects[k], casting="unsafe")
+            t._version.v += 1
+        tensors = [o if isinstance(o, Tensor) else _wrap(o, v.type.dtype)
+                   for o, v in zip(outs, g.outputs)]
+        for owner, v in self.trace.grad_writes:
+            t = owner.get(flat)
+            t._grad = None if v is None else tensors[g.outputs.index(v)]
+        if self.backward is not None:
+            self.backward.attach(flat, params, tensors, outs)
+        return _rebuild(self.trace.out_spec, tensors, flat)
+
+
+def _wrap(a: Any, d: Any) -> Tensor:
+    arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if arr.dtype != d.np:
+        arr = arr.astype(d.np)
+    return Tensor._make(arr, d)
+
+
+def _rebuild(spec: Any, tensors: list[Tensor], flat: list[Any]) -> Any:
+    kind, x = spec
+    if kind == "t":
+        return tensors[x]
+    if kind == "p":
+        src: Source = x
+        return src.get(flat)
+    if kind == "c":
+        return x
+    if kind == "tuple":
+        items = [_rebuild(s, tensors, flat) for s in x]
+        return tuple(items)
+    if kind == "list":
+        return [_rebuild(s, tensors, flat) for s in x]
+    if kind == "dict":
+        return {k: _rebuild(s, tensors, flat) for k, s in x}
+    raise AssertionError(kind)

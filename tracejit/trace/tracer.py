@@ -1,0 +1,262 @@
+"""Stage 1: concrete tracing. While a @jit function runs eagerly, dispatch reports every op
+here; the tracer builds the IR graph, lifts tensors it meets by identity, turns in-place
+changes into effects and records guards and graph breaks.
+Sees both sides (tensor and IR) by design, as only trace/ and jit.py do."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..dispatch import user_location
+from ..ir.graph import Const, Effect, Graph, Node, Value
+from ..ops.registry import OpDef, TensorType
+from ..tensor import Tensor
+from .sources import (
+    ArgSource,
+    GradSource,
+    Guard,
+    NoneGuard,
+    RefSource,
+    ScalarSource,
+    Source,
+    TensorMetaGuard,
+    ValueGuard,
+)
+
+
+@dataclass
+class GraphBreak:
+    reason: str
+    loc: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.reason}"
+
+
+@dataclass
+class Param:
+    value: Value
+    source: Source
+    tensor: Any  # the object (kept alive while tracing)
+
+
+@dataclass
+class GradWrite:
+    owner: Source
+    tensor: Tensor | None  # what was assigned to .grad
+
+
+@dataclass
+class TraceResult:
+    graph: Graph
+    params: list[Param]
+    guards: list[Guard]
+    grad_writes: list[tuple[Source, Value | None]]  # .grad := output value (or None)
+    out_spec: Any  # pytree: ("t", index into graph outputs) | ("p", Source) | ("c", value)
+    breaks: list[GraphBreak]
+    escaped: list[str] = field(default_factory=list)
+
+
+class Tracer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.env: dict[int, Value] = {}  # id(ndarray) -> its current SSA value
+        self.keep: list[Any] = []  # arrays kept alive so their ids stay unique
+        self.nodes: list[Node] = []
+        self.params: list[Param] = []
+        self.param_of: dict[int, Param] = {}  # id(tensor object) -> Param
+        self.initial: dict[int, Value] = {}  # id(ndarray) of a param -> its value at entry
+        self.guards: list[Guard] = []
+        self.breaks: list[GraphBreak] = []
+        self.grad_writes: dict[int, GradWrite] = {}
+        self.scalars: dict[tuple[int, Any], Tensor] = {}
+        self.views_of: dict[int, list[int]] = {}
+        self.stale: set[int] = set()
+        self.produced: list[weakref.ref] = []
+
+    # ---- values ------------------------------------------------------------------------------
+    def _bind(self, arr: np.ndarray, v: Value) -> None:
+        self.env[id(arr)] = v
+        self.keep.append(arr)
+
+    def add_param(self, t: Tensor, source: Source, name: str) -> Value:
+        v = Value(t._type(), name)
+        p = Param(v, source, t)
+        self.params.append(p)
+        self.param_of[id(t)] = p
+        self._bind(t._data, v)
+        self.initial[id(t._data)] = v
+        return v
+
+    def value_of(self, t: Tensor) -> Value:
+        k = id(t._data)
+        if k in self.stale:
+            self.graph_break("read of a view whose base was changed in place")
+        v = self.env.get(k)
+        if v is None:
+            v = self.add_param(t, RefSource(t, f"l{len(self.params)}"), f"l{len(self.params)}")
+            self.guards.append(TensorMetaGuard(self.params[-1].source, t._data.shape, t._dtype))
+        return v
+
+    def _operand(self, a: Any, types: Sequence[Any], cd: Any, i: int) -> Any:
+        if isinstance(a, Tensor):
+            return self.value_of(a)
+        d = cd[i] if isinstance(cd, tuple) else cd
+        return Const(a, d or dt.scalar_dtype(a))
+
+    # ---- hooks called from dispatch / tensor / autograd ---------------------------------------
+    def record(self, op: OpDef, args: Sequence[Any], attrs: dict[str, Any], out: Tensor) -> None:
+        if op.dynamic_shape:
+            self.graph_break(f"{op.name} (its output shape depends on the data)")
+        types = [a._type() if isinstance(a, Tensor) else a for a in args]
+        cd = op.compute_dtype(types) if op.compute_dtype is not None else None
+        ins = tuple(self._operand(a, types, cd, i) for i, a in enumerate(args))
+        v = Value(out._type())
+        self.nodes.append(Node(op, ins, (v,), dict(attrs), user_location()))
+        self._bind(out._data, v)
+        self.produced.append(weakref.ref(out))
+        if op.view and out._base is not None and args and isinstance(args[0], Tensor):
+            self.views_of.setdefault(id(args[0]._data), []).append(id(out._data))
+
+    def constant(self, t: Tensor) -> None:
+        v = Value(t._type())
+        self.nodes.append(Node("constant", (), (v,), {"value": t._data.copy()}, user_location()))
+        self._bind(t._data, v)
+        self.produced.append(weakref.ref(t))
+
+    def alias(self, src: Tensor, out: Tensor) -> None:
+        self.produced.append(weakref.ref(out))  # same array object: same value, nothing to do
+
+    def mutate(self, target: Tensor, result: Tensor) -> None:
+        if target._base is not None:
+            self.graph_break("in-place update of a view (x[i] += ..., a slice's add_()); write "
+                             "the whole tensor or use an out-of-place op")
+            return
+        old = self.value_of(target)
+        rv = self.value_of(result)
+        if rv.type != old.type:
+            rv = self._conform(rv, old.type)
+        k = id(target._data)
+        self.env[k] = rv
+        for vk in self.views_of.pop(k, ()):
+            self.stale.add(vk)
+        if k in self.initial:
+            for p in self.params:
+                other = p.tensor._data
+                if other is not target._data and np.may_share_memory(other, target._data):
+                    self.graph_break("in-place update of a tensor that shares memory with "
+                                     "another input")
+
+    def _conform(self, v: Value, t: TensorType) -> Value:
+        """Cast/broadcast an in-place result to the target's type, as copyto does."""
+        from ..ops import REGISTRY as R
+
+        loc = user_location()
+        if v.type.dtype is not t.dtype:
+            c = Value(TensorType(v.type.shape, t.dtype, t.device))
+            self.nodes.append(Node(R["cast"], (v,), (c,), {"dtype": t.dtype}, loc))
+            v = c
+        if v.type.shape != t.shape:
+            e = Value(t)
+            self.nodes.append(Node(R["expand"], (v,), (e,), {"shape": t.shape}, loc))
+            v = e
+        return v
+
+    def graph_break(self, reason: str) -> None:
+        loc = user_location()
+        if not any(b.reason == reason and b.loc == loc for b in self.breaks):
+            self.breaks.append(GraphBreak(reason, loc))
+
+    def read_grad(self, t: Tensor) -> None:
+        p = self.param_of.get(id(t))
+        if p is None or id(t) in self.grad_writes:
+            return
+        g = t._grad
+        src = GradSource(p.source)
+        if g is None:
+            self.guards.append(NoneGuard(src))
+        elif id(g._data) not in self.env:
+            self.add_param(g, src, f"{p.value.name}_grad")
+            self.guards.append(TensorMetaGuard(src, g._data.shape, g._dtype))
+
+    def write_grad(self, t: Tensor, value: Tensor | None) -> None:
+        p = self.param_of.get(id(t))
+        if p is None:
+            return
+        if value is not None:
+            self.value_of(value)
+        self.grad_writes[id(t)] = GradWrite(p.source, value)
+
+    def lift_scalar(self, container: Any, key: Any, v: Any) -> Tensor:
+        k = (id(container), key)
+        t = self.scalars.get(k)
+        if t is None:
+            d = dt.float64 if isinstance(v, float) else dt.int64
+            t = Tensor._make(np.array(v, d.np), d)
+            self.add_param(t, ScalarSource(container, key, d), str(key))
+            self.scalars[k] = t
+        return t
+
+    def guard_value(self, container: Any, key: Any, v: Any) -> None:
+        self.guards.append(ValueGuard(container, key, v))
+
+    # ---- finishing ---------------------------------------------------------------------------
+    def add_inputs(self, flat: list[Any], names: list[str]) -> None:
+        for i, (a, n) in enumerate(zip(flat, names)):
+            if isinstance(a, Tensor) and id(a) not in self.param_of:
+                self.add_param(a, ArgSource(i, n), n)
+
+    def finish(self, out: Any) -> TraceResult:
+        outputs: list[Value] = []
+
+        def spec(o: Any) -> Any:
+            if isinstance(o, Tensor):
+                p = self.param_of.get(id(o))
+                v = self.value_of(o)
+                if p is not None and v is p.value:
+                    return ("p", p.source)
+                outputs.append(v)
+                return ("t", len(outputs) - 1)
+            if isinstance(o, (tuple, list)):
+                return (type(o).__name__, [spec(x) for x in o])
+            if isinstance(o, dict):
+                return ("dict", [(k, spec(x)) for k, x in o.items()])
+            return ("c", o)
+
+        out_spec = spec(out)
+        effects = []
+        for p in self.params:
+            cur = self.env[id(p.tensor._data)]
+            if cur is not p.value:
+                effects.append(Effect(p.value, cur))
+        grad_writes: list[tuple[Source, Value | None]] = []
+        for gw in self.grad_writes.values():
+            if gw.tensor is None:
+                grad_writes.append((gw.owner, None))
+            else:
+                outputs.append(self.value_of(gw.tensor))
+                grad_writes.append((gw.owner, outputs[-1]))
+        inputs = tuple(p.value for p in self.params if isinstance(p.source, ArgSource))
+        lifted = tuple(p.value for p in self.params if not isinstance(p.source, ArgSource))
+        order = [p for p in self.params if isinstance(p.source, ArgSource)] + \
+                [p for p in self.params if not isinstance(p.source, ArgSource)]
+        g = Graph(self.name, inputs, lifted, tuple(self.nodes), tuple(outputs), tuple(effects))
+        return TraceResult(g, order, self.guards, grad_writes, out_spec, self.breaks)
+
+    def escaped(self, out: Any, keep_alive: set[int]) -> list[str]:
+        """Tensors made during the trace that Python state still holds (an optimizer's new
+        state, a cache): a compiled program would not recreate them, so the trace is not
+        reusable. `keep_alive` holds ids of tensors legitimately alive (outputs, grads, saved
+        for backward)."""
+        found = []
+        for r in self.produced:
+            t = r()
+            if t is not None and id(t) not in keep_alive and id(t._data) in self.env:
+                found.append(f"a {t.dtype.name} tensor of shape {list(t.shape)}")
+        return found
