@@ -51,7 +51,13 @@ def _matmul_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
     return ga, gb  # batch dims that were broadcast are summed by the engine
 
 
+def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    if out.dtype.name not in ("float32", "float64") or len(out.shape) != 2:
+        return None  # BLAS has no integer or half matmul; batched matmul runs eagerly for now
+    return f"matmul2d({a[0]}, {a[1]})"
+
+
 matmul_op = defop(
     "matmul", Kind.CONTRACT, infer=_matmul_infer, saves=(0, 1), vjp=_matmul_vjp,
-    eager=lambda a, b: np.matmul(a, b), kernels={"cpu": "np.dot"},
+    eager=lambda a, b: np.matmul(a, b), kernels={"cpu": _matmul_rule},
 )

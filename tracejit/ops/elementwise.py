@@ -160,7 +160,7 @@ def _cast_infer(ops: Sequence[Operand], *, dtype: DType) -> TensorType:
 
 cast_op = defop("cast", E, infer=_cast_infer, attrs=("dtype",),
                 eager=lambda x, *, dtype: x.astype(dtype.np),
-                vjp=lambda c, g: (g.to(c.in_types[0].dtype),), expr="cast({0})")
+                vjp=lambda c, g: (g.to(c.in_types[0].dtype),), expr="{dtype}({0})")
 
 
 def _clamp_infer(ops: Sequence[Operand], *, min: Any, max: Any) -> TensorType:
@@ -238,10 +238,10 @@ def _pow_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 pow_op = binary("pow", _pow_eager, _pow_vjp, "pow({0}, {1})", saves=(0, 1, "out"))
 maximum_op = binary("maximum", np.maximum,
                     lambda c, g: _tie_split(c, g, c.inputs[0] > c.inputs[1]),
-                    "max({0}, {1})")
+                    "maximum({0}, {1})")
 minimum_op = binary("minimum", np.minimum,
                     lambda c, g: _tie_split(c, g, c.inputs[0] < c.inputs[1]),
-                    "min({0}, {1})")
+                    "minimum({0}, {1})")
 
 
 def _tie_split(c: VjpContext, g: Any, first_wins: Any) -> tuple[Any, ...]:

@@ -22,6 +22,50 @@ from .registry import (
     fmt_shape,
 )
 
+
+def _to_last(ndim: int, dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    perm = tuple(d for d in range(ndim) if d != dim) + (dim,)
+    inv = tuple(int(i) for i in np.argsort(perm))
+    return perm, inv
+
+
+def _gather_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+    perm, inv = _to_last(out.ndim, at["dim"])
+    return (f"np.transpose(gather_last(np.transpose({a[0]}, {perm!r}), "
+            f"np.transpose({a[1]}, {perm!r})), {inv!r})")
+
+
+def _scatter_add_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+    perm, inv = _to_last(out.ndim, at["dim"])
+    return (f"np.transpose(scatter_add_last(np.transpose({a[0]}, {perm!r}), np.transpose("
+            f"{a[1]}, {perm!r}), np.transpose({a[2]}, {perm!r})), {inv!r})")
+
+
+def _to_first(ndim: int, dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    perm = (dim,) + tuple(d for d in range(ndim) if d != dim)
+    return perm, tuple(int(i) for i in np.argsort(perm))
+
+
+def _index_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    if len(at["dims"]) != 1 or ins[1].ndim != 1:
+        return None  # several index tensors or an n-d index: eager only for now
+    perm, inv = _to_first(ins[0].ndim, at["dims"][0])
+    return f"np.transpose(take_first(np.transpose({a[0]}, {perm!r}), {a[1]}), {inv!r})"
+
+
+def _index_put_rule(a: list[str], at: dict[str, Any], out: TensorType,
+                    ins: list[Any]) -> str | None:
+    if len(at["dims"]) != 1 or ins[2].ndim != 1:
+        return None
+    x = ins[0]
+    perm, inv = _to_first(x.ndim, at["dims"][0])
+    rows = tuple(x.shape[p] for p in perm)
+    rows = (ins[2].shape[0],) + rows[1:]
+    natural = tuple(rows[i] for i in inv)  # the indexing result's shape, in x's dim order
+    vals = f"np.transpose(np.broadcast_to({a[1]}, {natural!r}), {perm!r})"
+    return (f"np.transpose(put_first(np.transpose({a[0]}, {perm!r}), {vals}, {a[2]}, "
+            f"{at['accumulate']!r}), {inv!r})")
+
 X = Kind.INDEX
 
 
@@ -62,6 +106,7 @@ gather_op = defop(
     "gather", X, infer=_gather_infer, eager=_gather_eager, attrs=("dim",), saves=(1,),
     vjp=lambda c, g: (g.new_zeros(c.in_types[0].shape).scatter_add(c.attrs["dim"], c.inputs[1],
                                                                     g), None),
+    kernels={"cpu": _gather_rule},
 )
 
 
@@ -92,6 +137,7 @@ scatter_add_op = defop(
     "scatter_add", X, infer=_scatter_add_infer, eager=_scatter_add_eager, attrs=("dim",),
     saves=(1,), compute_dtype=lambda ops: (ops[0].dtype, None, ops[0].dtype),  # type: ignore
     vjp=lambda c, g: (g, None, _scatter_add_src_grad(c, g)),
+    kernels={"cpu": _scatter_add_rule},
 )
 
 
@@ -147,7 +193,7 @@ def _index_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 
 
 index_op = defop("index", X, infer=_index_infer, eager=_index_eager, attrs=("dims",),
-                 saves=("inputs",), vjp=_index_vjp)
+                 saves=("inputs",), vjp=_index_vjp, kernels={"cpu": _index_rule})
 
 
 def _index_put_infer(ops: Sequence[Operand], *, dims: tuple[int, ...],
@@ -188,7 +234,7 @@ def _index_put_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 
 index_put_op = defop(
     "index_put", X, infer=_index_put_infer, eager=_index_put_eager, attrs=("dims", "accumulate"),
-    saves=("inputs",), vjp=_index_put_vjp,
+    saves=("inputs",), vjp=_index_put_vjp, kernels={"cpu": _index_put_rule},
     compute_dtype=lambda ops: (ops[0].dtype, ops[0].dtype) + (None,) * (len(ops) - 2),  # type: ignore
 )
 

@@ -13,6 +13,8 @@ from ..device import CPU
 from .elementwise import promoted
 from .registry import (
     ArgError,
+    lit,
+    np_name,
     Kind,
     Operand,
     ShapeError,
@@ -60,6 +62,7 @@ reshape_op = defop(
     "reshape", M, infer=_reshape_infer, attrs=("shape",), view=True,
     eager=lambda x, *, shape: x.reshape(shape),
     vjp=lambda c, g: (g.reshape(c.in_types[0].shape),),
+    kernels={"cpu": lambda a, at, out, ins: f"np.ascontiguousarray({a[0]}).reshape({out.shape!r})"},
 )
 
 
@@ -74,6 +77,7 @@ def _permute_infer(ops: Sequence[Operand], *, dims: tuple[int, ...]) -> TensorTy
 permute_op = defop(
     "permute", M, infer=_permute_infer, attrs=("dims",), view=True,
     eager=lambda x, *, dims: np.transpose(x, dims),
+    kernels={"cpu": lambda a, at, out, ins: f"np.transpose({a[0]}, {tuple(at['dims'])!r})"},
     vjp=lambda c, g: (g.permute(*np.argsort(c.attrs["dims"]).tolist()),),
 )
 
@@ -103,6 +107,7 @@ expand_op = defop(
     "expand", M, infer=_expand_infer, attrs=("shape",), view=True,
     eager=lambda x, *, shape: np.broadcast_to(x, _expand_infer([_np_type(x)], shape=shape).shape),
     vjp=lambda c, g: (g,),
+    kernels={"cpu": lambda a, at, out, ins: f"np.broadcast_to({a[0]}, {out.shape!r})"},
 )
 
 
@@ -128,10 +133,16 @@ def _key(starts: Sequence[int], stops: Sequence[int], steps: Sequence[int]) -> t
 
 
 SA = ("starts", "stops", "steps")
+
+
+def _slice_text(at: dict[str, Any]) -> str:
+    return ", ".join(f"{a}:{b}:{s}" for a, b, s in zip(at["starts"], at["stops"], at["steps"]))
+
 slice_op = defop(
     "slice", M, infer=_slice_infer, attrs=SA, view=True,
     eager=lambda x, *, starts, stops, steps: x[_key(starts, stops, steps)],
     vjp=lambda c, g: (g.new_zeros(c.in_types[0].shape)._slice_scatter(g, **c.attrs),),
+    kernels={"cpu": lambda a, at, out, ins: f"{a[0]}[{_slice_text(at)}]" if out.shape else None},
 )
 
 
@@ -157,6 +168,8 @@ slice_scatter_op = defop(
     compute_dtype=lambda ops: (None, ops[0].dtype),  # type: ignore[union-attr]
     vjp=lambda c, g: (g._slice_scatter(g.new_zeros(c.in_types[1].shape), **c.attrs),
                       g._slice(**c.attrs)),
+    kernels={"cpu": lambda a, at, out, ins: (
+        f"{{out}} = {a[0]}.copy()\n{{out}}[{_slice_text(at)}] = {a[1]}" if out.shape else None)},
 )
 
 
@@ -197,12 +210,15 @@ cat_op = defop(
     "cat", M, infer=_cat_infer, attrs=("dim",), compute_dtype=promoted,
     eager=lambda *xs, dim: np.concatenate([x for x in xs if x.shape != (0,)] or [xs[0]], axis=dim),
     vjp=_cat_vjp,
+    kernels={"cpu": lambda a, at, out, ins: "np.concatenate((" + "".join(
+        f"{x}.astype({np_name(out.dtype)}), " for x, t in zip(a, ins) if t.shape != (0,) or
+        out.ndim == 1) + f"), axis={at['dim']})"},
 )
 
 # clone: always a C-contiguous copy (torch preserves strides; contiguous() relies on this)
 clone_op = defop(
     "clone", M, infer=lambda ops: _one(ops), eager=lambda x: np.array(x, order="C", copy=True),
-    vjp=lambda c, g: (g,),
+    vjp=lambda c, g: (g,), kernels={"cpu": lambda a, at, out, ins: f"{a[0]}.copy()"},
 )
 
 
@@ -210,13 +226,16 @@ clone_op = defop(
 def _full_infer(ops: Sequence[Operand], *, shape: tuple[int, ...], value: Any,
                 dtype: Any) -> TensorType:
     if any(n < 0 for n in shape):
-        raise ArgError(f"full: trying to create tensor with negative dimension in {list(shape)}")
+        raise ShapeError(f"full: trying to create tensor with negative dimension in "
+                         f"{list(shape)}")
     return TensorType(tuple(shape), dtype, CPU)
 
 
 full_op = defop(
     "full", Kind.CREATION, infer=_full_infer, attrs=("shape", "value", "dtype"),
     eager=lambda *, shape, value, dtype: np.full(shape, value, dtype.np), differentiable=False,
+    kernels={"cpu": lambda a, at, out, ins: (
+        f"np.full({out.shape!r}, {lit(at['value'], out.dtype)}, {np_name(out.dtype)})")},
 )
 
 
@@ -235,4 +254,7 @@ arange_op = defop(
     eager=lambda *, start, end, step, dtype: (
         start + np.arange(arange_len(start, end, step), dtype=np.float64) * step
     ).astype(dtype.np) if dtype.is_floating_point else np.arange(start, end, step, dtype=dtype.np),
+    kernels={"cpu": lambda a, at, out, ins: (
+        f"({lit(float(at['start']))} + np.arange({out.shape[0]}) * {lit(float(at['step']))})"
+        f".astype({np_name(out.dtype)})")},
 )

@@ -140,7 +140,12 @@ def _arg_eager(f: Any) -> Any:
     return run
 
 
+# arg-reductions keep the index of the first element that wins; NaN wins and stays, as NumPy
 argmax_op = defop("argmax", R, infer=_arg_infer("argmax"), eager=_arg_eager(np.argmax),
-                  attrs=("dim", "keepdim"), differentiable=False)
+                  attrs=("dim", "keepdim"), differentiable=False,
+                  reduce=ReduceSpec("-inf", "({0} > {acc} or ({0} != {0} and {acc} == {acc}))",
+                                    index=True))
 argmin_op = defop("argmin", R, infer=_arg_infer("argmin"), eager=_arg_eager(np.argmin),
-                  attrs=("dim", "keepdim"), differentiable=False)
+                  attrs=("dim", "keepdim"), differentiable=False,
+                  reduce=ReduceSpec("inf", "({0} < {acc} or ({0} != {0} and {acc} == {acc}))",
+                                    index=True))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..device import CPU, device
 from ..dtypes import DType
+from ..errors import located
 
 
 class Kind(enum.Enum):
@@ -48,7 +49,11 @@ Operand = TensorType | bool | int | float
 
 
 class OpError(Exception):
-    """Base of the errors an op raises for bad user input (wrapped by dispatch)."""
+    """Base of the errors an op raises for bad user input. The message ends with the user's
+    file:line, wherever in tracejit it is raised (shape rules, eager kernels, Tensor methods)."""
+
+    def __init__(self, msg: str, *args: Any) -> None:
+        super().__init__(located(msg), *args)
 
 
 class ShapeError(OpError, RuntimeError):
@@ -68,7 +73,8 @@ class ReduceSpec:
     """How a reduction combines, for codegen: `init` value and `combine` template."""
 
     init: str
-    combine: str  # e.g. "{acc} + {0}"
+    combine: str  # e.g. "{acc} + {0}"; with index=True, a condition for "the new one wins"
+    index: bool = False  # an arg-reduction: the result is the winner's index
 
 
 @dataclass
@@ -117,6 +123,27 @@ def defop(name: str, kind: Kind, **kw: Any) -> OpDef:
     op = OpDef(name, kind, **kw)
     REGISTRY[name] = op
     return op
+
+
+# ---- code-generation helpers (for `kernels` rules and `expr` attributes) -------------------------
+# A `kernels[device]` rule is `rule(args, attrs, out, ins) -> str | None`: `args` are the operand
+# expressions, `out` the output TensorType, `ins` the operand types. It returns an expression, or
+# statements that assign `{out}`, or None when this case has no compiled form (a graph break).
+
+
+def np_name(d: DType) -> str:
+    return "np.bool_" if d.name == "bool" else f"np.{d.np.name}"
+
+
+def lit(v: Any, d: DType | None = None) -> str:
+    """A typed literal for generated code (Numba would promote a bare 2.0 to float64)."""
+    if v is None:
+        return "None"
+    if isinstance(v, float) and not np.isfinite(v):
+        text = "np.nan" if np.isnan(v) else ("np.inf" if v > 0 else "-np.inf")
+    else:
+        text = repr(v.item() if isinstance(v, np.generic) else v)
+    return text if d is None else f"{np_name(d)}({text})"
 
 
 # ---- shape helpers shared by the rules --------------------------------------------------------
