@@ -10,8 +10,10 @@ import numpy as np
 
 from . import dtypes as dt
 from .device import as_device
+from .errors import located
 from .dispatch import STATE, dispatch
 from .ops import REGISTRY as R
+from .ops.registry import ShapeError
 from .tensor import Tensor, _from_value, _sizes
 
 
@@ -46,7 +48,7 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
 def from_numpy(a: np.ndarray) -> Tensor:
     """A tensor sharing `a`'s memory: changes to one show in the other."""
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"from_numpy: expected np.ndarray, got {type(a).__name__}")
+        raise TypeError(located(f"from_numpy: expected np.ndarray, got {type(a).__name__}"))
     return Tensor._make(a, dt.from_numpy_dtype(a.dtype))
 
 
@@ -129,7 +131,7 @@ def arange(start: float, end: float | None = None, step: float = 1, *, dtype: An
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None,
              requires_grad: bool = False) -> Tensor:
     if steps < 0:
-        raise RuntimeError(f"linspace: number of steps must be non-negative, got {steps}")
+        raise RuntimeError(located(f"linspace: number of steps must be non-negative, got {steps}"))
     d = _float_or(dtype)
     if steps == 1:
         return full((1,), start, dtype=d, requires_grad=requires_grad)
@@ -142,7 +144,7 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
         requires_grad: bool = False) -> Tensor:
     m = n if m is None else m
     if n < 0 or m < 0:
-        raise RuntimeError(f"eye: n and m must be non-negative, got n={n}, m={m}")
+        raise RuntimeError(located(f"eye: n and m must be non-negative, got n={n}, m={m}"))
     t = arange(n).reshape(n, 1).eq(arange(m).reshape(1, m)).to(_float_or(dtype))
     return _finish(t, requires_grad)
 
@@ -205,6 +207,14 @@ def set_rng_state(state: Tensor) -> None:
     default_generator.set_state(state)
 
 
+def _shape(op: str, size: Sequence[Any]) -> tuple[int, ...]:
+    shape = _sizes(size)
+    if any(n < 0 for n in shape):
+        raise ShapeError(f"{op}: trying to create tensor with negative dimension in "
+                         f"{list(shape)}")
+    return shape
+
+
 def _rng(generator: Generator | None) -> np.random.Generator:
     if STATE.tracer is not None:
         STATE.tracer.graph_break("random number generation")
@@ -214,25 +224,26 @@ def _rng(generator: Generator | None) -> np.random.Generator:
 def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     d = _float_or(dtype)
-    a = _rng(generator).random(_sizes(size), dtype=np.float64).astype(d.np)
+    a = _rng(generator).random(_shape("rand", size), dtype=np.float64).astype(d.np)
     return _finish(Tensor._make(a, d), requires_grad)
 
 
 def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     d = _float_or(dtype)
-    a = _rng(generator).standard_normal(_sizes(size), dtype=np.float64).astype(d.np)
+    a = _rng(generator).standard_normal(_shape("randn", size), dtype=np.float64).astype(d.np)
     return _finish(Tensor._make(a, d), requires_grad)
 
 
 def randint(low: int, high: int | None = None, size: Sequence[int] = (), *,
             generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Tensor:
-    if high is None:
-        low, high = 0, low
+    if high is None or not isinstance(high, (int, np.integer)):  # randint(high, size)
+        low, high, size = 0, low, (size if high is None else high)
     if high <= low:
-        raise RuntimeError(f"randint: expected low < high, got low={low}, high={high}")
+        raise RuntimeError(located(f"randint: expected low < high, got low={low}, high={high}"))
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    a = _rng(generator).integers(low, high, _sizes((size,)), dtype=np.int64).astype(d.np)
+    a = _rng(generator).integers(low, high, _shape("randint", (size,)), dtype=np.int64)
+    a = a.astype(d.np)
     return Tensor._make(a, d)
 
 

@@ -4,19 +4,16 @@ Imports ops and tensor; never codegen."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import located, user_location
 from .ops.registry import OpDef, OpError, TensorType
 
 if TYPE_CHECKING:
     from .tensor import Tensor
-
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _State:
@@ -34,23 +31,10 @@ _Tensor: Any = None  # tracejit.tensor.Tensor, bound at import time (avoids an i
 _attach: Any = None  # autograd.attach
 
 
-def user_location() -> str:
-    """file:line of the innermost caller outside tracejit (for messages)."""
-    f: Any = sys._getframe(1)
-    while f is not None:
-        fn = os.path.abspath(f.f_code.co_filename)
-        if not fn.startswith(_PKG_DIR) and "<frozen" not in fn:
-            return f"{os.path.basename(fn)}:{f.f_lineno}"
-        f = f.f_back
-    return "<unknown>"
-
-
 def user_error(e: Exception) -> Exception:
     """Add the user's file:line to an op error, so the message points at their code."""
     msg = str(e.args[0]) if e.args else str(e)
-    where = user_location()
-    if " (at " not in msg:
-        e.args = (f"{msg} (at {where})",) + tuple(e.args[1:])
+    e.args = (located(msg),) + tuple(e.args[1:])
     return e
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import located
+
 
 class DType:
     """A tensor element type, printed and compared like ``torch.float32``."""
@@ -72,7 +74,7 @@ def as_dtype(d: Any) -> DType:
             return _BY_NAME[d.removeprefix("torch.").removeprefix("tracejit.")]
         except KeyError:
             names = ", ".join(x.name for x in ALL)
-            raise TypeError(f"unknown dtype {d!r}; expected one of {names}") from None
+            raise TypeError(located(f"unknown dtype {d!r}; expected one of {names}")) from None
     if d is float:
         return _default_float
     if d is int:
@@ -85,7 +87,7 @@ def as_dtype(d: Any) -> DType:
     try:
         nd = np.dtype(d)
     except TypeError:
-        raise TypeError(f"unknown dtype {d!r}") from None
+        raise TypeError(located(f"unknown dtype {d!r}")) from None
     try:
         return _BY_NP[nd]
     except KeyError:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import dtypes as dt
+from .errors import located
 from .dispatch import dispatch
 from .ops import REGISTRY as R
 from .ops.registry import DTypeError, norm_dim, norm_dims
@@ -47,8 +48,8 @@ def matmul(a: Any, b: Any) -> Tensor:
     """PyTorch's matmul: 1-d operands are promoted to matrices and the added dim removed."""
     a, b = _t(a), _t(b)
     if a.ndim == 0 or b.ndim == 0:
-        raise RuntimeError("matmul: both arguments need at least 1 dimension, got "
-                           f"{a.ndim}-D and {b.ndim}-D; use * for scalars")
+        raise RuntimeError(located("matmul: both arguments need at least 1 dimension, got "
+                           f"{a.ndim}-D and {b.ndim}-D; use * for scalars"))
     if a.ndim == 1 and b.ndim == 1:
         return (a.unsqueeze(0).matmul(b.unsqueeze(1))).reshape(())
     if a.ndim == 1:
@@ -68,8 +69,8 @@ def bmm(a: Tensor, b: Tensor) -> Tensor:
 
 def dot(a: Tensor, b: Tensor) -> Tensor:
     if a.ndim != 1 or b.ndim != 1:
-        raise RuntimeError("dot: 1D tensors expected, but got "
-                           f"{a.ndim}D and {b.ndim}D tensors")
+        raise RuntimeError(located("dot: 1D tensors expected, but got "
+                           f"{a.ndim}D and {b.ndim}D tensors"))
     return matmul(a, b)
 
 
@@ -103,7 +104,7 @@ def var(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False,
     if isinstance(unbiased, bool) or unbiased is None:
         corr = (1 if unbiased in (None, True) else 0) if correction is None else correction
     else:
-        raise TypeError("var: unbiased must be a bool; use correction= for a number")
+        raise TypeError(located("var: unbiased must be a bool; use correction= for a number"))
     dims = norm_dims("var", dim, x.ndim)
     n = math.prod(x.shape[d] for d in dims)
     centred = x - x.mean(dims, keepdim=True)
@@ -143,7 +144,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
         return x * 0.5 * (inner.tanh() + 1)
     if approximate != "none":
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(located(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"))
     return x * 0.5 * ((x * (1 / math.sqrt(2))).erf() + 1)
 
 
@@ -188,7 +189,7 @@ def isfinite(x: Tensor) -> Tensor:
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     ts = [_t(t) for t in tensors]
     if not ts:
-        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+        raise RuntimeError(located("cat(): expected a non-empty list of Tensors"))
     ref = next((t for t in ts if t.shape != (0,)), ts[0])
     d = norm_dim("cat", dim, builtins.max(ref.ndim, 1))
     return dispatch(R["cat"], ts, {"dim": d})
@@ -201,11 +202,11 @@ concatenate = cat
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     ts = [_t(t) for t in tensors]
     if not ts:
-        raise RuntimeError("stack expects a non-empty TensorList")
+        raise RuntimeError(located("stack expects a non-empty TensorList"))
     for i, t in enumerate(ts):
         if t.shape != ts[0].shape:
-            raise RuntimeError(f"stack expects each tensor to be equal size, but got "
-                               f"{list(ts[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
+            raise RuntimeError(located(f"stack expects each tensor to be equal size, but got "
+                               f"{list(ts[0].shape)} at entry 0 and {list(t.shape)} at entry {i}"))
     d = norm_dim("stack", dim, ts[0].ndim + 1)
     return dispatch(R["cat"], [t.unsqueeze(d) for t in ts], {"dim": d})
 

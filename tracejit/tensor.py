@@ -13,6 +13,7 @@ from . import dispatch as _dispatch_mod
 from . import dtypes as dt
 from .device import CPU, as_device, device
 from .dispatch import STATE, dispatch
+from .errors import located
 from .ops import REGISTRY as R
 from .ops.registry import ArgError, TensorType, norm_dim, norm_dims
 
@@ -450,7 +451,7 @@ class Tensor:
 
     def __invert__(self) -> Tensor:
         if self._dtype is not dt.bool_:
-            raise TypeError("~ is only supported on bool tensors here; use logical_not")
+            raise TypeError(located("~ is only supported on bool tensors here; use logical_not"))
         return dispatch(R["logical_not"], (self,))
 
     def __and__(self, o: Any) -> Tensor:
@@ -510,7 +511,7 @@ class Tensor:
             out = self if min is None else self.maximum(min)
             return out if max is None else out.minimum(max)
         if min is None and max is None:
-            raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+            raise RuntimeError(located("clamp: at least one of 'min' or 'max' must not be None"))
         return dispatch(R["clamp"], (self,), {"min": min, "max": max})
 
     clip = clamp
@@ -605,10 +606,10 @@ class Tensor:
         try:
             probe.shape = s
         except AttributeError:
-            raise RuntimeError(
+            raise RuntimeError(located(
                 f"view size is not compatible with input tensor's size and stride (shape "
                 f"{list(self.shape)}, strides {list(self.stride())}); use .reshape(...) instead"
-            ) from None
+            )) from None
         return dispatch(R["reshape"], (self,), {"shape": s})
 
     def view_as(self, other: Tensor) -> Tensor:
@@ -660,8 +661,8 @@ class Tensor:
 
     def t(self) -> Tensor:
         if self.ndim > 2:
-            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                               f"{self.ndim}D; use .mT or .transpose(-2, -1)")
+            raise RuntimeError(located(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self.ndim}D; use .mT or .transpose(-2, -1)"))
         return self if self.ndim < 2 else self.transpose(0, 1)
 
     @property
@@ -671,8 +672,8 @@ class Tensor:
     @property
     def mT(self) -> Tensor:
         if self.ndim < 2:
-            raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices; "
-                               f"got {self.ndim}-D tensor")
+            raise RuntimeError(located("tensor.mT is only supported on matrices or batches of matrices; "
+                               f"got {self.ndim}-D tensor"))
         return self.transpose(-2, -1)
 
     def expand(self, *shape: Any) -> Tensor:
@@ -687,8 +688,8 @@ class Tensor:
     def repeat(self, *sizes: Any) -> Tensor:
         reps = tuple(_sizes(sizes))
         if len(reps) < self.ndim:
-            raise RuntimeError("repeat: number of repeat dims can not be smaller than number of "
-                               "dimensions of tensor")
+            raise RuntimeError(located("repeat: number of repeat dims can not be smaller than number of "
+                               "dimensions of tensor"))
         x = self.reshape((1,) * (len(reps) - self.ndim) + self._data.shape)
         inter: list[int] = []
         final: list[int] = []
@@ -767,13 +768,13 @@ class Tensor:
 
     def mm(self, other: Tensor) -> Tensor:
         if self.ndim != 2 or getattr(other, "ndim", 0) != 2:
-            raise RuntimeError(f"mm: expected 2-D tensors, got {self.ndim}-D and "
-                               f"{getattr(other, 'ndim', '?')}-D; use matmul for other ranks")
+            raise RuntimeError(located(f"mm: expected 2-D tensors, got {self.ndim}-D and "
+                               f"{getattr(other, 'ndim', '?')}-D; use matmul for other ranks"))
         return dispatch(R["matmul"], (self, other))
 
     def bmm(self, other: Tensor) -> Tensor:
         if self.ndim != 3 or other.ndim != 3:
-            raise RuntimeError(f"bmm: expected 3-D tensors, got {self.ndim}-D and {other.ndim}-D")
+            raise RuntimeError(located(f"bmm: expected 3-D tensors, got {self.ndim}-D and {other.ndim}-D"))
         return dispatch(R["matmul"], (self, other))
 
     def gather(self, dim: int, index: Tensor) -> Tensor:
@@ -914,8 +915,8 @@ def _sizes(args: Sequence[Any]) -> tuple[int, ...]:
         if isinstance(a, Tensor):
             a = int(a.item())
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
-            raise TypeError(f"expected a sequence of ints for a size, got {type(a).__name__} "
-                            f"in {tuple(args)}")
+            raise TypeError(located(f"expected a sequence of ints for a size, got {type(a).__name__} "
+                            f"in {tuple(args)}"))
         out.append(int(a))
     return tuple(out)
 
@@ -956,20 +957,24 @@ def _nested_to_array(v: Any, d: dt.DType | None = None) -> np.ndarray:
     if isinstance(v, (list, tuple)):
         if any(isinstance(x, Tensor) for x in v):
             v = [x._data if isinstance(x, Tensor) else x for x in v]
-        arr = np.array(v)
+        try:
+            arr = np.array(v)
+        except ValueError:  # NumPy 2: "inhomogeneous shape"
+            arr = np.array(v, dtype=object)
+        if arr.dtype == object:
+            raise TypeError(located("tensor(): could not build a tensor from a ragged or mixed "
+                                    "sequence; every row must have the same length"))
         if d is not None and arr.dtype.kind in "biuf":
             return arr.astype(d.np)
         if arr.dtype == np.float64 and not _has_float64_array(v):
             arr = arr.astype(dt.get_default_dtype().np)
-        if arr.dtype == object:
-            raise TypeError("tensor(): could not build a tensor from a ragged or mixed sequence")
         if arr.dtype.kind in "U S":
-            raise TypeError("tensor(): strings are not supported")
+            raise TypeError(located("tensor(): strings are not supported"))
         if arr.dtype == np.int32 or arr.dtype.kind == "u":
             arr = arr.astype(np.int64)
         return arr
-    raise TypeError(f"tensor(): could not convert {type(v).__name__} to a tensor; expected a "
-                    "number, a (nested) list or tuple, a NumPy array or a Tensor")
+    raise TypeError(located(f"tensor(): could not convert {type(v).__name__} to a tensor; expected a "
+                    "number, a (nested) list or tuple, a NumPy array or a Tensor"))
 
 
 def _has_float64_array(v: Any) -> bool:
