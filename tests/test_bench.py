@@ -1,0 +1,163 @@
+"""tracejit-bench: the CLI's JSON follows its documented schema, every implementation that ran
+was checked against the float64 reference, and a planted wrong implementation is reported as
+wrong and never timed. Correctness and schema only: no timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tracejit.benchmarks import core
+
+from tracejit import bench
+
+STATUSES = {"ok", "skipped", "wrong"}
+RESULT_KEYS: dict[str, Any] = {
+    "impl": str, "status": str, "reason": str, "correct": (bool, type(None)),
+    "max_error": (float, type(None)), "tolerance": (float, type(None)),
+    "median_s": (float, type(None)), "min_s": (float, type(None)),
+    "max_s": (float, type(None)), "samples_s": list, "calls_per_sample": int,
+    "metrics": dict, "ratio": (float, type(None)), "roofline_fraction": (float, type(None)),
+}
+WORKLOAD_KEYS: dict[str, Any] = {
+    "name": str, "description": str, "size": dict, "kind": str, "metrics": list,
+    "metric_units": list, "repeat": int, "baseline": (str, type(None)), "baseline_note": str,
+    "roofline": (dict, type(None)), "results": list,
+}
+# fast in CI: no torch.compile (seconds to compile), no jax (not installed there), and the
+# subprocess-heavy compile workload gets its own smaller test
+FAST_IMPLS = ["tracejit-eager", "numpy", "torch"]
+
+
+def check_schema(doc: dict[str, Any]) -> None:
+    assert doc["schema_version"] == bench.SCHEMA_VERSION
+    for key in ("created", "command", "quick", "device", "machine", "workloads"):
+        assert key in doc, key
+    m = doc["machine"]
+    for key in ("cpu_model", "cores", "blas", "threads", "env", "versions"):
+        assert key in m, key
+    assert "OPENBLAS_CORETYPE" in m["env"] and "numpy" in m["versions"]
+    for wl in doc["workloads"]:
+        for key, typ in WORKLOAD_KEYS.items():
+            assert isinstance(wl[key], typ), (wl["name"], key, wl[key])
+        assert wl["kind"] in ("time", "metrics")
+        for res in wl["results"]:
+            for key, typ in RESULT_KEYS.items():
+                assert isinstance(res[key], typ), (wl["name"], res["impl"], key, res[key])
+            assert res["status"] in STATUSES
+            if res["status"] == "ok":
+                # every implementation that ran was checked correct first
+                assert res["correct"] is True and res["max_error"] <= res["tolerance"]
+                if wl["kind"] == "time":
+                    assert res["samples_s"] and res["median_s"] > 0
+                    assert res["min_s"] <= res["median_s"] <= res["max_s"]
+                else:
+                    assert set(res["metrics"]) == set(wl["metrics"])
+                assert res["ratio"] is not None
+            else:
+                assert res["reason"], (wl["name"], res["impl"])
+                assert res["median_s"] is None and not res["samples_s"] and not res["metrics"]
+            if res["status"] == "wrong":
+                assert res["correct"] is False
+
+
+def run_main(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--no-progress", "--json", str(out), *args])
+    return rc, json.loads(out.read_text())
+
+
+def test_quick_json_schema_and_every_ran_impl_checked(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    names = [n for n in core.workloads() if n != "compile"]
+    args = [a for n in names for a in ("--workload", n)]
+    args += [a for i in FAST_IMPLS for a in ("--impl", i)]
+    rc, doc = run_main(tmp_path, *args, "--repeat", "2")
+    assert rc == 0
+    check_schema(doc)
+    assert [wl["name"] for wl in doc["workloads"]] == names
+    for wl in doc["workloads"]:
+        by_impl = {r["impl"]: r for r in wl["results"]}
+        assert by_impl["numpy"]["status"] == "ok", (wl["name"], by_impl["numpy"]["reason"])
+        if wl["name"] in ("gelu", "softmax", "layernorm"):
+            assert wl["roofline"]["bandwidth_gbs"] > 0
+            assert by_impl["numpy"]["roofline_fraction"] > 0
+    # the table went to stdout with every workload in it
+    text = capsys.readouterr().out
+    assert "machine:" in text and all(f"== {n}:" in text for n in names)
+
+
+def test_compile_workload_in_subprocesses(tmp_path: Path) -> None:
+    rc, doc = run_main(tmp_path, "--workload", "compile", "--impl", "numpy", "--repeat", "1")
+    assert rc == 0
+    check_schema(doc)
+    res = doc["workloads"][0]["results"][0]
+    assert res["status"] == "ok", res["reason"]
+    assert res["metrics"]["cold_s"]["median"] > res["metrics"]["cold_first_call_s"]["median"]
+
+
+def _planted(offset: float, fail: bool = False) -> core.Factory:
+    def factory(inp: core.Inputs) -> core.Case:
+        if fail:
+            raise ValueError("planted failure")
+        x = inp["x"].copy()
+        return core.Case(lambda: None, lambda: [x * 2 + 1 + offset])
+
+    return factory
+
+
+def test_wrong_implementation_reported_wrong_not_timed(tmp_path: Path) -> None:
+    undo = [core.register_impl("dispatch", "planted-wrong", _planted(1e-2)),
+            core.register_impl("dispatch", "planted-raises", _planted(0.0, fail=True)),
+            core.register_impl("dispatch", "planted-right", _planted(0.0))]
+    try:
+        rc, doc = run_main(tmp_path, "--workload", "dispatch", "--impl", "planted-wrong",
+                           "--impl", "planted-raises", "--impl", "planted-right",
+                           "--impl", "numpy", "--repeat", "2")
+    finally:
+        for u in undo:
+            u()
+    assert rc == 0
+    check_schema(doc)
+    res = {r["impl"]: r for r in doc["workloads"][0]["results"]}
+    wrong = res["planted-wrong"]
+    assert wrong["status"] == "wrong" and wrong["correct"] is False
+    assert wrong["max_error"] > wrong["tolerance"] and "max error" in wrong["reason"]
+    assert wrong["samples_s"] == [] and wrong["median_s"] is None and wrong["ratio"] is None
+    assert res["planted-raises"]["status"] == "wrong"
+    assert "planted failure" in res["planted-raises"]["reason"]
+    assert res["planted-right"]["status"] == "ok" and res["planted-right"]["samples_s"]
+    assert "planted-wrong" not in core.workloads()["dispatch"].impls
+
+
+def test_max_error_scales_per_array() -> None:
+    ref = [np.array([1000.0, 0.0]), np.float64(2.0)]
+    assert core.max_error([np.array([1000.0, 1e-3]), np.float64(2.0)], ref) == pytest.approx(1e-6)
+    assert core.max_error([np.array([np.nan, 0.0]), np.float64(2.0)], ref) == float("inf")
+    assert core.max_error([np.zeros(3), np.float64(2.0)], ref) == float("inf")
+
+
+def test_cli_entry_points() -> None:
+    listed = subprocess.run([sys.executable, "-m", "tracejit.bench", "--list"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "mlp-seed" in listed.stdout and "iris" in listed.stdout
+    cuda = subprocess.run([sys.executable, "-m", "tracejit.bench", "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert cuda.returncode != 0 and "CUDA backend is not built yet" in cuda.stderr
+    assert bench.main(["--workload", "no-such-workload"]) == 2
+
+
+def test_markdown_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "ratios.png"
+    rc, _ = run_main(tmp_path, "--workload", "dispatch", "--impl", "numpy",
+                     "--impl", "tracejit-eager", "--repeat", "1", "--markdown",
+                     "--plot", str(png))
+    assert rc == 0 and png.stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "Regenerate with:" in out and "| impl | median |" in out
