@@ -323,7 +323,7 @@ def test_cells_default_hidden_and_unbatched_input():
 def test_layer_norm_module_defaults():
     ln = nn.LayerNorm(4)
     assert ln.weight.tolist() == [1.0] * 4 and ln.bias.tolist() == [0.0] * 4
-    assert repr(ln) == "LayerNorm((4,), eps=1e-05, elementwise_affine=True)"
+    assert repr(ln) == "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)"
     out = ln(tj.randn(3, 4)).detach().numpy()
     np.testing.assert_allclose(out.mean(1), 0, atol=1e-6)
     assert nn.LayerNorm(4, elementwise_affine=False).weight is None
