@@ -1,9 +1,13 @@
-"""Tensor repr in PyTorch's style: tensor([...], dtype=..., requires_grad=True). Elements are
-right-aligned to one width; floats print as integers ("1."), fixed ("1.5000") or scientific
-("1.0000e+10") by PyTorch's rules."""
+"""Tensor repr in PyTorch's style: tensor([...], dtype=..., requires_grad=True).
+
+The layout rules are PyTorch's print options (precision 4, 80 columns, summarise past 1000
+elements with 3 edge items): every element is right-aligned to one width, measured on the
+nonzero finite values that are shown; floats print as integers ("1."), fixed ("1.5000") or
+scientific ("1.0000e+10")."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,47 +15,73 @@ import numpy as np
 
 from . import dtypes as dt
 
+PRECISION, LINEWIDTH, THRESHOLD, EDGEITEMS = 4, 80, 1000, 3
 
-def _float_style(a: np.ndarray) -> Callable[[float], str]:
-    finite = a[np.isfinite(a)].astype(np.float64)
-    nz = np.abs(finite[finite != 0])
-    big, small = (float(nz.max()), float(nz.min())) if nz.size else (0.0, 0.0)
-    if np.all(finite == np.round(finite)):
-        fmt = "{:.4e}" if big > 1e8 else "{:.0f}."
-    elif big > 1e8 or small < 1e-4 or (small and big / small > 1000):
-        fmt = "{:.4e}"
-    else:
-        fmt = "{:.4f}"
+
+def _edges(a: np.ndarray) -> np.ndarray:
+    """The elements a summarised print shows (the first and last EDGEITEMS along each dim)."""
+    if a.ndim == 0:
+        return a.reshape(1)
+    rows = range(a.shape[0])
+    if a.shape[0] > 2 * EDGEITEMS:
+        rows = [*range(EDGEITEMS), *range(a.shape[0] - EDGEITEMS, a.shape[0])]  # type: ignore[assignment]
+    return np.concatenate([_edges(a[i]).reshape(-1) for i in rows]) if len(rows) else a.reshape(-1)
+
+
+def _formatter(shown: np.ndarray) -> Callable[[Any], str]:
+    """One element -> its string, padded to the common width."""
+    if shown.dtype.kind != "f":
+        def plain(v: Any) -> str:
+            return str(bool(v)) if shown.dtype == np.bool_ else str(int(v))
+
+        width = max((len(plain(v)) for v in shown), default=1)
+        return lambda v: plain(v).rjust(width)
+    vals = shown.astype(np.float64)
+    nz = vals[np.isfinite(vals) & (vals != 0)]
+    style = "int"  # PyTorch keeps integer style when nothing is nonzero and finite
+    if nz.size:
+        big, small = float(np.abs(nz).max()), float(np.abs(nz).min())
+        integral = bool(np.all(nz == np.ceil(nz)))
+        if big / small > 1000 or big > 1e8 or (not integral and small < 1e-4):
+            style = "sci"
+        elif not integral:
+            style = "fixed"
 
     def one(v: float) -> str:
-        if not np.isfinite(v):
-            return "nan" if np.isnan(v) else ("inf" if v > 0 else "-inf")
-        return fmt.format(v)
+        if style == "sci":
+            return f"{v:.{PRECISION}e}"
+        if style == "int":
+            return f"{v:.0f}" + ("" if math.isinf(v) or math.isnan(v) else ".")
+        return f"{v:.{PRECISION}f}"
 
-    return one
+    width = max((len(one(float(v))) for v in nz), default=1)
+    return lambda v: one(float(v)).rjust(width)
 
 
-def _element_formatter(a: np.ndarray) -> tuple[str, Callable[[Any], str]]:
-    if a.dtype.kind == "f":
-        kind, one = "float_kind", _float_style(a)
-    elif a.dtype == np.bool_:
-        kind, one = "bool", (lambda v: "True" if v else "False")
-    else:
-        kind, one = "int", (lambda v: str(int(v)))
-    shown = a if a.size <= 1000 else np.concatenate([a.reshape(-1)[:3], a.reshape(-1)[-3:]])
-    width = max((len(one(v)) for v in shown.reshape(-1)), default=0)
-    return kind, lambda v: one(v).rjust(width)
+def _body(a: np.ndarray, fmt: Callable[[Any], str], width: int, indent: int,
+          summarize: bool) -> str:
+    cut = summarize and a.shape[0] > 2 * EDGEITEMS
+    idx = [*range(EDGEITEMS), None, *range(a.shape[0] - EDGEITEMS, a.shape[0])] if cut \
+        else list(range(a.shape[0]))
+    if a.ndim == 1:
+        items = [" ..." if i is None else fmt(a[i]) for i in idx]
+        per_line = max(1, (LINEWIDTH - indent) // (width + 2))
+        lines = [", ".join(items[j:j + per_line]) for j in range(0, len(items), per_line)]
+        return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
+    parts = ["..." if i is None else _body(a[i], fmt, width, indent + 1, summarize) for i in idx]
+    return "[" + ("," + "\n" * (a.ndim - 1) + " " * (indent + 1)).join(parts) + "]"
 
 
 def tensor_repr(t: Any) -> str:
     a = t._data
     prefix = "tensor("
+    summarize = a.size > THRESHOLD
     if a.size == 0:
         body = "[]"
     else:
-        kind, fmt = _element_formatter(a)
-        body = np.array2string(a, separator=", ", prefix=prefix, formatter={kind: fmt},  # type: ignore[dict-item]
-                               threshold=1000, edgeitems=3, max_line_width=80)
+        fmt = _formatter(_edges(a) if summarize else a.reshape(-1))
+        width = len(fmt(a.reshape(-1)[0]))
+        body = fmt(a.item()) if a.ndim == 0 else _body(a, fmt, width, len(prefix), summarize)
     extras = []
     if a.size == 0 and a.shape != (0,):
         extras.append(f"size={tuple(a.shape)}")
