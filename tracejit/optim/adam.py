@@ -11,7 +11,6 @@ from .. import dtypes as dt
 from ..autograd import no_grad
 from ..creation import zeros, zeros_like
 from ..dispatch import read_static, read_value
-from ..functional import sqrt
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -93,7 +92,7 @@ def _adam_update(p: Tensor, grad: Tensor, state: dict[str, Any], lr: Any, beta1:
     # 1 - 0.999**1 is off by 1e-5 relative
     step = step_t.to(dt.float64)
     bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = sqrt(1 - beta2 ** step)
+    bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
     step_size = lr / bias_correction1
     if amsgrad:
         max_sq: Tensor = state["max_exp_avg_sq"]
