@@ -8,12 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from test_ops import ROWS
 
 import tracejit as tj
-from tracejit.testing import check_grad
 from tracejit.autograd import AccumulateGrad, Function, grad
-
-from test_ops import ROWS
+from tracejit.testing import check_grad
 
 
 def leaf(*values: float | list, dtype=tj.float64) -> tj.Tensor:
@@ -150,7 +149,7 @@ def test_retain_graph_allows_a_second_backward() -> None:
     np.testing.assert_allclose(x.grad.numpy(), 2 * first)
 
 
-# ---- the version counter --------------------------------------------------------------------------
+# ---- the version counter -------------------------------------------------------------------------
 
 
 def test_in_place_change_of_a_saved_input_raises_at_backward() -> None:
@@ -201,7 +200,7 @@ def test_in_place_on_a_leaf_requiring_grad_raises() -> None:
     np.testing.assert_allclose(x.detach().numpy(), [2.0, 3.0])
 
 
-# ---- custom Functions -----------------------------------------------------------------------------
+# ---- custom Functions ----------------------------------------------------------------------------
 
 
 class MyReLU(Function):
@@ -239,7 +238,6 @@ def test_custom_function_needs_input_grad_and_non_differentiable_outputs() -> No
     class SortLike(Function):
         @staticmethod
         def forward(ctx, x, scale):
-            ctx.mark_non_differentiable
             seen["needs"] = ctx.needs_input_grad
             idx = x.argmax(0, keepdim=True)
             out = x * scale
@@ -375,7 +373,7 @@ def test_second_derivatives_match_finite_differences(row) -> None:
     check_grad(first_grads, *xs, atol=1e-5, rtol=1e-4)
 
 
-# ---- the graph as PyTorch shows it ----------------------------------------------------------------
+# ---- the graph as PyTorch shows it ---------------------------------------------------------------
 
 
 def test_grad_fn_names_and_next_functions() -> None:

@@ -186,7 +186,8 @@ UN = ((F(3, 4),), (F(),), (F(0, 3),), (F(1, 5),))
 UN_POS = ((P(3, 4),), (P(),), (P(0, 3),), (P(1, 5),))
 BIN = ((F(3, 4), F(3, 4)), (F(3, 1), F(4)), (F(), F(2, 3)), (F(0, 3), F(1, 3)), (F(1, 4), F(3, 1)))
 BIN_DEN = ((F(3, 4), P(3, 4)), (F(3, 1), P(4)), (F(), P(2, 3)), (F(0, 3), P(1, 3)))
-BIN_TIES = ((A((3, 4), ints=True), A((3, 4), ints=True)), (A((3, 1), ints=True), A((4,), ints=True)),
+BIN_TIES = ((A((3, 4), ints=True), A((3, 4), ints=True)),
+            (A((3, 1), ints=True), A((4,), ints=True)),
             (A((), ints=True), A((2, 3), ints=True)), (F(0, 3), F(1, 3)))
 BOOL2 = ((B((3, 4)), B((3, 4))), (B((3, 1)), B((4,))), (B((0, 2)), B((1, 2))))
 RED = ((F(3, 4),), (F(2, 3, 4),), (F(1, 5),), (F(),))
@@ -334,7 +335,8 @@ ROWS: list[Row] = [
     Row("reshape_empty", lambda m, x: x.reshape(-1, 3, 2), lambda a: a.reshape(-1, 3, 2),
         ((F(0, 6),),)),
     Row("view", lambda m, x: x.contiguous().view(2, 6), lambda a: a.reshape(2, 6), ((F(3, 4),),)),
-    Row("flatten", lambda m, x: x.flatten(1), lambda a: a.reshape(a.shape[0], math.prod(a.shape[1:])),
+    Row("flatten", lambda m, x: x.flatten(1),
+        lambda a: a.reshape(a.shape[0], math.prod(a.shape[1:])),
         ((F(2, 3, 4),), (F(1, 1, 1),), (F(0, 2, 3),))),
     Row("flatten_0d", lambda m, x: x.flatten(), lambda a: a.reshape(1), ((F(),),)),
     Row("unflatten", lambda m, x: x.unflatten(1, (2, -1)),

@@ -20,7 +20,7 @@ def at_this_file(e: pytest.ExceptionInfo) -> bool:
     return re.search(rf"\(at {re.escape(HERE)}:\d+\)", str(e.value)) is not None
 
 
-# ---- factories --------------------------------------------------------------------------------------
+# ---- factories -----------------------------------------------------------------------------------
 
 
 def test_tensor_copies_and_infers_dtypes() -> None:
@@ -114,7 +114,7 @@ def test_manual_seed_reproducibility_and_generators() -> None:
     assert tj.equal(c, tj.rand(4))
 
 
-# ---- dtype promotion ------------------------------------------------------------------------------
+# ---- dtype promotion -----------------------------------------------------------------------------
 
 f32, f64, f16, i32, i64, b8 = "float32", "float64", "float16", "int32", "int64", "bool"
 
@@ -249,7 +249,7 @@ def test_dlpack_torch_round_trip() -> None:
     assert tt[1, 1].item() == -4.0 and x[1, 1].item() == -4.0
 
 
-# ---- repr -----------------------------------------------------------------------------------------
+# ---- repr ----------------------------------------------------------------------------------------
 
 REPRS = [
     (lambda m: m.tensor([1.0, 2.0, 3.0]), "tensor([1., 2., 3.])"),
@@ -273,7 +273,7 @@ def test_repr_like_pytorch(fn, want) -> None:
     assert repr(fn(tj)) == want.replace("torch.", "tracejit.")
 
 
-# ---- indexing and assignment -----------------------------------------------------------------------
+# ---- indexing and assignment ---------------------------------------------------------------------
 
 
 def test_getitem_variants() -> None:
@@ -323,7 +323,7 @@ def test_setitem_bumps_version_and_casts_value() -> None:
     assert x.tolist() == [0, 2, 0] and x._version_value == v0 + 1
 
 
-# ---- in-place ops ------------------------------------------------------------------------------------
+# ---- in-place ops --------------------------------------------------------------------------------
 
 
 def test_in_place_ops_return_self_and_update() -> None:
@@ -383,7 +383,7 @@ def test_optimizer_update_under_no_grad() -> None:
     assert w.grad.tolist() == [0.0, 0.0]
 
 
-# ---- errors a user can act on ------------------------------------------------------------------------
+# ---- errors a user can act on --------------------------------------------------------------------
 
 
 def test_broadcast_error_names_op_shapes_and_line() -> None:

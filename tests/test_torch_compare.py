@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-import tracejit
 from test_ops import ROWS, Row
 from test_tensor import PROMOTION, REPRS
+
+import tracejit
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -105,7 +105,7 @@ def test_repr_matches_torch(values: Any) -> None:
     assert mine == theirs
 
 
-# ---- the seed programs ------------------------------------------------------------------------------
+# ---- the seed programs ---------------------------------------------------------------------------
 
 N, D_IN, H, D_OUT, STEPS = 64, 1000, 100, 10, 20
 
@@ -122,7 +122,7 @@ def tensors_by_hand(torch: Any, init: dict[str, np.ndarray]) -> list[float]:
     w1, w2 = torch.tensor(init["w1"]), torch.tensor(init["w2"])
     learning_rate = 1e-6
     losses = []
-    for t in range(STEPS):
+    for _ in range(STEPS):
         h = x.mm(w1)
         h_relu = h.clamp(min=0)
         y_pred = h_relu.mm(w2)
@@ -146,7 +146,7 @@ def autograd_program(torch: Any, init: dict[str, np.ndarray]) -> list[float]:
     w2 = torch.tensor(init["w2"], requires_grad=True)
     learning_rate = 1e-6
     losses = []
-    for t in range(STEPS):
+    for _ in range(STEPS):
         y_pred = x.mm(w1).clamp(min=0).mm(w2)
         loss = (y_pred - y).pow(2).sum()
         losses.append(loss.item())
@@ -179,7 +179,7 @@ def my_relu_program(torch: Any, init: dict[str, np.ndarray]) -> list[float]:
     w1 = torch.tensor(init["w1"], requires_grad=True)
     w2 = torch.tensor(init["w2"], requires_grad=True)
     losses = []
-    for t in range(STEPS):
+    for _ in range(STEPS):
         y_pred = MyReLU.apply(x.mm(w1)).mm(w2)
         loss = (y_pred - y).pow(2).sum()
         losses.append(loss.item())

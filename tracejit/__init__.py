@@ -8,7 +8,11 @@ tensor([[2., 2., 2.],
         [2., 2., 2.]])
 """
 
+# ruff: noqa: F401 - this module is the public API: its imports are re-exports
+
 from __future__ import annotations
+
+import builtins as _builtins  # `bool`, `int` and `float` are dtypes below, as in torch
 
 from . import autograd, functional, ops  # noqa: F401
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
@@ -46,7 +50,7 @@ from .creation import (
 )
 from .device import device
 from .dtypes import (
-    DType as dtype,
+    DType as dtype,  # noqa: N813 - PyTorch's name
 )
 from .dtypes import (
     bool_ as bool,  # noqa: A004 - PyTorch's name
@@ -88,10 +92,10 @@ long, int = int64, int32  # noqa: A001
 __version__ = "0.1.0"
 
 
-def is_tensor(obj: object) -> builtins_bool:  # type: ignore[name-defined]  # noqa: F821
+def is_tensor(obj: object) -> _builtins.bool:
     return isinstance(obj, Tensor)
 
 
-def numel(x: Tensor) -> int:
+def numel(x: Tensor) -> _builtins.int:
     return x.numel()
 from .jit import JitFunction, disable_jit, jit  # noqa: E402

@@ -134,15 +134,21 @@ _FREED = RuntimeError(
 
 
 class OpNode(Node):
+    """The grad_fn of a registered op: runs the op's VJP on what attach() saved."""
+
+    op: OpDef
+    attrs: dict[str, Any]
+    in_types: Sequence[Any]
+    needs: tuple[bool, ...]
+    saved: tuple[list[Any], SavedTensor | None] | None  # None once released
 
     def apply(self, grads: list[Any], create_graph: bool) -> Sequence[Any]:
         if self.saved is None:
             raise RuntimeError(_FREED.args[0])
         g = grads[0]
         inputs = [s.unpack(self) if isinstance(s, SavedTensor) else s for s in self.saved[0]]
-        out = self.saved[1]
-        if isinstance(out, SavedTensor):
-            out = _unpack_out(out, self)
+        saved_out = self.saved[1]
+        out = _unpack_out(saved_out, self) if saved_out is not None else None
         ctx = VjpContext(inputs, out, self.in_types, self.attrs, self.needs)
         assert self.op.vjp is not None
         return self.op.vjp(ctx, g)
@@ -622,6 +628,7 @@ class FunctionCtx:
         self._non_diff: set[int] = set()
         self.materialize_grads = True
         self._freed = False
+        self._node: Node | None = None
 
     def save_for_backward(self, *tensors: Any) -> None:
         self._saved = [SavedTensor(t) if isinstance(t, Tensor) else t for t in tensors]
@@ -630,8 +637,9 @@ class FunctionCtx:
     def saved_tensors(self) -> tuple[Any, ...]:
         if self._freed:
             raise RuntimeError(_FREED.args[0])
-        return tuple(s.unpack(self._node) if isinstance(s, SavedTensor) else s
-                     for s in self._saved)
+        node = self._node  # None when forward ran without recording a node
+        return tuple((s.unpack(node) if node is not None else s.t)
+                     if isinstance(s, SavedTensor) else s for s in self._saved)
 
     def mark_non_differentiable(self, *tensors: Tensor) -> None:
         self._non_diff.update(id(t) for t in tensors)
@@ -644,7 +652,7 @@ class FunctionCtx:
 
 
 class BackwardCFunction(Node):
-    def __init__(self, cls: type, ctx: FunctionCtx, n_out: int,
+    def __init__(self, cls: Any, ctx: FunctionCtx, n_out: int,
                  out_types: list[TensorType]) -> None:
         self.cls, self.ctx, self.n_out, self.out_types = cls, ctx, n_out, out_types
 
@@ -697,7 +705,7 @@ class Function(metaclass=_FunctionMeta):
         tensors = [o for o in outs if isinstance(o, Tensor)]
         node = cls._backward_cls(cls, ctx, len(tensors), [t._type() for t in tensors])
         node.next_functions = edges
-        ctx._node = node  # type: ignore[attr-defined]
+        ctx._node = node
         nr = 0
         for o in outs:
             if not isinstance(o, Tensor):

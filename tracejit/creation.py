@@ -10,8 +10,8 @@ import numpy as np
 
 from . import dtypes as dt
 from .device import as_device
-from .errors import located
 from .dispatch import STATE, dispatch
+from .errors import located
 from .ops import REGISTRY as R
 from .ops.registry import ShapeError
 from .tensor import Tensor, _from_value, _sizes
@@ -152,11 +152,16 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
 # ---- random -------------------------------------------------------------------------------------
 
 
+def _fresh_seed() -> int:
+    entropy: Any = np.random.SeedSequence().entropy  # an int when no entropy was passed in
+    return int(entropy) % (2**63)
+
+
 class Generator:
     """A seedable random source (NumPy's PCG64 underneath). Streams differ from PyTorch's."""
 
     def __init__(self, device: Any = "cpu") -> None:
-        self._seed = int(np.random.SeedSequence().entropy) % (2**63)  # type: ignore[operator]
+        self._seed = _fresh_seed()
         self._rng = np.random.Generator(np.random.PCG64(self._seed))
 
     def manual_seed(self, seed: int) -> Generator:
@@ -165,7 +170,7 @@ class Generator:
         return self
 
     def seed(self) -> int:
-        return self.manual_seed(int(np.random.SeedSequence().entropy) % (2**63)).initial_seed()
+        return self.manual_seed(_fresh_seed()).initial_seed()
 
     def initial_seed(self) -> int:
         return self._seed
@@ -235,7 +240,7 @@ def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, dev
     return _finish(Tensor._make(a, d), requires_grad)
 
 
-def randint(low: int, high: int | None = None, size: Sequence[int] = (), *,
+def randint(low: int, high: Any = None, size: Any = (), *,
             generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Tensor:
     if high is None or not isinstance(high, (int, np.integer)):  # randint(high, size)
         low, high, size = 0, low, (size if high is None else high)

@@ -9,9 +9,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from . import dtypes as dt
-from .errors import located
 from .dispatch import dispatch
+from .errors import located
 from .ops import REGISTRY as R
 from .ops.registry import DTypeError, norm_dim, norm_dims
 from .tensor import Tensor, _from_value
@@ -144,7 +143,8 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
         return x * 0.5 * (inner.tanh() + 1)
     if approximate != "none":
-        raise ValueError(located(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"))
+        raise ValueError(located(f"gelu: approximate must be 'none' or 'tanh', got "
+                                 f"{approximate!r}"))
     return x * 0.5 * ((x * (1 / math.sqrt(2))).erf() + 1)
 
 

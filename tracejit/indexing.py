@@ -38,7 +38,11 @@ def _expand_key(x: Tensor, key: Any) -> list[Any]:
 
 def _basic(x: Tensor, key: list[Any]) -> tuple[Tensor, list[Any]]:
     """Apply ints, slices and None; return the view and the remaining (advanced) key."""
-    starts, stops, steps, out_shape, rest = [], [], [], [], []
+    starts: list[int] = []
+    stops: list[int] = []
+    steps: list[int] = []
+    out_shape: list[int] = []
+    rest: list[Any] = []
     d = 0
     sliced = False
     for k in key:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 import numpy as np
 
-from . import dispatch as _dispatch_mod
+import tracejit.dispatch as _dispatch_module
+
 from . import dtypes as dt
 from .device import CPU, as_device, device
 from .dispatch import STATE, dispatch
@@ -72,6 +73,41 @@ class Tensor:
 
     def _type(self) -> TensorType:
         return TensorType(self._data.shape, self._dtype, self._device)
+
+    if TYPE_CHECKING:  # bound from tables in functional.py (unary ops and composites)
+
+        def exp(self) -> Tensor: ...
+        def log(self) -> Tensor: ...
+        def log1p(self) -> Tensor: ...
+        def expm1(self) -> Tensor: ...
+        def sqrt(self) -> Tensor: ...
+        def rsqrt(self) -> Tensor: ...
+        def abs(self) -> Tensor: ...
+        def neg(self) -> Tensor: ...
+        def sin(self) -> Tensor: ...
+        def cos(self) -> Tensor: ...
+        def tanh(self) -> Tensor: ...
+        def sigmoid(self) -> Tensor: ...
+        def relu(self) -> Tensor: ...
+        def sign(self) -> Tensor: ...
+        def floor(self) -> Tensor: ...
+        def ceil(self) -> Tensor: ...
+        def round(self) -> Tensor: ...
+        def erf(self) -> Tensor: ...
+        def mean(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor: ...
+        def var(self, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+                correction: Any = None) -> Tensor: ...
+        def std(self, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+                correction: Any = None) -> Tensor: ...
+        def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor: ...
+        def softmax(self, dim: int, dtype: Any = None) -> Tensor: ...
+        def log_softmax(self, dim: int, dtype: Any = None) -> Tensor: ...
+        def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor: ...
+        def isnan(self) -> Tensor: ...
+        def isinf(self) -> Tensor: ...
+        def isfinite(self) -> Tensor: ...
+        def square(self) -> Tensor: ...
+        def nonzero(self, *, as_tuple: bool = False) -> Any: ...
 
     # ---- metadata ------------------------------------------------------------------------------
     @property
@@ -289,7 +325,7 @@ class Tensor:
             return format(self._data.item(), spec)
         return repr(self)
 
-    def __reduce_ex__(self, proto: int) -> Any:
+    def __reduce_ex__(self, proto: SupportsIndex) -> Any:
         return (_rebuild, (self._data.copy(), self._dtype.name, self._requires_grad))
 
     def __deepcopy__(self, memo: dict) -> Tensor:
@@ -326,24 +362,6 @@ class Tensor:
 
     def type_as(self, other: Tensor) -> Tensor:
         return self.to(other.dtype)
-
-    def float(self) -> Tensor:
-        return self.to(dt.float32)
-
-    def double(self) -> Tensor:
-        return self.to(dt.float64)
-
-    def half(self) -> Tensor:
-        return self.to(dt.float16)
-
-    def long(self) -> Tensor:
-        return self.to(dt.int64)
-
-    def int(self) -> Tensor:
-        return self.to(dt.int32)
-
-    def bool(self) -> Tensor:
-        return self.to(dt.bool_)
 
     def cpu(self) -> Tensor:
         return self
@@ -672,7 +690,8 @@ class Tensor:
     @property
     def mT(self) -> Tensor:
         if self.ndim < 2:
-            raise RuntimeError(located("tensor.mT is only supported on matrices or batches of matrices; "
+            raise RuntimeError(located("tensor.mT is only supported on matrices or batches of "
+                                       "matrices; "
                                f"got {self.ndim}-D tensor"))
         return self.transpose(-2, -1)
 
@@ -688,7 +707,8 @@ class Tensor:
     def repeat(self, *sizes: Any) -> Tensor:
         reps = tuple(_sizes(sizes))
         if len(reps) < self.ndim:
-            raise RuntimeError(located("repeat: number of repeat dims can not be smaller than number of "
+            raise RuntimeError(located("repeat: number of repeat dims can not be smaller than "
+                                       "number of "
                                "dimensions of tensor"))
         x = self.reshape((1,) * (len(reps) - self.ndim) + self._data.shape)
         inter: list[int] = []
@@ -722,7 +742,8 @@ class Tensor:
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:
-                raise ArgError(f"split: split sizes {sizes} do not sum to the size {n} of dim {dim}")
+                raise ArgError(f"split: split sizes {sizes} do not sum to the size {n} of "
+                               f"dim {dim}")
         out, at = [], 0
         for s in sizes:
             out.append(self.narrow(d, at, s))
@@ -774,7 +795,8 @@ class Tensor:
 
     def bmm(self, other: Tensor) -> Tensor:
         if self.ndim != 3 or other.ndim != 3:
-            raise RuntimeError(located(f"bmm: expected 3-D tensors, got {self.ndim}-D and {other.ndim}-D"))
+            raise RuntimeError(located(f"bmm: expected 3-D tensors, got {self.ndim}-D and "
+                                       f"{other.ndim}-D"))
         return dispatch(R["matmul"], (self, other))
 
     def gather(self, dim: int, index: Tensor) -> Tensor:
@@ -875,6 +897,25 @@ class Tensor:
     def __itruediv__(self, o: Any) -> Tensor:
         return self.div_(o)
 
+    # ---- dtype conversions (last: their names shadow the builtins in annotations below them)
+    def float(self) -> Tensor:
+        return self.to(dt.float32)
+
+    def double(self) -> Tensor:
+        return self.to(dt.float64)
+
+    def half(self) -> Tensor:
+        return self.to(dt.float16)
+
+    def long(self) -> Tensor:
+        return self.to(dt.int64)
+
+    def int(self) -> Tensor:
+        return self.to(dt.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(dt.bool_)
+
 
 def _rebuild(data: np.ndarray, dname: str, requires_grad: bool) -> Tensor:
     t = Tensor._make(data, dt.as_dtype(dname))
@@ -915,7 +956,8 @@ def _sizes(args: Sequence[Any]) -> tuple[int, ...]:
         if isinstance(a, Tensor):
             a = int(a.item())
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
-            raise TypeError(located(f"expected a sequence of ints for a size, got {type(a).__name__} "
+            raise TypeError(located(f"expected a sequence of ints for a size, got "
+                                    f"{type(a).__name__} "
                             f"in {tuple(args)}"))
         out.append(int(a))
     return tuple(out)
@@ -973,7 +1015,8 @@ def _nested_to_array(v: Any, d: dt.DType | None = None) -> np.ndarray:
         if arr.dtype == np.int32 or arr.dtype.kind == "u":
             arr = arr.astype(np.int64)
         return arr
-    raise TypeError(located(f"tensor(): could not convert {type(v).__name__} to a tensor; expected a "
+    raise TypeError(located(f"tensor(): could not convert {type(v).__name__} to a tensor; "
+                            "expected a "
                     "number, a (nested) list or tuple, a NumPy array or a Tensor"))
 
 
@@ -985,4 +1028,4 @@ def _has_float64_array(v: Any) -> bool:
     return False
 
 
-_dispatch_mod._Tensor = Tensor
+_dispatch_module._Tensor = Tensor

@@ -191,7 +191,8 @@ def check_grad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, atol: fl
 
     def f() -> float:
         # (grad mode stays on: `fn` may itself differentiate, for higher-order checks)
-        res = [o for o in _flat(fn(*tensors)) if isinstance(o, Tensor) and o.dtype.is_floating_point]
+        res = [o for o in _flat(fn(*tensors))
+               if isinstance(o, Tensor) and o.dtype.is_floating_point]
         return _scalarize(res, cots)
 
     for k, (t, g) in enumerate(zip(diff, got)):

@@ -127,7 +127,7 @@ def _scatter_add_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
 def _scatter_add_eager(x: np.ndarray, idx: np.ndarray, src: np.ndarray, *, dim: int) -> np.ndarray:
     _bounds("scatter_add", idx, x.shape[dim])
     out = x.copy()
-    key = list(np.indices(idx.shape, sparse=True))
+    key: list[Any] = list(np.indices(idx.shape, sparse=True))
     key[dim] = idx
     np.add.at(out, tuple(key), src[tuple(slice(0, n) for n in idx.shape)])
     return out
@@ -187,7 +187,9 @@ def _index_eager(x: np.ndarray, *idx: np.ndarray, dims: tuple[int, ...]) -> np.n
 
 
 def _index_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
-    zeros = g.new_zeros(c.in_types[0].shape)
+    x = c.in_types[0]
+    assert isinstance(x, TensorType)
+    zeros = g.new_zeros(x.shape)
     gx = zeros._index_put(g, *c.inputs[1:], dims=c.attrs["dims"], accumulate=True)
     return (gx,) + (None,) * (len(c.inputs) - 1)
 

@@ -13,8 +13,6 @@ from ..device import CPU
 from .elementwise import promoted
 from .registry import (
     ArgError,
-    lit,
-    np_name,
     Kind,
     Operand,
     ShapeError,
@@ -22,6 +20,8 @@ from .registry import (
     VjpContext,
     defop,
     fmt_shape,
+    lit,
+    np_name,
 )
 
 M = Kind.MOVEMENT
@@ -98,7 +98,8 @@ def _expand_infer(ops: Sequence[Operand], *, shape: tuple[int, ...]) -> TensorTy
             out.append(m)
         else:
             raise ShapeError(f"expand: the expanded size {m} must match the existing size {n} at "
-                             f"a non-singleton dimension (from {fmt_shape(x.shape)} to {list(shape)})")
+                             f"a non-singleton dimension (from {fmt_shape(x.shape)} to "
+                             f"{list(shape)})")
     return TensorType(tuple(out), x.dtype, x.device)
 
 
@@ -250,7 +251,8 @@ def arange_len(start: float, end: float, step: float) -> int:
 
 arange_op = defop(
     "arange", Kind.CREATION, attrs=("start", "end", "step", "dtype"), differentiable=False,
-    infer=lambda ops, *, start, end, step, dtype: TensorType((arange_len(start, end, step),), dtype),
+    infer=lambda ops, *, start, end, step, dtype: TensorType((arange_len(start, end, step),),
+                                                             dtype),
     eager=lambda *, start, end, step, dtype: (
         start + np.arange(arange_len(start, end, step), dtype=np.float64) * step
     ).astype(dtype.np) if dtype.is_floating_point else np.arange(start, end, step, dtype=dtype.np),
