@@ -165,6 +165,8 @@ def info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
+        # other processes on a 2-core VM distort every figure: say how busy it was
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "blas": {"numpy": numpy_blas(), "torch": torch_blas()},
         "threads": threads(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},

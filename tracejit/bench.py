@@ -103,6 +103,8 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
     lines = [
         f"machine: {machine['cpu_model']} ({machine['cpu_family']}), {machine['cores']} cores"
         f" ({machine['affinity']} usable), {machine['platform']}",
+        "load average (1, 5, 15 min): "
+        + ", ".join(f"{x:.2f}" for x in machine.get("load_average") or []),
         f"numpy BLAS: {nb.get('name')} {nb.get('version')}, core type {nb.get('core', '?')},"
         f" {nb.get('threads', '?')} threads",
     ]
@@ -344,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_header(out: IO[str], info: dict[str, Any], command: str, markdown: bool) -> None:
     if markdown:
-        out.write("# tracejit-bench results\n\nRegenerate with:\n\n```\n" + command
+        out.write("# tracejit-bench results\n\nRegenerate with (stdout is this file):\n\n```\n"
+                  + command
                   + "\n```\n\n" + "\n".join(f"- {h}" for h in header_lines(info)) + "\n\n")
     else:
         out.write("\n".join(header_lines(info)) + "\n\n")
