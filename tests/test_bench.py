@@ -160,4 +160,4 @@ def test_markdown_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
                      "--plot", str(png))
     assert rc == 0 and png.stat().st_size > 0
     out = capsys.readouterr().out
-    assert "Regenerate with:" in out and "| impl | median |" in out
+    assert "Regenerate with" in out and "| impl | median |" in out
