@@ -6,13 +6,14 @@ from typing import Any
 
 
 class device:  # noqa: N801 - PyTorch's name
-    __slots__ = ("type", "index")
+    __slots__ = ("type", "index", "_hash")
     type: str
     index: int | None
+    _hash: int
 
     def __init__(self, spec: Any, index: int | None = None) -> None:
         if isinstance(spec, device):
-            self.type, self.index = spec.type, spec.index
+            self.type, self.index, self._hash = spec.type, spec.index, spec._hash
             return
         if not isinstance(spec, str):
             spec = getattr(spec, "type", None) or str(spec)  # torch.device
@@ -21,6 +22,7 @@ class device:  # noqa: N801 - PyTorch's name
             raise RuntimeError(f"unknown device {spec!r}: expected 'cpu' or 'cuda[:N]'")
         self.type = kind
         self.index = int(idx) if idx else index
+        self._hash = hash((self.type, self.index or 0))  # hashed on every eager op (rule cache)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
@@ -30,7 +32,7 @@ class device:  # noqa: N801 - PyTorch's name
         return self.type == other.type and (self.index or 0) == (other.index or 0)
 
     def __hash__(self) -> int:
-        return hash((self.type, self.index or 0))
+        return self._hash
 
     def __repr__(self) -> str:
         idx = "" if self.index is None else f", index={self.index}"

@@ -63,17 +63,21 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
                 args[i] = a
         types.append(a._type() if isinstance(a, T) else a)
     try:
-        out_t = op.infer(types, **attrs)
+        out_t, cd = _rules(op, types, attrs)
     except OpError as e:
         raise user_error(e) from None
-    arrays = _cast(op, args, types)
+    arrays = _cast(args, cd) if cd is not None else [a._data if isinstance(a, T) else a
+                                                     for a in args]
     data = op.eager(*arrays, **attrs)
     if type(data) is not np.ndarray:
         data = np.asarray(data)
     if data.dtype != out_t.dtype.np:
         data = data.astype(out_t.dtype.np)
-    elif any(data is a for a in arrays):
-        data = data.view()  # a new array object: identity keys a tensor's storage in the tracer
+    else:
+        for a in arrays:
+            if data is a:  # a new array object: identity keys a tensor's storage in the tracer
+                data = data.view()
+                break
     out = T._make(data, out_t.dtype)
     if op.view and args and isinstance(args[0], T) and np.may_share_memory(data, args[0]._data):
         src = args[0]
@@ -90,8 +94,32 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
     return out
 
 
-def _cast(op: OpDef, args: Sequence[Any], types: Sequence[Any]) -> list[Any]:
-    cd = op.compute_dtype(types) if op.compute_dtype is not None else None
+_RULES: dict[Any, tuple[TensorType, Any]] = {}
+
+
+def _rules(op: OpDef, types: list[Any], attrs: dict[str, Any]) -> tuple[TensorType, Any]:
+    """op.infer and op.compute_dtype, memoised. Both depend on the operand types and attrs only
+    (a Python number by its type, never its value), so a hit skips re-deriving the rule on
+    every eager call; the cache is keyed exactly and only bounded in size."""
+    key: tuple[Any, ...] | None = (
+        op.name, *[t if type(t) is TensorType else type(t) for t in types],
+        *[(k, type(v), v) for k, v in attrs.items()])
+    try:
+        hit = _RULES.get(key)
+    except TypeError:  # an unhashable attribute: derive the rule every time
+        key, hit = None, None
+    if hit is None:
+        hit = (op.infer(types, **attrs),
+               op.compute_dtype(types) if op.compute_dtype is not None else None)
+        if key is not None:
+            if len(_RULES) >= 4096:
+                _RULES.clear()
+            _RULES[key] = hit
+    return hit
+
+
+def _cast(args: Sequence[Any], cd: Any) -> list[Any]:
+    """The operands as arrays in the dtype(s) the eager kernel computes in."""
     T = _Tensor
     out = []
     for i, a in enumerate(args):

@@ -4,7 +4,7 @@ table-driven Tensor methods for unary ops."""
 
 from __future__ import annotations
 
-import builtins
+import builtins as _builtins
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +31,7 @@ def _unary(name: str) -> Any:
 
 
 # note: the function forms below (abs, round, max, min, sum, all, any...) shadow the builtins
-# in this module's globals; code here must say builtins.max etc.
+# in this module's globals; code here must say _builtins.max etc.
 for _n in UNARY:
     setattr(Tensor, _n, _unary(_n))
     globals()[_n] = _unary(_n)
@@ -107,7 +107,7 @@ def var(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False,
     dims = norm_dims("var", dim, x.ndim)
     n = math.prod(x.shape[d] for d in dims)
     centred = x - x.mean(dims, keepdim=True)
-    return (centred * centred).sum(dims, keepdim) / builtins.max(n - corr, 0)
+    return (centred * centred).sum(dims, keepdim) / _builtins.max(n - corr, 0)
 
 
 def std(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
@@ -191,7 +191,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not ts:
         raise RuntimeError(located("cat(): expected a non-empty list of Tensors"))
     ref = next((t for t in ts if t.shape != (0,)), ts[0])
-    d = norm_dim("cat", dim, builtins.max(ref.ndim, 1))
+    d = norm_dim("cat", dim, _builtins.max(ref.ndim, 1))
     return dispatch(R["cat"], ts, {"dim": d})
 
 

@@ -867,8 +867,8 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value: Any) -> Tensor:
-        return self._inplace(self.new_full(self.shape, value).expand(self.shape)
-                             if not isinstance(value, Tensor) else value.expand(self.shape))
+        return self._inplace(self.new_full(self.shape, value) if not isinstance(value, Tensor)
+                             else value.expand(self.shape))
 
     def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
         if not isinstance(src, Tensor):

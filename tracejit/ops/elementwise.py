@@ -198,7 +198,8 @@ clamp_op = defop("clamp", E, infer=_clamp_infer, eager=_clamp_eager, vjp=_clamp_
 
 # ---- binary -------------------------------------------------------------------------------------
 add_op = binary("add", np.add, lambda c, g: (g, g), "({0} + {1})", saves=())
-sub_op = binary("sub", np.subtract, lambda c, g: (g, -g), "({0} - {1})", saves=(),
+sub_op = binary("sub", np.subtract, lambda c, g: _pick(c, lambda: g, lambda: -g), "({0} - {1})",
+                saves=(),
                 result="nobool")
 mul_op = binary("mul", np.multiply,
                 lambda c, g: _pick(c, lambda: g * c.inputs[1], lambda: g * c.inputs[0]),
@@ -220,8 +221,8 @@ def _pow_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
     a, b = c.inputs
 
     def da() -> Any:
-        if isinstance(b, (int, float)):
-            return g * 0 if b == 0 else g * b * a.pow(b - 1)
+        if isinstance(b, (int, float)):  # a Python exponent: x ** 2 needs no pow in backward
+            return g * 0 if b == 0 else g * b if b == 1 else g * b * (a if b == 2 else a.pow(b - 1))
         return g * b * a.pow(b - 1)
 
     def db() -> Any:

@@ -32,7 +32,7 @@ def reduced_shape(shape: tuple[int, ...], dims: tuple[int, ...], keepdim: bool) 
 
 def expand_back(g: Any, shape: tuple[int, ...], dims: tuple[int, ...], keepdim: bool) -> Any:
     """Broadcast a reduction's gradient back over the reduced dims (a VJP helper)."""
-    if not keepdim:
+    if not keepdim and dims != tuple(range(len(dims))):  # (expand adds leading dims itself)
         g = g.reshape(reduced_shape(shape, dims, True))
     return g.expand(shape)
 
