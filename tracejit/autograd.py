@@ -320,6 +320,8 @@ def _keep_original(node: Any, target: Tensor) -> None:
     for s in saved[0]:
         if isinstance(s, SavedTensor) and s.t._version is target._version:
             snap = Tensor._make(s.t._data.copy(), s.t._dtype)
+            if STATE.tracer is not None:  # the copy holds the value from before the write
+                STATE.tracer.snapshot(s.t, snap)
             snap._version.v = s.version
             snap._grad_fn, snap._out_nr = s.t._grad_fn, s.t._out_nr  # for create_graph
             snap._requires_grad = s.t._requires_grad

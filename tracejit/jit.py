@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .flags import get as get_flag
 from .autograd import OpNode
 from .dispatch import STATE, user_location
@@ -190,6 +192,7 @@ class JitFunction:
         finally:
             STATE.tracer = None
         result = tracer.finish(out)
+        backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
             self._record_breaks(result)
             if not self.fallback:
@@ -210,10 +213,75 @@ class JitFunction:
             log("recompiles", f"{self.name}: {note}")
             return out
         graph = run_pipeline(result.graph)
-        entry = Entry(result, graph)
+        entry = Entry(result, graph, backward=backward)
         self._entries.setdefault(k, []).append(entry)
         log("ir", f"{self.name}:\n{print_graph(graph)}")
         return out
+
+    def _trace_backward(self, tracer: Tracer, result: TraceResult, out: Any) -> Any:
+        """Capture the backward of outputs that require grad as a second graph (so a jitted
+        forward used from eager code is differentiable). Adds the values it needs to the
+        forward graph's outputs."""
+        from .autograd import grad
+        from .runtime.backward import BackwardInfo, leaf_sources
+        from .trace.sources import ArgSource
+
+        if result.breaks:
+            return None
+        spec_out = [s for s in _spec_leaves(result.out_spec) if s[0] == "t"]
+        g = result.graph
+        outs_t = [(i, _find_tensor(out, g.outputs[i], tracer)) for _, i in spec_out]
+        diff = [(i, t) for i, t in outs_t if t is not None and t._requires_grad and
+                t._grad_fn is not None]
+        leaves = leaf_sources(result.params)
+        if not diff or not leaves:
+            return None
+        bt = Tracer(self.name + "_backward")
+        bt.parent = tracer
+        gos = []
+        for k, (_, t) in enumerate(diff):
+            go = Tensor._make(np.ones(t.shape, t.dtype.np), t.dtype)
+            bt.add_param(go, ArgSource(k, f"grad{k}"), f"grad{k}")
+            gos.append(go)
+        STATE.tracer = bt
+        try:
+            grads = grad([t for _, t in diff], [t for t, _ in leaves], gos, retain_graph=True,
+                         allow_unused=True)
+        except RuntimeError:
+            return None  # the graph was freed inside the function (a training step)
+        finally:
+            STATE.tracer = None
+        bres = bt.finish(tuple(grads))
+        if bres.breaks:
+            return None
+        bg = bres.graph
+        outputs = []
+        for kind, x in bres.out_spec[1]:
+            if kind == "t":
+                outputs.append(bg.outputs[x])
+            elif kind == "p":
+                outputs.append(next(p.value for p in bres.params if p.source is x))
+            else:
+                outputs.append(None)
+        fwd_outputs = list(g.outputs)
+        saved: list[tuple[str, Any]] = []
+        fparams = [p.value for p in result.params]
+        parent_of = {bv: fv for fv, bv in bt.from_parent}
+        for p in bres.params[len(diff):]:
+            fv = parent_of.get(p.value)
+            if fv is None:
+                saved.append(("ref", p.source))
+            elif fv in fparams:
+                saved.append(("param", fparams.index(fv)))
+            else:
+                if fv not in fwd_outputs:
+                    fwd_outputs.append(fv)
+                saved.append(("out", fwd_outputs.index(fv)))
+        result.graph = g.replace(outputs=tuple(fwd_outputs))
+        keep = [o for o in outputs if o is not None]
+        bgraph = run_pipeline(bg.replace(outputs=tuple(keep)))
+        return BackwardInfo(bgraph, [i for i, _ in diff], saved, [s for _, s in leaves],
+                            leaf_map=[None if o is None else keep.index(o) for o in outputs])
 
     def _record_breaks(self, result: TraceResult) -> None:
         for b in result.breaks:
@@ -333,6 +401,29 @@ class Explanation:
     __repr__ = __str__
 
 
+def _spec_leaves(spec: Any) -> list[Any]:
+    kind, x = spec
+    if kind in ("tuple", "list"):
+        return [leaf for s in x for leaf in _spec_leaves(s)]
+    if kind == "dict":
+        return [leaf for _, s in x for leaf in _spec_leaves(s)]
+    return [spec]
+
+
+def _find_tensor(out: Any, v: Any, tracer: Tracer) -> Tensor | None:
+    stack = [out]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            if tracer.env.get(id(o._data)) is v:
+                return o
+        elif isinstance(o, (tuple, list)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    return None
+
+
 def _alive_ids(out: Any, result: TraceResult, tracer: Tracer) -> set[int]:
     """Tensors that may legitimately outlive the trace: the outputs, .grad writes, and what
     the outputs' autograd graphs saved."""
@@ -345,6 +436,8 @@ def _alive_ids(out: Any, result: TraceResult, tracer: Tracer) -> set[int]:
             ids.add(id(o))
             if o._grad_fn is not None:
                 nodes.append(o._grad_fn)
+            if o._base is not None:
+                stack.append(o._base)  # a view keeps its base alive
         elif isinstance(o, (tuple, list)):
             stack.extend(o)
         elif isinstance(o, dict):
@@ -352,6 +445,8 @@ def _alive_ids(out: Any, result: TraceResult, tracer: Tracer) -> set[int]:
     for gw in tracer.grad_writes.values():
         if gw.tensor is not None:
             ids.add(id(gw.tensor))
+            if gw.tensor._base is not None:
+                ids.add(id(gw.tensor._base))
     seen = set()
     while nodes:
         n = nodes.pop()

@@ -218,9 +218,14 @@ class _Gen:
         comment = f"  # %{i} {n.name} {n.loc}"
         if n.name == "constant":
             c = _const_name(len(self.consts))
-            self.consts.append(np.ascontiguousarray(n.attrs["value"]))
+            value = np.ascontiguousarray(n.attrs["value"])
             self.const_of[n.out] = c
-            self.w.line(f"{out} = {c}{comment}", origin)
+            if value.ndim == 0:  # Numba freezes a 0-d global array as 1-d: store it so
+                self.consts.append(value.reshape(1))
+                self.w.line(f"{out} = {c}.reshape(()){comment}", origin)
+            else:
+                self.consts.append(value)
+                self.w.line(f"{out} = {c}{comment}", origin)
             return
         if n.name == "fused":
             k = self.kernel(fused_kernel(n))
@@ -326,9 +331,11 @@ def compile_graph(g: Graph) -> Program:
     if consts:
         cache.register_constants(fname, consts)
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
+    misses = 0
     for attempt in (0, 1):
         mod = cache.load_module(fname, src)
         fn = getattr(mod, fname)
+        misses = sum(fn.stats.cache_misses.values())
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
@@ -346,5 +353,6 @@ def compile_graph(g: Graph) -> Program:
             for name in [fname] + [k.name for k in kernels]:
                 _clear_numba_cache(cache.module_path(name))
                 cache.forget(name)
-    from_disk = sum(fn.stats.cache_hits.values()) > 0
+    # no new miss: the machine code came from Numba's disk cache (or this process had it)
+    from_disk = sum(fn.stats.cache_misses.values()) == misses
     return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels])

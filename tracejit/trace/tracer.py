@@ -79,6 +79,9 @@ class Tracer:
         self.views_of: dict[int, list[int]] = {}
         self.stale: set[int] = set()
         self.produced: list[weakref.ref] = []
+        # a backward tracer reads the forward's values: (forward value, its param here)
+        self.parent: Tracer | None = None
+        self.from_parent: list[tuple[Value, Value]] = []
 
     # ---- values ------------------------------------------------------------------------------
     def _bind(self, arr: np.ndarray, v: Value) -> None:
@@ -99,6 +102,12 @@ class Tracer:
         if k in self.stale:
             self.graph_break("read of a view whose base was changed in place")
         v = self.env.get(k)
+        if v is None and self.parent is not None and k in self.parent.env:
+            fv = self.parent.env[k]
+            v = self.add_param(t, RefSource(t, f"saved{len(self.from_parent)}"),
+                               f"saved{len(self.from_parent)}")
+            self.from_parent.append((fv, v))
+            return v
         if v is None:
             v = self.add_param(t, RefSource(t, f"l{len(self.params)}"), f"l{len(self.params)}")
             self.guards.append(TensorMetaGuard(self.params[-1].source, t._data.shape, t._dtype))
@@ -129,6 +138,10 @@ class Tracer:
         self.nodes.append(Node("constant", (), (v,), {"value": t._data.copy()}, user_location()))
         self._bind(t._data, v)
         self.produced.append(weakref.ref(t))
+
+    def snapshot(self, src: Tensor, copy: Tensor) -> None:
+        """`copy` holds `src`'s current value (autograd keeping an in-place op's input)."""
+        self._bind(copy._data, self.value_of(src))
 
     def alias(self, src: Tensor, out: Tensor) -> None:
         self.produced.append(weakref.ref(out))  # same array object: same value, nothing to do

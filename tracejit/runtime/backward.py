@@ -1,0 +1,88 @@
+"""Differentiable compiled forwards: when a jitted function's outputs require grad, the trace
+also captures the backward pass (the VJPs run through dispatch) as a second graph. The
+compiled forward returns the values that graph needs; its outputs get a grad_fn that runs the
+compiled backward, so eager `loss.backward()` through `jit(model)(x)` gives eager's grads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Node, _edge
+from ..ir.graph import Graph, Value
+from ..ir.interpret import interpret
+from ..tensor import Tensor
+from ..trace.sources import ArgSource, RefSource, Source
+
+
+@dataclass
+class BackwardInfo:
+    graph: Graph  # params: grad outputs, then values saved from the forward
+    diff_outputs: list[int]  # indices (into forward outputs) of outputs that require grad
+    saved: list[tuple[str, Any]]  # ("out", fwd output index) | ("param", fwd param) | ("ref", src)
+    leaves: list[Source]  # whose gradients the graph returns, in order
+    leaf_map: list[int | None]  # leaf -> index into the graph's outputs (None: no gradient)
+    program: Any = None
+
+    def attach(self, flat: list[Any], params: list[np.ndarray], tensors: list[Tensor],
+               outs: list[Any]) -> None:
+        saved = [outs[i] if kind == "out" else params[i] if kind == "param" else i.get(flat)._data
+                 for kind, i in self.saved]
+        leaves = [s.get(flat) for s in self.leaves]
+        node = CompiledFunctionBackward(self, saved, [tensors[i]._type() for i in
+                                                       self.diff_outputs])
+        node.next_functions = tuple(_edge(t) for t in leaves)
+        for k, i in enumerate(self.diff_outputs):
+            t = tensors[i]
+            t._grad_fn, t._out_nr, t._requires_grad = node, k, True
+
+    def run(self, params: list[np.ndarray]) -> list[Any]:
+        if self.program is None:
+            from ..codegen.cpu import compile_graph
+            from ..codegen.lower import Unsupported
+
+            try:
+                self.program = compile_graph(self.graph)
+            except Unsupported:
+                self.program = lambda p: interpret(self.graph, p)
+        outs, _ = self.program(params)
+        return outs
+
+
+class CompiledFunctionBackward(Node):
+    def __init__(self, info: BackwardInfo, saved: list[Any], out_types: list[Any]) -> None:
+        self.info, self.saved, self.out_types = info, saved, out_types
+
+    def apply(self, grads: list[Any], create_graph: bool) -> list[Any]:
+        if self.saved is None:
+            raise RuntimeError("Trying to backward through the graph of a jitted function a "
+                               "second time; pass retain_graph=True to backward the first time")
+        if create_graph:
+            raise RuntimeError("higher-order gradients through a @jit function are not "
+                               "supported yet; call it under tracejit.disable_jit() for those")
+        gs = []
+        for g, t in zip(list(grads) + [None] * len(self.out_types), self.out_types):
+            gs.append(np.zeros(t.shape, t.dtype.np) if g is None else
+                      np.ascontiguousarray(g._data, t.dtype.np))
+        outs = self.info.run(gs + list(self.saved))
+        types = self.info.graph.outputs
+        return [None if k is None else Tensor._make(np.asarray(outs[k]), types[k].type.dtype)
+                for k in self.info.leaf_map]
+
+    def release(self) -> None:
+        self.saved = None  # type: ignore[assignment]
+
+
+def leaf_sources(params: list[Any]) -> list[tuple[Any, Source]]:
+    """Trace params that are autograd leaves requiring grad: (tensor, source)."""
+    out = []
+    for p in params:
+        t = p.tensor
+        if isinstance(p.source, (ArgSource, RefSource)) and t._requires_grad:
+            out.append((t, p.source))
+    return out
+
+
+__all__ = ["BackwardInfo", "CompiledFunctionBackward", "leaf_sources", "Value"]

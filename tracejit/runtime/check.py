@@ -1,0 +1,82 @@
+"""Check mode: run the reference interpreter (the ops' eager implementations) beside the
+compiled program on copies of the inputs; on a mismatch, find the first diverging IR node and
+raise naming it and the user's line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir.graph import Graph, Value
+from ..ir.interpret import interpret
+from ..ir.printer import print_graph
+from .entry import Entry
+
+
+class CheckError(AssertionError):
+    """Compiled code disagreed with the reference executor."""
+
+
+def _close(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "biu" or b.dtype.kind in "biu":
+        return bool(np.array_equal(a, b))
+    scale = max(1.0, float(np.nanmax(np.abs(b))) if b.size and np.isfinite(b).any() else 1.0)
+    tol = 1e-3 if b.dtype == np.float16 else (1e-4 if b.dtype == np.float32 else 1e-9)
+    return bool(np.allclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True))
+
+
+def run_checked(e: Entry, flat: list[Any]) -> Any:
+    assert e.program is not None
+    params = e.gather(flat)
+    copies = [p.copy() for p in params]
+    ref_outs, ref_effects = interpret(e.graph, [c.copy() for c in copies])
+    outs, _ = e.program(params)  # applies effects to the real tensors
+    index = {v: i for i, v in enumerate(e.graph.params)}
+    bad = [k for k, (a, b) in enumerate(zip(outs, ref_outs)) if not _close(a, b)]
+    bad += [f"effect on {e.graph.effects[k].target.name or k}" for k, src in enumerate(ref_effects)
+            if not _close(params[index[e.graph.effects[k].target]], src)]
+    if bad:
+        raise CheckError(_locate(e.graph, copies, bad))
+    return e.finish(flat, params, outs, None)
+
+
+def _locate(g: Graph, params: list[np.ndarray], bad: list[Any]) -> str:
+    from ..codegen.cpu import compile_graph
+
+    values = [o for n in g.nodes for o in n.outs]
+    debug = g.replace(name=g.name + "_check", outputs=tuple(values), effects=())
+    ref: dict[Value, Any] = {}
+
+    def keep(n: Any, outs: list[Any]) -> None:
+        for v, x in zip(n.outs, outs):
+            ref[v] = x
+
+    interpret(g, [p.copy() for p in params], on_node=keep)
+    got, _ = compile_graph(debug)([p.copy() for p in params])
+    lines = print_graph(g).splitlines()
+    for i, (v, x) in enumerate(zip(values, got)):
+        if not _close(x, ref[v]):
+            node = next(n for n in g.nodes if v in n.outs)
+            k = g.nodes.index(node)
+            text = next((ln.strip() for ln in lines if ln.strip().startswith(f"%{_printed(g, v)}:")),
+                        node.name)
+            err = float(np.nanmax(np.abs(np.asarray(x, np.float64) - ref[v]))) \
+                if np.asarray(x).shape == np.asarray(ref[v]).shape else float("nan")
+            return (f"check mode: compiled code differs from the reference at IR node {k} "
+                    f"({node.name}, user code {node.loc}); max abs error {err:.3g}\n  {text}")
+    return f"check mode: compiled outputs {bad} differ from the reference"
+
+
+def _printed(g: Graph, v: Value) -> str:
+    """The number the printer gives `v`."""
+    k = 0
+    for n in g.nodes:
+        for o in n.outs:
+            if o is v:
+                return str(k)
+            k += 1
+    return "?"
