@@ -91,7 +91,7 @@ def test_op_eager_vs_jit(row: Row, layout: str, request: pytest.FixtureRequest) 
     xs_a = row.inputs(0)
     rng = np.random.default_rng(7)
     # fresh values of the same shapes and dtypes for the compiled call (ints stay in range)
-    xs_b = [(a + rng.uniform(-0.25, 0.25, a.shape)) if isinstance(a, np.ndarray)
+    xs_b = [np.asarray(a + rng.uniform(-0.25, 0.25, a.shape)) if isinstance(a, np.ndarray)
             and a.dtype.kind == "f" and not getattr(row.args[0][i], "ints", False) else a
             for i, a in enumerate(xs_a)]
     fn = _program(row, len(xs_a))

@@ -23,3 +23,12 @@ def _as_blas(x):  # type: ignore[no-untyped-def]
 @numba.njit(cache=True)
 def matmul2d(a, b):  # type: ignore[no-untyped-def]
     return np.dot(as_blas(a), as_blas(b))
+
+
+@numba.njit(cache=True)
+def matmul_batched(a, b):  # type: ignore[no-untyped-def]
+    """(B, M, K) @ (B, K, N): one BLAS call per batch entry, into one output."""
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+    for i in range(a.shape[0]):
+        out[i] = np.dot(as_blas(a[i]), as_blas(b[i]))
+    return out

@@ -27,7 +27,7 @@ from .writer import Writer
 PRELUDE = """import numpy as np
 import numba
 from tracejit.kernels.cpu.scalar import *  # noqa: F403
-from tracejit.kernels.cpu.contract import matmul2d, as_blas  # noqa: F401
+from tracejit.kernels.cpu.contract import matmul2d, matmul_batched, as_blas  # noqa: F401
 from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first, put_first  # noqa
 """
 JIT = '@numba.njit(cache=True, error_model="numpy")'
@@ -71,7 +71,7 @@ def _index(rank_out: int, t: Any) -> str:
 
 
 def _named(prefix: str, body: str, hint: str) -> Kernel:
-    digest = hashlib.sha1(body.encode()).hexdigest()[:10]
+    digest = hashlib.sha1((PRELUDE + body).encode()).hexdigest()[:10]
     name = f"{prefix}{digest}_{hint}"[:60]
     return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 
@@ -218,13 +218,13 @@ class _Gen:
         comment = f"  # %{i} {n.name} {n.loc}"
         if n.name == "constant":
             c = _const_name(len(self.consts))
-            value = np.ascontiguousarray(n.attrs["value"])
+            value = np.asarray(n.attrs["value"])  # (ascontiguousarray would make 0-d 1-d)
             self.const_of[n.out] = c
             if value.ndim == 0:  # Numba freezes a 0-d global array as 1-d: store it so
                 self.consts.append(value.reshape(1))
                 self.w.line(f"{out} = {c}.reshape(()){comment}", origin)
             else:
-                self.consts.append(value)
+                self.consts.append(np.ascontiguousarray(value))
                 self.w.line(f"{out} = {c}{comment}", origin)
             return
         if n.name == "fused":

@@ -52,9 +52,16 @@ def _matmul_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 
 
 def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
-    if out.dtype.name not in ("float32", "float64") or len(out.shape) != 2:
-        return None  # BLAS has no integer or half matmul; batched matmul runs eagerly for now
-    return f"matmul2d({a[0]}, {a[1]})"
+    if out.dtype.name not in ("float32", "float64"):
+        return None  # BLAS has no integer or half matmul: those run eagerly
+    if len(out.shape) == 2:
+        return f"matmul2d({a[0]}, {a[1]})"
+    # batched: broadcast the batch dims, flatten them to one, loop over BLAS calls
+    batch, (m, n) = out.shape[:-2], out.shape[-2:]
+    k = ins[0].shape[-1]
+    fa = f"np.ascontiguousarray(np.broadcast_to({a[0]}, {batch + (m, k)!r})).reshape((-1, {m}, {k}))"
+    fb = f"np.ascontiguousarray(np.broadcast_to({a[1]}, {batch + (k, n)!r})).reshape((-1, {k}, {n}))"
+    return f"matmul_batched({fa}, {fb}).reshape({out.shape!r})"
 
 
 matmul_op = defop(

@@ -186,8 +186,17 @@ class Tracer:
         if not any(b.reason == reason and b.loc == loc for b in self.breaks):
             self.breaks.append(GraphBreak(reason, loc))
 
-    def read_grad(self, t: Tensor) -> None:
+    def _param_for_grad(self, t: Tensor) -> Param | None:
+        """The param whose .grad is touched, lifting it first if the function has not used it
+        yet (zero_grad runs before the forward): guards must describe the state at entry."""
         p = self.param_of.get(id(t))
+        if p is None and id(t._data) not in self.env:
+            self.value_of(t)
+            p = self.param_of.get(id(t))
+        return p
+
+    def read_grad(self, t: Tensor) -> None:
+        p = self._param_for_grad(t)
         if p is None or id(t) in self.grad_writes:
             return
         g = t._grad
@@ -199,7 +208,7 @@ class Tracer:
             self.guards.append(TensorMetaGuard(src, g._data.shape, g._dtype))
 
     def write_grad(self, t: Tensor, value: Tensor | None) -> None:
-        p = self.param_of.get(id(t))
+        p = self._param_for_grad(t)
         if p is None:
             return
         if value is not None:
