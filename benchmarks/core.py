@@ -22,8 +22,8 @@ IMPL_ORDER = ("tracejit-jit", "tracejit-eager", "numpy", "torch", "torch-compile
 
 # One module per workload, in the order the CLI runs them.
 WORKLOAD_MODULES = (
-    "mlp_seed", "mlp_large", "iris", "gelu", "softmax", "layernorm", "dispatch", "compile",
-    "memory",
+    "mlp_seed", "mlp_adam", "mlp_large", "iris", "gelu", "softmax", "layernorm", "dispatch",
+    "compile", "jit_compile", "memory",
 )
 
 
@@ -43,6 +43,9 @@ class Case:
 
     run: Callable[[], object]
     output: Callable[[], Outputs]
+    # tracejit-jit: the jitted functions the case calls, so that the runner can verify that
+    # the checked and the timed calls ran compiled code (jitprobe.JitProbe)
+    jit: Any = None
 
 
 Factory = Callable[[Inputs], Case]
@@ -79,6 +82,9 @@ class Workload:
     error: Callable[[Outputs, Outputs], float] | None = None
     # implementations that are not worth their time in --quick mode, with the reason
     quick_skip: dict[str, str] = field(default_factory=dict)
+    # metrics workloads whose metric names depend on the size (jit-compile: one per layer
+    # count): size -> (metrics, metric_units); overrides `metrics` and `metric_units`
+    size_metrics: Callable[[dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
 
 _REGISTRY: dict[str, Workload] = {}

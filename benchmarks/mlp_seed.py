@@ -2,7 +2,9 @@
 "Autograd"): N=64, 1000-100-10, ReLU, sum-of-squares loss, SGD with lr=1e-6, grads zeroed.
 
 The check runs three steps (torch.compile was seen to agree for two steps and then diverge on
-this program) and compares the last loss and the parameters' total updates.
+this program) and compares the last loss and the parameters' total updates. tracejit.jit traces
+this step twice (`.grad` is None on the first call, a tensor after) and compiles on the third, so
+the checked result is the compiled step's; the runner verifies that with `cache_info()`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from . import peers
 from .core import Case, Inputs, Outputs, Workload, register_workload
+from .jitprobe import JitProbe
 
 CHECK_STEPS = 3
 SIZES = {
@@ -97,7 +100,7 @@ def _eager_case(lib: Any, tensor: Any, inp: Inputs, jit: Any = None) -> Case:
     def output() -> Outputs:
         return outputs(inp, float(last[0].item()), w1.detach().numpy(), w2.detach().numpy())
 
-    return Case(run, output)
+    return Case(run, output, jit=JitProbe(step) if jit is not None else None)
 
 
 def tracejit_eager(inp: Inputs) -> Case:

@@ -92,6 +92,9 @@ def _check(w: Workload, name: str, inputs: dict[str, Any], ref: Any, quick: bool
         for _ in range(w.check_runs):
             case.run()
         err = (w.error or max_error)(case.output(), ref)
+    except UnavailableError as e:  # found out while running (a subprocess's jit fell back)
+        res.status, res.reason = "skipped", (str(e).strip().splitlines() or ["unavailable"])[0]
+        return res, None
     except Exception as e:
         res.status, res.correct = "wrong", False
         res.reason = f"raised {type(e).__name__}: {_one_line(e)}"
@@ -101,6 +104,12 @@ def _check(w: Workload, name: str, inputs: dict[str, Any], ref: Any, quick: bool
         res.status = "wrong"
         res.reason = f"max error {err:.3g} > tolerance {w.tolerance:.0e} against float64 NumPy"
         return res, None
+    if case.jit is not None:
+        problem = case.jit.problem("check")
+        if problem is not None:  # correct, but from eager code: not a jit result to time
+            res.status, res.reason = "skipped", problem
+            return res, None
+        case.jit.mark()
     return res, case
 
 
@@ -154,7 +163,9 @@ def run_workload(w: Workload, impls: list[str], *, quick: bool, repeat: int | No
     tick = progress or (lambda _w, _i, _n: None)
     size = w.sizes["quick" if quick else "full"]
     reps = repeat if repeat is not None else (max(3, w.repeat // 3) if quick else w.repeat)
-    out = WorkloadResult(w.name, w.description, dict(size), w.kind, w.metrics, w.metric_units,
+    metrics, metric_units = w.size_metrics(size) if w.size_metrics else (w.metrics,
+                                                                         w.metric_units)
+    out = WorkloadResult(w.name, w.description, dict(size), w.kind, metrics, metric_units,
                          reps)
     inputs = w.make_inputs(size)
     ref = w.reference(inputs)
@@ -177,8 +188,22 @@ def run_workload(w: Workload, impls: list[str], *, quick: bool, repeat: int | No
             _measure(w, out, cases, inputs, quick, reps, tick)
     finally:
         gc.unfreeze()
+    _verify_jit(out, cases)
     _ratios(out)
     return out
+
+
+def _verify_jit(out: WorkloadResult, cases: dict[str, Case]) -> None:
+    """A jitted case whose timed calls were not all compiled hits (a fallback, a retrace) is
+    reported skipped with the reason, its samples dropped: eager code is never timed as jit."""
+    for res in out.results:
+        case = cases.get(res.impl)
+        if case is None or case.jit is None or res.status != "ok":
+            continue
+        problem = case.jit.problem("timed")
+        if problem is not None:
+            res.status, res.reason = "skipped", problem
+            res.samples, res.metrics, res.roofline_fraction = [], {}, None
 
 
 def _time(w: Workload, out: WorkloadResult, cases: dict[str, Case], inputs: dict[str, Any],
@@ -223,6 +248,13 @@ def _measure(w: Workload, out: WorkloadResult, cases: dict[str, Case], inputs: d
             tick(w.name, name, 0)
             try:
                 got = w.measure(name, cases[name], inputs, quick)
+            except UnavailableError as e:  # e.g. a child whose jit fell back to eager
+                res.status = "skipped"
+                res.reason = (str(e).strip().splitlines() or ["unavailable"])[0]
+                res.metrics = {}
+                order.remove(name)
+                tick(w.name, name, reps - r)
+                continue
             except Exception as e:
                 res.status, res.correct = "wrong", False
                 res.reason = f"measurement raised {type(e).__name__}: {_one_line(e)}"
@@ -237,7 +269,7 @@ def _measure(w: Workload, out: WorkloadResult, cases: dict[str, Case], inputs: d
                 order.remove(name)
                 tick(w.name, name, reps - r)
                 continue
-            for key in w.metrics:
+            for key in out.metrics:
                 res.metrics.setdefault(key, []).append(float(got[key]))
             tick(w.name, name, 1)
 

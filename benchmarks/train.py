@@ -15,6 +15,7 @@ import numpy as np
 
 from . import peers
 from .core import Case, Inputs, Outputs
+from .jitprobe import JitProbe
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -166,7 +167,12 @@ def tracejit_case(inp: Inputs, steps: int, jit: bool) -> Case:
             raw_adam_step(tj, params, state, inp["lr"])
             return loss
 
-    return _loop_case(inp, steps, tj.jit(step) if jit else step, x, y, params)
+    if not jit:
+        return _loop_case(inp, steps, step, x, y, params)
+    jf = tj.jit(step)
+    case = _loop_case(inp, steps, jf, x, y, params)
+    case.jit = JitProbe(jf)
+    return case
 
 
 def _module_step(lib: Any, nn: Any, optim: Any, inp: Inputs,

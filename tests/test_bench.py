@@ -74,7 +74,7 @@ def run_main(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_quick_json_schema_and_every_ran_impl_checked(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    names = [n for n in core.workloads() if n != "compile"]
+    names = [n for n in core.workloads() if n not in ("compile", "jit-compile")]
     args = [a for n in names for a in ("--workload", n)]
     args += [a for i in FAST_IMPLS for a in ("--impl", i)]
     rc, doc = run_main(tmp_path, *args, "--repeat", "2")
@@ -99,6 +99,51 @@ def test_compile_workload_in_subprocesses(tmp_path: Path) -> None:
     res = doc["workloads"][0]["results"][0]
     assert res["status"] == "ok", res["reason"]
     assert res["metrics"]["cold_s"]["median"] > res["metrics"]["cold_first_call_s"]["median"]
+
+
+def test_jit_compile_workload_metrics_per_layer_count(tmp_path: Path) -> None:
+    """Quick size: L = 1 and 2, each in a fresh child with an empty cache; tracejit-eager
+    (no compile, seconds) checks the schema, the per-L metric names and the children's check."""
+    rc, doc = run_main(tmp_path, "--workload", "jit-compile", "--impl", "tracejit-eager",
+                       "--repeat", "1")
+    assert rc == 0
+    check_schema(doc)
+    wl = doc["workloads"][0]
+    assert wl["metrics"][0] == "L2_first_s" and "L1_compile_s" in wl["metrics"]
+    assert wl["metric_units"][-2:] == ["x", "x"]
+    res = wl["results"][0]
+    assert res["status"] == "ok", res["reason"]
+    first = res["metrics"]["L2_first_s"]["median"]
+    assert first > res["metrics"]["L2_compile_s"]["median"] >= 0
+
+
+def test_jit_probe_reports_fallbacks_and_retraces() -> None:
+    """The contract the runner enforces: a jit case is timed only when its calls were
+    compiled hits; a graph break (fallback) is a skip whose reason comes from explain()."""
+    tj = pytest.importorskip("tracejit")
+    from tracejit.benchmarks.jitprobe import JitProbe, warm
+
+    x = tj.from_numpy(np.arange(4, dtype=np.float32))
+    jf = tj.jit(lambda t: t * 2 + 1)
+    probe = JitProbe(jf)
+    warm(probe, lambda: jf(x))
+    assert probe.compiled() and probe.problem("check") is None
+    probe.mark()
+    jf(x)
+    assert probe.problem("timed") is None
+    jf(tj.from_numpy(np.arange(5, dtype=np.float32)))  # a new shape: a retrace, not a hit
+    assert "not all compiled hits" in (probe.problem("timed") or "")
+
+    def breaks(t: object) -> object:
+        print(t.tolist())  # type: ignore[attr-defined]  # a graph break: runs eagerly
+        return t * 2
+
+    jb = tj.jit(breaks)
+    pb = JitProbe(jb)
+    with pytest.warns(Warning):
+        warm(pb, lambda: jb(x))
+    reason = pb.problem("check") or ""
+    assert "fell back" in reason and "graph break" in reason
 
 
 def _planted(offset: float, fail: bool = False) -> core.Factory:

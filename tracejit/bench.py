@@ -83,6 +83,8 @@ def fmt_bytes(b: float | None) -> str:
 
 
 def fmt_value(v: float | None, unit: str) -> str:
+    if unit == "x":
+        return "-" if v is None else f"{v:.2f}x"
     if unit == "count":
         return "-" if v is None else f"{v:.0f}"
     return fmt_bytes(v) if unit == "bytes" else fmt_seconds(v)
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(i in ("torch", "torch-compile") for _, impls in selected for i in impls):
         try:  # imported now so the header can name its BLAS and its threads are pinned
             peers.torch()
-        except core.Unavailable:
+        except core.UnavailableError:
             pass
     info = machine.info()
     out = sys.stdout
