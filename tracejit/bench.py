@@ -203,6 +203,73 @@ def render_markdown(wl: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- the headline -------------------------------------------------------------------------
+
+HEADLINE_PEERS = ("tracejit-eager", "torch", "torch-compile", "jax", "numpy")
+
+
+def _headline_rows(wl: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row label, metric name or "" for time, results by impl) for one workload."""
+    by = {r["impl"]: r for r in wl["results"]}
+    if wl["kind"] == "time":
+        return [(wl["name"], "", by)]
+    if wl["name"] == "compile":
+        return [("compile (cold cache)", "cold_s", by), ("compile (warm cache)", "warm_s", by)]
+    if wl["name"] == "jit-compile":
+        rows = [(f"jit-compile {m.split('_')[0]} (start to 1st compiled step)", m, by)
+                for m in sorted((m for m in wl["metrics"] if m.endswith("_first_s")),
+                                key=lambda m: int(m[1:].split("_")[0]))]
+        rows += [(f"jit-compile {m.split('_')[0]} (compile alone)", m, by)
+                 for m in sorted((m for m in wl["metrics"] if m.endswith("_compile_s")),
+                                 key=lambda m: int(m[1:].split("_")[0]))]
+        rows += [(f"jit-compile {m.replace('_', ' ')}", m, by) for m in wl["metrics"]
+                 if "ratio" in m]
+        return rows
+    return []
+
+
+def _value(res: dict[str, Any] | None, metric: str) -> float | None:
+    if res is None or res["status"] != "ok":
+        return None
+    if not metric:
+        return res["median_s"]
+    m = res["metrics"].get(metric)
+    return None if not m else m["median"]
+
+
+def render_headline(doc: dict[str, Any]) -> str:
+    """The key rows: tracejit-jit's median and each peer's median over it (above 1: the jit
+    is faster), from this run only."""
+    lines = ["## Headline", "",
+             "tracejit-jit's median, and each peer's median divided by it (**> 1: the jit is "
+             "faster**), all from this one run; `-` = did not run (see its table).", "",
+             "| workload | tracejit-jit | " + " | ".join(HEADLINE_PEERS) + " |",
+             "|---|---|" + "---|" * len(HEADLINE_PEERS)]
+    for wl in doc["workloads"]:
+        units = dict(zip(wl["metrics"], wl["metric_units"]))
+        for label, metric, by in _headline_rows(wl):
+            jit = _value(by.get("tracejit-jit"), metric)
+            unit = units.get(metric, "s")
+            if jit is None:
+                r = by.get("tracejit-jit")
+                why = "not run" if r is None else f"{r['status']}: {r['reason'][:80]}"
+                cells = [why.replace("|", "/")]
+            else:
+                cells = [fmt_value(jit, unit)]
+            for peer in HEADLINE_PEERS:
+                v = _value(by.get(peer), metric)
+                if v is None:
+                    cells.append("-")
+                elif unit == "x":
+                    cells.append(fmt_value(v, unit))
+                elif jit:
+                    cells.append(f"{v / jit:.2f}x ({fmt_value(v, unit)})")
+                else:
+                    cells.append(fmt_value(v, unit))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
 # ---- JSON ---------------------------------------------------------------------------------
 
 def _metric_stats(xs: list[float]) -> dict[str, Any]:
@@ -318,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 for w, impls in selected)
     bar = ProgressBar(total, sys.stderr, not args.no_progress)
     results = []
+    tables: list[str] = []  # markdown: written after the headline, once every workload ran
     try:
         for w, impls in selected:
             wr = runner.run_workload(w, impls, quick=args.quick, repeat=args.repeat,
@@ -325,17 +393,27 @@ def main(argv: list[str] | None = None) -> int:
             wl = result_json(wr)
             results.append(wl)
             bar.close()
-            out.write(render_markdown(wl) if args.markdown else render_text(wl))
-            out.write("\n")
-            out.flush()
+            if args.markdown:
+                tables.append(render_markdown(wl) + "\n")
+            else:
+                out.write(render_text(wl) + "\n")
+                out.flush()
     finally:
         bar.close()
+    end_info = machine.info()
+    if args.markdown:
+        load = ", ".join(f"{x:.2f}" for x in end_info.get("load_average") or [])
+        out.write(render_headline({"workloads": results})
+                  + f"Load average (1, 5, 15 min) when the run ended: {load} on "
+                    f"{end_info['cores']} cores (the machine may be shared: compare within "
+                    "this run only).\n\n" + "".join(tables))
+        out.flush()
 
     doc = {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "quick": args.quick, "device": args.device,
-        "repeat": args.repeat, "machine": machine.info(), "workloads": results,
+        "repeat": args.repeat, "machine": end_info, "workloads": results,
     }
     if args.json:
         with open(args.json, "w") as f:
