@@ -18,6 +18,7 @@ EAGER_ONLY = {
     "getitem_mask": "boolean-mask indexing has a data-dependent shape",
     "getitem_row_mask": "boolean-mask indexing has a data-dependent shape",
     "getitem_two_arrays": "indexing with several index tensors has no CPU rule yet",
+    "nonzero": "nonzero has a data-dependent shape",
 }
 
 

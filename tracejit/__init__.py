@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins as _builtins  # `bool`, `int` and `float` are dtypes below, as in torch
 
-from . import autograd, functional, ops  # noqa: F401
+from . import autograd, functional, nn, ops, optim, utils  # noqa: F401  # noqa: E402, F401 - after Tensor and the factories they build on
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
     Generator,
@@ -82,10 +82,8 @@ from .functional import (  # noqa: F401
     stack,
     where,
 )
-from .tensor import Size, Tensor
-
-from . import nn, optim, utils  # noqa: E402, F401 - after Tensor and the factories they build on
 from .serialization import load, save  # noqa: E402, F401
+from .tensor import Size, Tensor
 
 half, float, double = float16, float32, float64  # noqa: A001
 long, int = int64, int32  # noqa: A001

@@ -42,12 +42,26 @@ def _parse(flag: Flag, raw: str) -> Any:
     return raw
 
 
+_from_env: dict[str, Any] = {}  # read once: flags are on the per-call path of every @jit
+
+
 def get(name: str) -> Any:
     if name in _values:
         return _values[name]
-    flag = FLAGS[name]
-    raw = os.environ.get("TRACEJIT_" + name.upper())
-    return flag.default if raw is None else _parse(flag, raw)
+    v = _from_env.get(name, _UNREAD)
+    if v is _UNREAD:
+        flag = FLAGS[name]
+        raw = os.environ.get("TRACEJIT_" + name.upper())
+        v = _from_env[name] = flag.default if raw is None else _parse(flag, raw)
+    return v
+
+
+def reload() -> None:
+    """Re-read TRACEJIT_* from the environment (they are read once, on first use)."""
+    _from_env.clear()
+
+
+_UNREAD = object()
 
 
 @contextlib.contextmanager

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .flags import get as get_flag
 from .autograd import OpNode
 from .dispatch import STATE, user_location
+from .flags import get as get_flag
 from .ir.printer import print_graph
 from .passes import run_pipeline
 from .runtime.entry import Entry
@@ -58,7 +58,7 @@ class JitWarning(UserWarning):
 
 def _flatten(obj: Any, path: str, flat: list[Any], names: list[str], key: list[Any]) -> None:
     """Flatten arguments into tensors/leaves, and build the hashable part of the guard key."""
-    if isinstance(obj, Tensor):
+    if type(obj) is Tensor or isinstance(obj, Tensor):
         flat.append(obj)
         names.append(path)
         key.append((obj._data.shape, obj._dtype, obj._requires_grad, obj._device))
@@ -103,6 +103,7 @@ class JitFunction:
         self._gave_up = False
         self._last_key: tuple | None = None
         self._warned: set[str] = set()
+        self._is_module = isinstance(getattr(fn, "training", None), bool)
         try:
             sig = inspect.signature(fn)
             self._argnames = [p.name for p in sig.parameters.values()]
@@ -127,7 +128,7 @@ class JitFunction:
         return functools.partial(self.__call__, obj)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if STATE.tracer is not None or _is_disabled():
+        if STATE.tracer is not None or _disabled_depth or get_flag("disable"):
             return self.fn(*args, **kwargs)  # inside another trace: trace through
         flat: list[Any] = []
         names: list[str] = []
@@ -137,8 +138,11 @@ class JitFunction:
         entries = self._entries.get(k)
         if entries is not None:
             for e in entries:
-                failed = e.guards_hold(flat)
+                failed = e.guards_hold(flat) if e.trace.guards else None
                 if failed is None:
+                    if e.program is not None and not self.check and not get_flag("check"):
+                        self._stats["hits"] += 1  # the fast path: compiled and unchecked
+                        return e.run(flat)
                     return self._run(e, flat, args, kwargs)
                 self._changes[failed.describe()] += 1
         elif self._last_key is not None and self._entries:
@@ -157,15 +161,19 @@ class JitFunction:
     # ---- internals ---------------------------------------------------------------------------
     def _flatten_args(self, args: tuple, kwargs: dict, flat: list[Any], names: list[str],
                       key: list[Any]) -> None:
+        argnames = self._argnames
         for i, a in enumerate(args):
-            name = self._argnames[i] if i < len(self._argnames) else f"arg{i}"
-            _flatten(a, name, flat, names, key)
+            if type(a) is Tensor:  # the common case, inlined
+                flat.append(a)
+                names.append(argnames[i] if i < len(argnames) else f"arg{i}")
+                key.append((a._data.shape, a._dtype, a._requires_grad, a._device))
+                continue
+            _flatten(a, argnames[i] if i < len(argnames) else f"arg{i}", flat, names, key)
         for kname in sorted(kwargs):
             key.append(("kw", kname))
             _flatten(kwargs[kname], kname, flat, names, key)
-        training = getattr(self.fn, "training", None)
-        if isinstance(training, bool):
-            key.append(("training", training))
+        if self._is_module:
+            key.append(("training", getattr(self.fn, "training", None)))
 
     def _give_up(self) -> None:
         self._gave_up = True
@@ -312,11 +320,11 @@ class JitFunction:
 
     def _compile(self, e: Entry) -> None:
         from .codegen.cpu import compile_graph
-        from .codegen.lower import Unsupported
+        from .codegen.lower import UnsupportedError
 
         try:
             prog = compile_graph(e.graph)
-        except Unsupported as exc:
+        except UnsupportedError as exc:
             e.failed = f"no compilation rule: {exc}"
             text = f"graph break in {self.name}: {exc}"
             self._events.append(text)
@@ -380,8 +388,9 @@ class Explanation:
                  f"{'y' if len(self.entries) == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
                  f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"]
         for n, e in enumerate(self.entries):
-            lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, "
-                         f"{'compiled' if e.program else ('eager: ' + e.failed if e.failed else 'traced, not yet compiled')}")
+            state = "compiled" if e.program else (
+                "eager: " + e.failed if e.failed else "traced, not yet compiled")
+            lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, {state}")
             for g in e.trace.guards:
                 lines.append(f"  guard: {g.describe()}")
         if self.graph_breaks:

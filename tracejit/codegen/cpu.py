@@ -21,7 +21,7 @@ from ..ir.graph import Const, Graph, Node, Operand, Region, Value
 from ..ir.printer import print_graph
 from ..ops.registry import Kind, OpDef, lit, np_name
 from ..runtime import cache
-from .lower import Unsupported, render_expr
+from .lower import UnsupportedError, render_expr
 from .writer import Writer
 
 PRELUDE = """import numpy as np
@@ -186,7 +186,7 @@ def _const_name(i: int) -> str:
 def _rule(op: OpDef) -> Any:
     rule = op.kernels.get("cpu")
     if rule is None:
-        raise Unsupported(f"{op.name} has no CPU compilation rule")
+        raise UnsupportedError(f"{op.name} has no CPU compilation rule")
     return rule
 
 
@@ -235,11 +235,11 @@ class _Gen:
             return
         assert isinstance(n.op, OpDef)
         if n.op.dynamic_shape:
-            raise Unsupported(f"{n.name} has a data-dependent output shape")
+            raise UnsupportedError(f"{n.name} has a data-dependent output shape")
         if n.op.kind is Kind.ELEMENTWISE and n.op.expr is not None:
             from ..passes.fuse import _make_fused
 
-            self.node(i, _make_fused(_Single(n), set(n.outs), 0))
+            self.node(i, _make_fused(_Single(n), set(n.outs), 0))  # a group of one
             return
         if n.op.kind is Kind.REDUCE and n.op.reduce is not None:
             k = self.kernel(reduce_kernel(n))
@@ -248,8 +248,9 @@ class _Gen:
         ins = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
         text = _rule(n.op)(args, n.attrs, n.out.type, ins)
         if text is None:
-            raise Unsupported(f"{n.name} with these operands ({', '.join(map(str, ins))}) has no "
-                              "CPU compilation rule")
+            shown = ", ".join(map(str, ins))
+            raise UnsupportedError(f"{n.name} with these operands ({shown}) has no CPU "
+                                   "compilation rule")
         if "{out}" in text:
             self.w.line(text.replace("{out}", out).rstrip() + comment, origin)
         else:
@@ -309,8 +310,8 @@ def generate(g: Graph) -> tuple[str, list[Kernel], list[np.ndarray], str]:
                       for k in gen.kernels)
     consts = "".join(f"{_const_name(i)} = _consts[{i}]\n" for i in range(len(gen.consts)))
     if gen.consts:
-        consts = f"from tracejit.runtime.cache import constants as _c\n_consts = _c({fname!r})\n" + \
-            consts
+        consts = ("from tracejit.runtime.cache import constants as _c\n"
+                  f"_consts = _c({fname!r})\n" + consts)
     src = header + PRELUDE + imports + consts + "\n\n" + body.replace("DRIVER", fname)
     return src, list(gen.kernels.values()), gen.consts, fname
 
@@ -342,7 +343,7 @@ def compile_graph(g: Graph) -> Program:
                 fn.compile(sig)
             break
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
-            raise Unsupported(f"Numba could not compile {fname}: "
+            raise UnsupportedError(f"Numba could not compile {fname}: "
                               f"{str(e).splitlines()[0]}") from None
         except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
             if attempt:

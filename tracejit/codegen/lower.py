@@ -10,7 +10,7 @@ from ..ir.graph import Const, Node, Value
 from ..ops.registry import OpDef, lit, np_name
 
 
-class Unsupported(Exception):
+class UnsupportedError(Exception):
     """A node with no compiled form on this device: the entry runs eagerly (a graph break)."""
 
 

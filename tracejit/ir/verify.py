@@ -31,9 +31,9 @@ def _check_node(n: Node, defined: set[Value], where: str) -> None:
         body = n.attrs["body"]
         if not isinstance(body, Region) or len(body.params) != len(n.inputs):
             raise VerifyError(f"{where}: fused node's region does not match its inputs")
-        for p, v in zip(body.params, n.inputs):
-            if isinstance(v, Value) and p.type != v.type:
-                raise VerifyError(f"{where}: fused param {p!r} does not match input {v!r}")
+        for p, w in zip(body.params, n.inputs):
+            if isinstance(w, Value) and p.type != w.type:
+                raise VerifyError(f"{where}: fused param {p!r} does not match input {w!r}")
         inner = set(body.params)
         for m in body.nodes:
             _check_node(m, inner, where + "/fused")

@@ -59,8 +59,10 @@ def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[An
     # batched: broadcast the batch dims, flatten them to one, loop over BLAS calls
     batch, (m, n) = out.shape[:-2], out.shape[-2:]
     k = ins[0].shape[-1]
-    fa = f"np.ascontiguousarray(np.broadcast_to({a[0]}, {batch + (m, k)!r})).reshape((-1, {m}, {k}))"
-    fb = f"np.ascontiguousarray(np.broadcast_to({a[1]}, {batch + (k, n)!r})).reshape((-1, {k}, {n}))"
+    fa = (f"np.ascontiguousarray(np.broadcast_to({a[0]}, {batch + (m, k)!r}))"
+          f".reshape((-1, {m}, {k}))")
+    fb = (f"np.ascontiguousarray(np.broadcast_to({a[1]}, {batch + (k, n)!r}))"
+          f".reshape((-1, {k}, {n}))")
     return f"matmul_batched({fa}, {fb}).reshape({out.shape!r})"
 
 

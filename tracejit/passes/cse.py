@@ -27,11 +27,12 @@ def node_key(n: Node) -> tuple:
 def rewrite(g: Graph, env: dict[Value, Operand], nodes: list[Node]) -> Graph:
     """Rebuild `g` with `nodes`, replacing values per `env` everywhere they are read."""
     outputs = substitute(g.outputs, env)
-    effects = tuple(Effect(e.target, env.get(e.source, e.source)) for e in g.effects)
-    for e in effects:
-        if not isinstance(e.source, Value):  # folded to a literal: materialise it
-            raise AssertionError("effect sources must stay values")
-    return g.replace(nodes=tuple(nodes), outputs=outputs, effects=effects)
+    effects = []
+    for e in g.effects:
+        src = env.get(e.source, e.source)
+        assert isinstance(src, Value), "effect sources must stay values"
+        effects.append(Effect(e.target, src))
+    return g.replace(nodes=tuple(nodes), outputs=outputs, effects=tuple(effects))
 
 
 def cse(g: Graph) -> Graph:

@@ -6,6 +6,7 @@ fused node can sit where its last member was."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..ir.graph import Graph, Node, Region, Value
 from ..ops.registry import Kind, OpDef
@@ -77,13 +78,13 @@ def _outside_reads(g: Graph, group_of: dict[Value, _Group]) -> set[Value]:
     return out
 
 
-def _make_fused(gr: _Group, live_out: set[Value], index: int) -> Node:
+def _make_fused(gr: Any, live_out: set[Value], index: int) -> Node:
     params: list[Value] = []
     inputs: list[Value] = []
     env: dict[Value, Value] = {}
     members = []
     for m in gr.members:
-        ins = []
+        ins: list[Any] = []
         for i in m.inputs:
             if isinstance(i, Value) and i not in gr.defined:
                 if i not in env:

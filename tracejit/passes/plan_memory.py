@@ -37,9 +37,9 @@ def plan_memory(g: Graph) -> Graph:
             pairs = []
             used: set[int] = set()
             for r, out in enumerate(n.outs):
-                for j, v in enumerate(n.inputs):
-                    if isinstance(v, Value) and j not in used and v in owned and \
-                            last.get(v) == i and v.type == out.type:
+                for j, w in enumerate(n.inputs):
+                    if isinstance(w, Value) and j not in used and w in owned and \
+                            last.get(w) == i and w.type == out.type:
                         pairs.append((r, j))
                         used.add(j)
                         break

@@ -41,11 +41,11 @@ class BackwardInfo:
     def run(self, params: list[np.ndarray]) -> list[Any]:
         if self.program is None:
             from ..codegen.cpu import compile_graph
-            from ..codegen.lower import Unsupported
+            from ..codegen.lower import UnsupportedError
 
             try:
                 self.program = compile_graph(self.graph)
-            except Unsupported:
+            except UnsupportedError:
                 self.program = lambda p: interpret(self.graph, p)
         outs, _ = self.program(params)
         return outs
@@ -67,8 +67,8 @@ class CompiledFunctionBackward(Node):
             gs.append(np.zeros(t.shape, t.dtype.np) if g is None else
                       np.ascontiguousarray(g._data, t.dtype.np))
         outs = self.info.run(gs + list(self.saved))
-        types = self.info.graph.outputs
-        return [None if k is None else Tensor._make(np.asarray(outs[k]), types[k].type.dtype)
+        types = [o.type.dtype for o in self.info.graph.outputs if isinstance(o, Value)]
+        return [None if k is None else Tensor._make(np.asarray(outs[k]), types[k])
                 for k in self.info.leaf_map]
 
     def release(self) -> None:
@@ -77,7 +77,7 @@ class CompiledFunctionBackward(Node):
 
 def leaf_sources(params: list[Any]) -> list[tuple[Any, Source]]:
     """Trace params that are autograd leaves requiring grad: (tensor, source)."""
-    out = []
+    out: list[tuple[Any, Source]] = []
     for p in params:
         t = p.tensor
         if isinstance(p.source, (ArgSource, RefSource)) and t._requires_grad:

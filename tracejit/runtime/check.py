@@ -36,7 +36,7 @@ def run_checked(e: Entry, flat: list[Any]) -> Any:
     ref_outs, ref_effects = interpret(e.graph, [c.copy() for c in copies])
     outs, _ = e.program(params)  # applies effects to the real tensors
     index = {v: i for i, v in enumerate(e.graph.params)}
-    bad = [k for k, (a, b) in enumerate(zip(outs, ref_outs)) if not _close(a, b)]
+    bad: list[Any] = [k for k, (a, b) in enumerate(zip(outs, ref_outs)) if not _close(a, b)]
     bad += [f"effect on {e.graph.effects[k].target.name or k}" for k, src in enumerate(ref_effects)
             if not _close(params[index[e.graph.effects[k].target]], src)]
     if bad:
@@ -58,12 +58,12 @@ def _locate(g: Graph, params: list[np.ndarray], bad: list[Any]) -> str:
     interpret(g, [p.copy() for p in params], on_node=keep)
     got, _ = compile_graph(debug)([p.copy() for p in params])
     lines = print_graph(g).splitlines()
-    for i, (v, x) in enumerate(zip(values, got)):
+    for v, x in zip(values, got):
         if not _close(x, ref[v]):
             node = next(n for n in g.nodes if v in n.outs)
             k = g.nodes.index(node)
-            text = next((ln.strip() for ln in lines if ln.strip().startswith(f"%{_printed(g, v)}:")),
-                        node.name)
+            head = f"%{_printed(g, v)}:"
+            text = next((ln.strip() for ln in lines if ln.strip().startswith(head)), node.name)
             err = float(np.nanmax(np.abs(np.asarray(x, np.float64) - ref[v]))) \
                 if np.asarray(x).shape == np.asarray(ref[v]).shape else float("nan")
             return (f"check mode: compiled code differs from the reference at IR node {k} "

@@ -24,7 +24,7 @@ class Entry:
     trace: TraceResult
     graph: Graph  # optimised
     hits: int = 0
-    program: Program | None = None  # compiled; None until the entry is hit again
+    program: Any = None  # a compiled Program; None until the entry is hit again
     compiled_from_disk: bool = False
     failed: str = ""  # why compilation failed (the entry then runs eagerly)
     source_text: str = ""
@@ -41,7 +41,21 @@ class Entry:
                 return g
         return None
 
+    def __post_init__(self) -> None:
+        # plans computed once, so a call does no lookups it could have done at trace time
+        self._args = all(isinstance(p.source, ArgSource) for p in self.trace.params)
+        g = self.graph
+        index = {v: i for i, v in enumerate(g.params)}
+        self._effect_src = [self.trace.params[index[e.target]].source for e in g.effects]
+        self._out_dtypes = [v.type.dtype for v in g.outputs]  # type: ignore[union-attr]
+        self._grad_writes = [(owner, None if v is None else g.outputs.index(v))
+                             for owner, v in self.trace.grad_writes]
+        spec = self.trace.out_spec
+        self._single = spec[1] if spec[0] == "t" else None
+
     def gather(self, flat: list[Any]) -> list[np.ndarray]:
+        if self._args:
+            return [flat[p.source.index]._data for p in self.trace.params]  # type: ignore
         out = []
         for p in self.trace.params:
             src = p.source
@@ -63,21 +77,21 @@ class Entry:
         return self.finish(flat, params, outs, effects)
 
     def finish(self, flat: list[Any], params: list[np.ndarray], outs: list[Any],
-               effects: list[Any]) -> Any:
-        g = self.graph
-        index = {v: i for i, v in enumerate(g.params)}
-        for k, e in enumerate(g.effects):
-            t = self.trace.params[index[e.target]].source.get(flat)
+               effects: list[Any] | None) -> Any:
+        for k, src in enumerate(self._effect_src):
+            t = src.get(flat)
             if effects is not None:  # (a compiled program writes its effects itself)
                 np.copyto(t._data, effects[k], casting="unsafe")
             t._version.v += 1
-        tensors = [o if isinstance(o, Tensor) else _wrap(o, v.type.dtype)
-                   for o, v in zip(outs, g.outputs)]
-        for owner, v in self.trace.grad_writes:
-            t = owner.get(flat)
-            t._grad = None if v is None else tensors[g.outputs.index(v)]
+        make = Tensor._make
+        tensors = [make(o, d) if type(o) is np.ndarray and o.dtype == d.np else _wrap(o, d)
+                   for o, d in zip(outs, self._out_dtypes)]
+        for owner, i in self._grad_writes:
+            owner.get(flat)._grad = None if i is None else tensors[i]
         if self.backward is not None:
             self.backward.attach(flat, params, tensors, outs)
+        if self._single is not None:
+            return tensors[self._single]
         return _rebuild(self.trace.out_spec, tensors, flat)
 
 
