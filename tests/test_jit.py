@@ -248,3 +248,20 @@ def test_corrupted_cache_is_reported_and_rebuilt(tmp_path: Any) -> None:
     out = _run(DISK, str(tmp_path))
     assert "stale or corrupted; rebuilt" in out or "could not be loaded" in out, out
     assert out.startswith("(1, 1, 1,"), out
+
+
+def test_module_training_flag_is_a_guard_and_dropout_breaks_the_graph() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    fast = tj.jit(model)
+    x = tj.randn(2, 4)
+    model.eval()
+    fast(x)
+    _close(fast(x).detach(), model(x).detach())  # eval: dropout is the identity, compiled
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model.train()
+        fast(x)  # training: a new trace, and random numbers are a graph break
+    assert any("random number generation" in str(m.message) for m in w)
+    model.eval()
+    _close(fast(x).detach(), model(x).detach())
+    assert fast.cache_info().traces == 2 and fast.cache_info().compiles <= 1

@@ -11,6 +11,7 @@ from typing import Any
 from .. import dtypes as dt
 from ..autograd import no_grad
 from ..creation import as_tensor
+from ..dispatch import STATE
 from ..tensor import Tensor
 from .parameter import Buffer, Parameter
 
@@ -67,8 +68,19 @@ class Module:
     ['fc.weight', 'fc.bias']
     """
 
-    training: bool
     _version: int = 1
+
+    @property
+    def training(self) -> bool:
+        """Train or eval mode. Read inside @jit, it becomes a guard: flipping it retraces."""
+        mode: bool = self.__dict__["_training"]
+        if STATE.tracer is not None:
+            STATE.tracer.guard_attr(self, "training", mode)
+        return mode
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        self.__dict__["_training"] = mode
 
     def __init__(self) -> None:
         # object.__setattr__: our __setattr__ looks these dicts up

@@ -19,6 +19,7 @@ from ..ops.registry import OpDef, TensorType
 from ..tensor import Tensor
 from .sources import (
     ArgSource,
+    AttrGuard,
     GradSource,
     Guard,
     NoneGuard,
@@ -76,6 +77,7 @@ class Tracer:
         self.breaks: list[GraphBreak] = []
         self.grad_writes: dict[int, GradWrite] = {}
         self.scalars: dict[tuple[int, Any], Tensor] = {}
+        self._attr_guards: set[tuple[int, str]] = set()
         self.views_of: dict[int, list[int]] = {}
         self.stale: set[int] = set()
         self.produced: list[weakref.ref] = []
@@ -227,6 +229,12 @@ class Tracer:
 
     def guard_value(self, container: Any, key: Any, v: Any) -> None:
         self.guards.append(ValueGuard(container, key, v))
+
+    def guard_attr(self, obj: Any, attr: str, v: Any) -> None:
+        k = (id(obj), attr)
+        if k not in self._attr_guards:
+            self._attr_guards.add(k)
+            self.guards.append(AttrGuard(obj, attr, v))
 
     # ---- finishing ---------------------------------------------------------------------------
     def add_inputs(self, flat: list[Any], names: list[str]) -> None:
