@@ -188,7 +188,7 @@ class JitFunction:
 
     def _trace(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
                kwargs: dict) -> Any:
-        tracer = Tracer(self.name)
+        tracer = Tracer(self.name, _tensor_names(self.fn, args))
         tracer.add_inputs(flat, names)
         self._stats["traces"] += 1
         if self._stats["traces"] > 1:
@@ -408,6 +408,38 @@ class Explanation:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _tensor_names(fn: Any, args: tuple) -> dict[int, str]:
+    """Readable names for tensors a function may lift: a module's parameters and buffers
+    (its own, or of modules among the arguments, globals and closure), and global tensors."""
+    names: dict[int, str] = {}
+
+    def add(obj: Any, prefix: str) -> None:
+        if isinstance(obj, Tensor):
+            names.setdefault(id(obj), prefix)
+        elif hasattr(obj, "named_parameters") and hasattr(obj, "named_buffers"):
+            for n, t in list(obj.named_parameters()) + list(obj.named_buffers()):
+                names.setdefault(id(t), f"{prefix}.{n}" if prefix else n)
+
+    target = getattr(fn, "__self__", fn)
+    add(target, "")
+    for i, a in enumerate(args):
+        add(a, f"arg{i}")
+    code_fn = getattr(fn, "__func__", fn)
+    glb = getattr(code_fn, "__globals__", {})
+    code = getattr(code_fn, "__code__", None)
+    if code is not None:
+        for n in code.co_names:
+            if n in glb:
+                add(glb[n], n)
+        for n, cell in zip(code.co_freevars, getattr(code_fn, "__closure__", None) or ()):
+            try:
+                add(cell.cell_contents, n)
+            except ValueError:  # an empty cell
+                pass
+    return {k: "".join(c if c.isalnum() or c == "_" else "_" for c in v) for k, v in
+            names.items()}
 
 
 def _spec_leaves(spec: Any) -> list[Any]:

@@ -65,8 +65,9 @@ class TraceResult:
 
 
 class Tracer:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, names: dict[int, str] | None = None) -> None:
         self.name = name
+        self.hints = names or {}  # id(tensor) -> a readable name for lifted tensors
         self.env: dict[int, Value] = {}  # id(ndarray) -> its current SSA value
         self.keep: list[Any] = []  # arrays kept alive so their ids stay unique
         self.nodes: list[Node] = []
@@ -111,7 +112,8 @@ class Tracer:
             self.from_parent.append((fv, v))
             return v
         if v is None:
-            v = self.add_param(t, RefSource(t, f"l{len(self.params)}"), f"l{len(self.params)}")
+            name = self.hints.get(id(t)) or f"l{len(self.params)}"
+            v = self.add_param(t, RefSource(t, name), name)
             self.guards.append(TensorMetaGuard(self.params[-1].source, t._data.shape, t._dtype))
         return v
 
