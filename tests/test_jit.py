@@ -206,7 +206,12 @@ def test_ir_printer_and_source() -> None:
     assert "= matmul %x, %" in text and "relu ; mul" in text and "# test_jit.py:" in text
     f(x)
     src = f.source(x)
-    assert "@numba.njit(cache=True" in src and "matmul2d(" in src and "# tracejit program" in src
+    assert "# tracejit program" in src and "matmul2d(" in src and " = _k('k" in src
+    with tj.flags(driver="native"):
+        g = tj.jit(lambda x: (x @ w).relu() * 2.0)
+        g(x)
+        _close(g(x), f(x))
+        assert "@numba.njit(cache=True" in g.source(x)
 
 
 DISK = """

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from ..dtypes import DType, float64
+from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value
 from ..ir.printer import print_graph
 from ..ops.registry import Kind, OpDef, lit, np_name
@@ -39,6 +40,9 @@ class Kernel:
     source: str
 
 
+NATIVE_DRIVER_MAX_NODES = 64
+
+
 @dataclass
 class Program:
     """A compiled graph: call it with the parameter arrays (inputs then lifted)."""
@@ -49,6 +53,7 @@ class Program:
     from_disk: bool
     effects_done: bool = True
     kernels: list[str] = field(default_factory=list)
+    native: bool = True
 
     def __call__(self, params: list[np.ndarray]) -> tuple[list[Any], None]:
         out = self.fn(*params)
@@ -256,11 +261,12 @@ class _Gen:
         else:
             self.w.line(f"{out} = {text}{comment}", origin)
 
-    def generate(self, fname: str) -> str:
+    def generate(self, fname: str, native: bool = True) -> str:
         g = self.g
         for k, v in enumerate(g.params):
             self.names[v] = f"p{k}"
-        self.w.line(JIT)
+        if native:
+            self.w.line(JIT)
         self.w.line(f"def {fname}({', '.join(self.names[v] for v in g.params)}):")
         with self.w.indent():
             for i, n in enumerate(g.nodes):
@@ -294,18 +300,29 @@ class _Single:
         self.shape = n.out.type.shape
 
 
-def generate(g: Graph) -> tuple[str, list[Kernel], list[np.ndarray], str]:
-    """Source of the driver module (without kernels), its kernels, constants, and name."""
+def use_native_driver(g: Graph) -> bool:
+    mode = get_flag("driver")
+    if mode not in ("auto", "native", "python"):
+        raise ValueError(f"TRACEJIT_DRIVER must be native, python or auto, got {mode!r}")
+    return mode == "native" or (mode == "auto" and len(g.nodes) <= NATIVE_DRIVER_MAX_NODES)
+
+
+def generate(g: Graph, native: bool = True) -> tuple[str, list[Kernel], list[np.ndarray], str]:
+    """Source of the driver module (without kernels), its kernels, constants, and name.
+    A native driver is one njit function; a Python one runs the same statements in the
+    interpreter, calling the njit kernels (LLVM then never re-optimises every kernel inlined at
+    every call site of a long unrolled driver, which is what makes big graphs slow to compile)."""
     gen = _Gen(g)
-    body = gen.generate("DRIVER")
+    body = gen.generate("DRIVER", native)
     digest = cache.content_hash(print_graph(g) + body + "".join(k.source for k in
                                                                  gen.kernels.values()))
     cdigest = hashlib.sha1(b"".join(c.tobytes() + str(c.dtype).encode() + str(c.shape).encode()
                                     for c in gen.consts)).hexdigest()
     fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}"
     fname = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fname)
-    header = (f"# tracejit program {fname}: graph {g.name}, tracejit {cache.VERSION}, numba "
-              f"{numba.__version__}\n# content hash {digest}\n")
+    kind = "native driver" if native else "Python driver over njit kernels"
+    header = (f"# tracejit program {fname}: graph {g.name}, {kind}, tracejit {cache.VERSION}, "
+              f"numba {numba.__version__}\n# content hash {digest}\n")
     imports = "".join(f"from tracejit.runtime.cache import kernel as _k\n{k} = _k({k!r})\n"
                       for k in gen.kernels)
     consts = "".join(f"{_const_name(i)} = _consts[{i}]\n" for i in range(len(gen.consts)))
@@ -325,12 +342,23 @@ def _clear_numba_cache(module_path: str) -> None:
             pass
 
 
+def _report_and_clear(fname: str, kernels: list[Kernel], e: Exception) -> None:
+    warnings.warn(f"tracejit: the compiled cache of {fname} could not be loaded "
+                  f"({type(e).__name__}: {e}); rebuilding it", RuntimeWarning, stacklevel=3)
+    for name in [fname] + [k.name for k in kernels]:
+        _clear_numba_cache(cache.module_path(name))
+        cache.forget(name)
+
+
 def compile_graph(g: Graph) -> Program:
-    src, kernels, consts, fname = generate(g)
+    native = use_native_driver(g)
+    src, kernels, consts, fname = generate(g, native)
     for k in kernels:
         cache.register_kernel(k.name, k.source)
     if consts:
         cache.register_constants(fname, consts)
+    if not native:
+        return _python_program(g, src, fname, kernels)
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
     misses = 0
     for attempt in (0, 1):
@@ -348,12 +376,33 @@ def compile_graph(g: Graph) -> Program:
         except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
             if attempt:
                 raise
-            warnings.warn(f"tracejit: the compiled cache of {fname} could not be loaded "
-                          f"({type(e).__name__}: {e}); rebuilding it", RuntimeWarning,
-                          stacklevel=2)
-            for name in [fname] + [k.name for k in kernels]:
-                _clear_numba_cache(cache.module_path(name))
-                cache.forget(name)
+            _report_and_clear(fname, kernels, e)
     # no new miss: the machine code came from Numba's disk cache (or this process had it)
     from_disk = sum(fn.stats.cache_misses.values()) == misses
     return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels])
+
+
+def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel]) -> Program:
+    """Load a Python driver and run it once on copies of typical inputs, so its kernels are
+    compiled (or loaded from Numba's cache) now rather than inside the first real call."""
+    probe = [np.ones(v.type.shape, v.type.dtype.np) for v in g.params]
+    for attempt in (0, 1):
+        mod = cache.load_module(fname, src)
+        fn = getattr(mod, fname)
+        dispatchers = [getattr(mod, k.name) for k in kernels]
+        before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
+                fn(*[p.copy() for p in probe])
+            break
+        except (numba.TypingError, numba.errors.UnsupportedError) as e:
+            raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
+                                   f"{str(e).splitlines()[0]}") from None
+        except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
+            if attempt:
+                raise
+            _report_and_clear(fname, kernels, e)
+    after = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+    return Program(fname, src, fn, from_disk=after == before,
+                   kernels=[k.name for k in kernels], native=False)

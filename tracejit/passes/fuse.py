@@ -29,7 +29,9 @@ def fuse(g: Graph) -> Graph:
     group_of: dict[Value, _Group] = {}
     order: list[object] = []  # nodes and groups, in program order (a group where it closes)
     for n in g.nodes:
-        readers = {group_of[v] for v in n.values_in() if v in group_of}
+        # an ordered list, not a set: the grouping (and so the program's hash, which keys the
+        # disk cache) must not depend on object ids
+        readers = list(dict.fromkeys(group_of[v] for v in n.values_in() if v in group_of))
         target = None
         if fusible(n):
             cands = [gr for gr in readers if gr.open and gr.shape == n.out.type.shape]
