@@ -136,6 +136,7 @@ WORKLOAD = register_workload(Workload(
     metrics=METRICS,
     metric_units=("s", "s", "s", "s", "count", "count"),
     measure=measure,
+    in_subprocess=True,
 ))
 
 if __name__ == "__main__":

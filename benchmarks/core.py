@@ -82,6 +82,9 @@ class Workload:
     error: Callable[[Outputs, Outputs], float] | None = None
     # implementations that are not worth their time in --quick mode, with the reason
     quick_skip: dict[str, str] = field(default_factory=dict)
+    # metrics workloads measured in child processes (compile): the children verify their jit
+    # themselves, the in-process case is only checked, never called while measuring
+    in_subprocess: bool = False
     # metrics workloads whose metric names depend on the size (jit-compile: one per layer
     # count): size -> (metrics, metric_units); overrides `metrics` and `metric_units`
     size_metrics: Callable[[dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]] | None = None

@@ -15,9 +15,10 @@ compiled hit (torch.compile and jax.jit compile on the first call). Per L:
 - `first_ratio` and `compile_ratio`: the largest L's figure over the smallest L's (issue 5's
   bar: the 32-layer step compiles in under twice the 2-layer step's time).
 
-Run as `python -m tracejit.benchmarks.jit_compile IMPL LAYERS BATCH WIDTH`, it is the child: it
-runs five more steps after the first compiled one, checks the last loss and every parameter's
-total update against a float64 NumPy reference and prints one JSON line. The runner's check of
+Run as `python -m tracejit.benchmarks.jit_compile IMPL LAYERS BATCH WIDTH`, it is the child: at
+the first compiled step it checks the loss and every parameter's total update against a float64
+NumPy reference (later steps of the 32-layer net part from float64 in float32, eager too, see
+`child`), then times five more steps and prints one JSON line. The runner's check of
 an implementation is one such child at the smallest L, its reported error compared with the
 tolerance.
 """
@@ -191,20 +192,21 @@ def child(impl: str, layers: int, batch: int, width: int) -> None:
                               f"{case.jit.describe()}")
             break
     done_at = time.time()
+    # checked at the first compiled step: a 32-layer ReLU net in float32 parts from float64
+    # after ~8-11 SGD steps (a pre-activation near 0 flips sign; eager too), a step earlier or
+    # later depending on rounding order, so later steps cannot be compared at a tight tolerance
+    err = max_error(case.output(), child_reference(inp, calls))
     steady = []
     for _ in range(STEADY_CALLS):
         t0 = time.perf_counter()
         case.run()
         steady.append(time.perf_counter() - t0)
-    total = calls + STEADY_CALLS
     if case.jit is not None and not result["skip"]:
         case.jit.mark()  # a later call must be a compiled hit too, not a retrace or fallback
         case.run()
-        total += 1
         problem = case.jit.problem("timed")
         if problem:
             result["skip"] = problem
-    err = max_error(case.output(), child_reference(inp, total))
     info = case.jit.info() if case.jit is not None else None
     result.update({"first_call_s": first, "steady_s": statistics.median(steady),
                    "done_at": done_at, "calls_to_compiled": calls, "max_error": err,
@@ -307,6 +309,7 @@ WORKLOAD = register_workload(Workload(
     metrics=size_metrics(SIZES["full"])[0],
     metric_units=size_metrics(SIZES["full"])[1],
     measure=measure,
+    in_subprocess=True,
     size_metrics=size_metrics,
     error=lambda got, want: float(np.asarray(got[0])),
 ))
