@@ -64,15 +64,18 @@ def _program(row: Row, n_args: int) -> Any:
 
 
 def _cases() -> list[Any]:
+    """Every argument set of every row (broadcasting, size-1, size-0 and 0-d shapes), the first
+    one also as transposed, non-contiguous views."""
     out = []
     for r in ROWS:
         if r.xfail:
             continue
-        layouts = ["contiguous"]
-        if any(getattr(a, "shape", ()) and len(a.shape) >= 2 for a in r.args[0]):
-            layouts.append("transposed")
-        for lay in layouts:
-            out.append(pytest.param(r, lay, id=f"{r.name}-{lay[0]}"))
+        for k in range(len(r.args)):
+            layouts = ["contiguous"]
+            if k == 0 and any(getattr(a, "shape", ()) and len(a.shape) >= 2 for a in r.args[0]):
+                layouts.append("transposed")
+            for lay in layouts:
+                out.append(pytest.param(r, k, lay, id=f"{r.name}-{k}-{lay[0]}"))
     return out
 
 
@@ -87,13 +90,13 @@ def _close(got: Any, want: Any, row: Row, what: str) -> None:
         np.testing.assert_array_equal(g, w, err_msg=what)
 
 
-@pytest.mark.parametrize("row,layout", _cases())
-def test_op_eager_vs_jit(row: Row, layout: str, request: pytest.FixtureRequest) -> None:
-    xs_a = row.inputs(0)
+@pytest.mark.parametrize("row,k,layout", _cases())
+def test_op_eager_vs_jit(row: Row, k: int, layout: str, request: pytest.FixtureRequest) -> None:
+    xs_a = row.inputs(k)
     rng = np.random.default_rng(7)
     # fresh values of the same shapes and dtypes for the compiled call (ints stay in range)
     xs_b = [np.asarray(a + rng.uniform(-0.25, 0.25, a.shape)) if isinstance(a, np.ndarray)
-            and a.dtype.kind == "f" and not getattr(row.args[0][i], "ints", False) else a
+            and a.dtype.kind == "f" and not getattr(row.args[k][i], "ints", False) else a
             for i, a in enumerate(xs_a)]
     fn = _program(row, len(xs_a))
     jf = tracejit.jit(fn)

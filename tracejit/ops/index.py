@@ -47,23 +47,41 @@ def _to_first(ndim: int, dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _index_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
-    if len(at["dims"]) != 1 or ins[1].ndim != 1:
-        return None  # several index tensors or an n-d index: eager only for now
-    perm, inv = _to_first(ins[0].ndim, at["dims"][0])
-    return f"np.transpose(take_first(np.transpose({a[0]}, {perm!r}), {a[1]}), {inv!r})"
+    if len(at["dims"]) != 1:
+        return None  # several index tensors: eager only for now
+    x, idx, d = ins[0], ins[1], at["dims"][0]
+    perm, _ = _to_first(x.ndim, d)
+    rest = tuple(x.shape[p] for p in perm[1:])
+    taken = (f"take_first(np.transpose({a[0]}, {perm!r}), "
+             f"np.ascontiguousarray({a[1]}).reshape(({_numel(idx.shape)},)))")
+    shaped = f"{taken}.reshape({idx.shape + rest!r})"
+    # the index's dims come first; move them to where dim d was
+    r = idx.ndim
+    order = tuple(range(r, r + d)) + tuple(range(r)) + tuple(range(r + d, r + len(rest)))
+    return f"np.transpose({shaped}, {order!r})"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def _index_put_rule(a: list[str], at: dict[str, Any], out: TensorType,
                     ins: list[Any]) -> str | None:
-    if len(at["dims"]) != 1 or ins[2].ndim != 1:
-        return None
-    x = ins[0]
-    perm, inv = _to_first(x.ndim, at["dims"][0])
-    rows = tuple(x.shape[p] for p in perm)
-    rows = (ins[2].shape[0],) + rows[1:]
-    natural = tuple(rows[i] for i in inv)  # the indexing result's shape, in x's dim order
-    vals = f"np.transpose(np.broadcast_to({a[1]}, {natural!r}), {perm!r})"
-    return (f"np.transpose(put_first(np.transpose({a[0]}, {perm!r}), {vals}, {a[2]}, "
+    if len(at["dims"]) != 1:
+        return None  # several index tensors: eager only for now
+    x, idx, d = ins[0], ins[2], at["dims"][0]
+    perm, inv = _to_first(x.ndim, d)
+    rest = tuple(x.shape[p] for p in perm[1:])
+    r = idx.ndim
+    target = x.shape[:d] + idx.shape + x.shape[d + 1:]  # what x[idx] would be
+    front = tuple(range(d, d + r)) + tuple(range(d)) + tuple(range(d + r, len(target)))
+    vals = (f"np.ascontiguousarray(np.transpose(np.broadcast_to({a[1]}, {target!r}), "
+            f"{front!r})).reshape({(_numel(idx.shape),) + rest!r})")
+    flat = f"np.ascontiguousarray({a[2]}).reshape(({_numel(idx.shape)},))"
+    return (f"np.transpose(put_first(np.transpose({a[0]}, {perm!r}), {vals}, {flat}, "
             f"{at['accumulate']!r}), {inv!r})")
 
 X = Kind.INDEX
