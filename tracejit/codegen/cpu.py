@@ -329,7 +329,11 @@ def generate(g: Graph, native: bool = True) -> tuple[str, list[Kernel], list[np.
     if gen.consts:
         consts = ("from tracejit.runtime.cache import constants as _c\n"
                   f"_consts = _c({fname!r})\n" + consts)
-    src = header + PRELUDE + imports + consts + "\n\n" + body.replace("DRIVER", fname)
+    blas = "" if native else (
+        "# matmuls run in the interpreter through NumPy's BLAS: the library (and thread count)\n"
+        "# eager mode uses, not the second OpenBLAS that Numba's np.dot reaches through SciPy\n"
+        "matmul2d = np.dot\nmatmul_batched = np.matmul\n")
+    src = header + PRELUDE + blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
     return src, list(gen.kernels.values()), gen.consts, fname
 
 
