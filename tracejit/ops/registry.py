@@ -107,7 +107,8 @@ class OpDef:
     view: bool = False  # the output may alias the first input's memory (reshape, permute, ...)
     dynamic_shape: bool = False  # output shape depends on values (boolean-mask indexing)
     differentiable: bool = True
-    kernels: dict[str, str] = field(default_factory=dict)  # device -> kernels function name
+    # device -> lowering rule (see "code-generation helpers" below)
+    kernels: dict[str, Callable[..., str | None]] = field(default_factory=dict)
     doc: str = ""
 
     def __repr__(self) -> str:
