@@ -270,3 +270,28 @@ def test_module_training_flag_is_a_guard_and_dropout_breaks_the_graph() -> None:
     model.eval()
     _close(fast(x).detach(), model(x).detach())
     assert fast.cache_info().traces == 2 and fast.cache_info().compiles <= 1
+
+
+def test_sgd_update_is_written_into_the_weights_in_place() -> None:
+    w = tj.randn(5, 3, requires_grad=True)
+    x = tj.randn(4, 5)
+
+    def step() -> tj.Tensor:
+        loss = (x @ w).pow(2).sum()
+        loss.backward()
+        with tj.no_grad():
+            w.sub_(0.01 * w.grad)
+            w.grad = None
+        return loss
+
+    ref = w.detach().clone()
+    fast = tj.jit(step)
+    for _ in range(3):
+        fast()
+    src = fast.source()
+    assert "was updated in place" in src, src
+    r = ref.clone()
+    for _ in range(3):  # the same three steps by hand, in NumPy float64
+        xa, ra = x.numpy().astype(np.float64), r.numpy().astype(np.float64)
+        r = tj.tensor(ra - 0.01 * 2 * xa.T @ (xa @ ra))
+    _close(w.detach(), r, 1e-4)

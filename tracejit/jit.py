@@ -210,8 +210,10 @@ class JitFunction:
             self._entries.setdefault(k, []).append(entry)
             return out
         keep = _alive_ids(out, result, tracer)
-        gc.collect()
         escaped = tracer.escaped(out, keep)
+        if escaped:  # maybe only garbage in a reference cycle: collect, then look again
+            gc.collect()
+            escaped = tracer.escaped(out, keep)
         if escaped:
             # the function stored new tensors into Python state (an optimizer's first step):
             # this trace cannot be replayed; the next call traces again

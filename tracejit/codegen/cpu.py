@@ -274,7 +274,12 @@ class _Gen:
             view_made = {o for n in g.nodes if isinstance(n.op, OpDef) and n.op.view
                          for o in n.outs}
             aliasable = set(g.params) | view_made
+            in_place = {n.outs[r]: n.inputs[j] for n in g.nodes if n.name == "fused"
+                        for r, j in n.attrs.get("inplace", ())}
             for e in g.effects:
+                if in_place.get(e.source) is e.target:
+                    self.w.line(f"# effect: {self.names[e.target]} was updated in place")
+                    continue
                 src = self.names[e.source]
                 if e.source in aliasable and len(g.effects) > 1:
                     src += ".copy()"  # the source may alias another target written first

@@ -1,6 +1,8 @@
 """Memory planning (first step): a fused kernel writes its output into an input buffer that
 dies at that node (same type, a fresh buffer owned by the program: not a parameter, constant
-or view), instead of allocating. Recorded as attrs["inplace"] = ((result, input), ...)."""
+or view), or into the parameter an effect would copy its result to, when neither the
+parameter nor any view of it is read later. Recorded as attrs["inplace"] = ((result, input),
+...); codegen then skips that effect's write-back."""
 
 from __future__ import annotations
 
@@ -30,6 +32,26 @@ def plan_memory(g: Graph) -> Graph:
     for e in g.effects:
         last[e.source] = _INF
     owned = {o for n in g.nodes if _owned(n) for o in n.outs}
+    # an effect `p <- %v` whose %v is computed by a fused kernel that reads p at the same index,
+    # with p read by nothing later: the kernel writes %v straight into p's buffer (an SGD step
+    # updates the weights in place instead of allocating and copying them back)
+    # views share their base's buffer: a parameter is dead only once all its views are
+    root: dict[Value, Value] = {}
+    for n in g.nodes:
+        if isinstance(n.op, OpDef) and (n.op.view or n.name == "expand") and n.inputs and \
+                isinstance(n.inputs[0], Value):
+            root[n.out] = root.get(n.inputs[0], n.inputs[0])
+    last_of_root: dict[Value, float] = {}
+    for v, t in last.items():
+        base = root.get(v, v)
+        last_of_root[base] = max(last_of_root.get(base, -1), t)
+    into_target: dict[Value, Value] = {}
+    for e in g.effects:
+        if last.get(e.source) == _INF and sum(1 for f in g.effects if f.source is e.source) == 1:
+            into_target[e.source] = e.target
+    for o in g.outputs:
+        if isinstance(o, Value):
+            into_target.pop(o, None)  # also returned: it must not alias a parameter
     nodes = []
     changed = False
     for i, n in enumerate(g.nodes):
@@ -37,6 +59,18 @@ def plan_memory(g: Graph) -> Graph:
             pairs = []
             used: set[int] = set()
             for r, out in enumerate(n.outs):
+                target = into_target.get(out)
+                if target is None:
+                    continue
+                for j, w in enumerate(n.inputs):
+                    if w is target and j not in used and w.type == out.type and \
+                            last_of_root.get(w) == i:
+                        pairs.append((r, j))
+                        used.add(j)
+                        break
+            for r, out in enumerate(n.outs):
+                if any(p[0] == r for p in pairs):
+                    continue
                 for j, w in enumerate(n.inputs):
                     if isinstance(w, Value) and j not in used and w in owned and \
                             last.get(w) == i and w.type == out.type:
