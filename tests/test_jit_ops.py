@@ -44,7 +44,7 @@ def _flat(o: Any) -> list[Any]:
     return [o]
 
 
-def _program(row: Row, n_args: int) -> Any:
+def _program(row: Row) -> Any:
     def run(*ts: Any) -> Any:
         outs = [o for o in _flat(row.fn(tracejit, *ts)) if isinstance(o, tracejit.Tensor)]
         if not row.grad:
@@ -98,7 +98,7 @@ def test_op_eager_vs_jit(row: Row, k: int, layout: str, request: pytest.FixtureR
     xs_b = [np.asarray(a + rng.uniform(-0.25, 0.25, a.shape)) if isinstance(a, np.ndarray)
             and a.dtype.kind == "f" and not getattr(row.args[k][i], "ints", False) else a
             for i, a in enumerate(xs_a)]
-    fn = _program(row, len(xs_a))
+    fn = _program(row)
     jf = tracejit.jit(fn)
     for call, xs in enumerate((xs_a, xs_b, xs_b)):
         ins = _tensors(xs, layout, row.grad)

@@ -48,10 +48,6 @@ def disable_jit() -> Iterator[None]:
         _disabled_depth -= 1
 
 
-def _is_disabled() -> bool:
-    return _disabled_depth > 0 or bool(get_flag("disable"))
-
-
 class JitWarning(UserWarning):
     pass
 

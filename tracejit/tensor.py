@@ -609,10 +609,7 @@ class Tensor:
 
     # ---- shape ---------------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:
-        s = tuple(_sizes(shape))
-        if s == self._data.shape:
-            return dispatch(R["reshape"], (self,), {"shape": s})
-        return dispatch(R["reshape"], (self,), {"shape": s})
+        return dispatch(R["reshape"], (self,), {"shape": tuple(_sizes(shape))})
 
     def view(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and not isinstance(shape[0], (int, Sequence)):

@@ -328,8 +328,8 @@ def generate(g: Graph, native: bool = True) -> tuple[str, list[Kernel], list[np.
     kind = "native driver" if native else "Python driver over njit kernels"
     header = (f"# tracejit program {fname}: graph {g.name}, {kind}, tracejit {cache.VERSION}, "
               f"numba {numba.__version__}\n# content hash {digest}\n")
-    imports = "".join(f"from tracejit.runtime.cache import kernel as _k\n{k} = _k({k!r})\n"
-                      for k in gen.kernels)
+    imports = ("from tracejit.runtime.cache import kernel as _k\n" if gen.kernels else "") + \
+        "".join(f"{k} = _k({k!r})\n" for k in gen.kernels)
     consts = "".join(f"{_const_name(i)} = _consts[{i}]\n" for i in range(len(gen.consts)))
     if gen.consts:
         consts = ("from tracejit.runtime.cache import constants as _c\n"

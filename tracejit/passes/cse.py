@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.graph import Const, Effect, Graph, Node, Operand, Value, substitute
+from ..ir.graph import Effect, Graph, Node, Operand, Value, substitute
 
 
 def _attr_key(v: Any) -> Any:
@@ -55,4 +55,4 @@ def cse(g: Graph) -> Graph:
     return g if not env else rewrite(g, env, nodes)
 
 
-__all__ = ["cse", "node_key", "rewrite", "Const"]
+__all__ = ["cse", "node_key", "rewrite"]
