@@ -19,6 +19,7 @@ import numpy as np
 from ..dtypes import DType, float64
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value
+from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
 from ..ir.printer import print_graph
 from ..ops.registry import Kind, OpDef, lit, np_name
 from ..runtime import cache
@@ -54,6 +55,7 @@ class Program:
     effects_done: bool = True
     kernels: list[str] = field(default_factory=list)
     native: bool = True
+    plan: BufferPlan = field(default_factory=BufferPlan)
 
     def __call__(self, params: list[np.ndarray]) -> tuple[list[Any], None]:
         out = self.fn(*params)
@@ -81,9 +83,11 @@ def _named(prefix: str, body: str, hint: str) -> Kernel:
     return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 
 
-def fused_kernel(n: Node) -> Kernel:
+def fused_kernel(n: Node, inplace: dict[int, int] | None = None) -> Kernel:
+    """The loop nest of a fused node; `inplace` maps a result to the operand whose buffer the
+    buffer plan lets it write into."""
     body: Region = n.attrs["body"]
-    inplace = dict(n.attrs.get("inplace", ()))
+    inplace = inplace or {}
     shape = n.outs[0].type.shape
     r = len(shape)
     w = Writer()
@@ -196,8 +200,10 @@ def _rule(op: OpDef) -> Any:
 
 
 class _Gen:
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, plan: BufferPlan, snapshot: bool = False) -> None:
         self.g = g
+        self.plan = plan
+        self.snapshot = snapshot  # check mode: keep a copy of every value as it is computed
         self.w = Writer()
         self.names: dict[Value, str] = {}
         self.kernels: dict[str, Kernel] = {}
@@ -233,7 +239,7 @@ class _Gen:
                 self.w.line(f"{out} = {c}{comment}", origin)
             return
         if n.name == "fused":
-            k = self.kernel(fused_kernel(n))
+            k = self.kernel(fused_kernel(n, self.plan.for_node(i)))
             shape = repr(tuple(n.outs[0].type.shape))
             self.w.line(f"{outs} = {k}({shape}, {', '.join(args)})"
                         f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
@@ -267,17 +273,21 @@ class _Gen:
             self.names[v] = f"p{k}"
         if native:
             self.w.line(JIT)
-        self.w.line(f"def {fname}({', '.join(self.names[v] for v in g.params)}):")
+        extra = ["_snap"] if self.snapshot else []
+        self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         with self.w.indent():
             for i, n in enumerate(g.nodes):
                 self.node(i, n)
+                if self.snapshot:
+                    self.w.line("_snap.append((" + "".join(
+                        f"np.copy({self.names[o]}), " for o in n.outs) + "))")
             view_made = {o for n in g.nodes if isinstance(n.op, OpDef) and n.op.view
                          for o in n.outs}
             aliasable = set(g.params) | view_made
-            in_place = {n.outs[r]: n.inputs[j] for n in g.nodes if n.name == "fused"
-                        for r, j in n.attrs.get("inplace", ())}
+            in_place = self.plan.in_place_effects(g)
+            root = roots(g)
             for e in g.effects:
-                if in_place.get(e.source) is e.target:
+                if e.target in in_place:
                     self.w.line(f"# effect: {self.names[e.target]} was updated in place")
                     continue
                 src = self.names[e.source]
@@ -286,8 +296,9 @@ class _Gen:
                 self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
             outs = []
             for o in g.outputs:
-                if isinstance(o, Value) and o in self.const_of:
-                    outs.append(self.names[o] + ".copy()")  # constants are shared, read-only
+                if isinstance(o, Value) and root.get(o, o) in self.const_of:
+                    # constants (and views of them) are shared by every call: never returned
+                    outs.append(f"np.copy({self.names[o]})")
                 elif isinstance(o, Value) and o in self.names:
                     outs.append(self.names[o])
                 else:
@@ -312,18 +323,20 @@ def use_native_driver(g: Graph) -> bool:
     return mode == "native" or (mode == "auto" and len(g.nodes) <= NATIVE_DRIVER_MAX_NODES)
 
 
-def generate(g: Graph, native: bool = True) -> tuple[str, list[Kernel], list[np.ndarray], str]:
+def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
+             snapshot: bool = False) -> tuple[str, list[Kernel], list[np.ndarray], str]:
     """Source of the driver module (without kernels), its kernels, constants, and name.
     A native driver is one njit function; a Python one runs the same statements in the
     interpreter, calling the njit kernels (LLVM then never re-optimises every kernel inlined at
     every call site of a long unrolled driver, which is what makes big graphs slow to compile)."""
-    gen = _Gen(g)
+    gen = _Gen(g, make_plan(g) if plan is None else plan, snapshot)
     body = gen.generate("DRIVER", native)
     digest = cache.content_hash(print_graph(g) + body + "".join(k.source for k in
                                                                  gen.kernels.values()))
     cdigest = hashlib.sha1(b"".join(c.tobytes() + str(c.dtype).encode() + str(c.shape).encode()
                                     for c in gen.consts)).hexdigest()
-    fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}"
+    fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}" + \
+        ("_check" if snapshot else "")
     fname = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fname)
     kind = "native driver" if native else "Python driver over njit kernels"
     header = (f"# tracejit program {fname}: graph {g.name}, {kind}, tracejit {cache.VERSION}, "
@@ -359,15 +372,22 @@ def _report_and_clear(fname: str, kernels: list[Kernel], e: Exception) -> None:
         cache.forget(name)
 
 
-def compile_graph(g: Graph) -> Program:
-    native = use_native_driver(g)
-    src, kernels, consts, fname = generate(g, native)
+def compile_graph(g: Graph, snapshot: bool = False) -> Program:
+    """Compile `g` with its buffer plan (made here, and verified). With `snapshot` (check
+    mode), a Python driver that takes one more argument, a list, and appends to it a copy of
+    every node's results as they are computed."""
+    native = use_native_driver(g) and not snapshot
+    plan = make_plan(g)
+    verify_plan(g, plan)
+    src, kernels, consts, fname = generate(g, native, plan, snapshot)
     for k in kernels:
         cache.register_kernel(k.name, k.source)
     if consts:
         cache.register_constants(fname, consts)
     if not native:
-        return _python_program(g, src, fname, kernels)
+        prog = _python_program(g, src, fname, kernels, snapshot)
+        prog.plan = plan
+        return prog
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
     misses = 0
     for attempt in (0, 1):
@@ -388,13 +408,17 @@ def compile_graph(g: Graph) -> Program:
             _report_and_clear(fname, kernels, e)
     # no new miss: the machine code came from Numba's disk cache (or this process had it)
     from_disk = sum(fn.stats.cache_misses.values()) == misses
-    return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels])
+    return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels], plan=plan)
 
 
-def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel]) -> Program:
+def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel],
+                    snapshot: bool = False) -> Program:
     """Load a Python driver and run it once on copies of typical inputs, so its kernels are
     compiled (or loaded from Numba's cache) now rather than inside the first real call."""
-    probe = [np.ones(v.type.shape, v.type.dtype.np) for v in g.params]
+    # ones for floats; zeros for integers, the one index valid for any non-empty dimension
+    probe = [(np.ones if v.type.dtype.is_floating_point else np.zeros)(v.type.shape,
+                                                                       v.type.dtype.np)
+             for v in g.params]
     for attempt in (0, 1):
         mod = cache.load_module(fname, src)
         fn = getattr(mod, fname)
@@ -403,8 +427,10 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel]) -> Pr
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
-                fn(*[p.copy() for p in probe])
+                fn(*[p.copy() for p in probe], *([[]] if snapshot else []))
             break
+        except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
+            break  # not reached yet compile on the first real call
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
             raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
                                    f"{str(e).splitlines()[0]}") from None

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..dtypes import DType
 from .graph import Const, Graph, Node, Operand, Region, Value
+from .plan import BufferPlan
 
 
 class _Names:
@@ -82,7 +83,9 @@ def print_region(r: Region, names: _Names, indent: str) -> list[str]:
     return lines
 
 
-def print_graph(g: Graph, header: str = "") -> str:
+def print_graph(g: Graph, header: str = "", plan: BufferPlan | None = None) -> str:
+    """The graph as text; with `plan`, a `buffers:` section saying which results reuse an
+    operand's buffer (the plan the compiled program runs with)."""
     names = _Names()
     ins = ", ".join(f"%{names.param(v, v.name)}: {v.type}" for v in g.inputs)
     lifted = ", ".join(f"%{names.param(v, v.name or 'l')}: {v.type}" for v in g.lifted)
@@ -94,4 +97,7 @@ def print_graph(g: Graph, header: str = "") -> str:
         lines.append("  effects: " + ", ".join(
             f"{names.ref(e.target)} <- {names.ref(e.source)}" for e in g.effects))
     lines.append("  return " + ", ".join(names.ref(o) for o in g.outputs))
+    if plan is not None and plan.reuses:
+        lines.append("  buffers:")
+        lines += ["    " + line for line in plan.lines(g, names.names)]
     return "\n".join(lines)

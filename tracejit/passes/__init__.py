@@ -1,6 +1,8 @@
 """Stage 3: optimisation passes, each `def name(g: Graph) -> Graph`, run in order by
 `run_pipeline`, which times them, verifies after each (in tests) and prints after those named
-in TRACEJIT_PRINT_AFTER."""
+in TRACEJIT_PRINT_AFTER. Memory planning is not a graph pass: the buffer plan
+(`ir/plan.py`) is a structure over the final schedule, made when the graph is compiled;
+`TRACEJIT_PRINT_AFTER=plan_memory` prints the final graph with it."""
 
 from __future__ import annotations
 
@@ -10,19 +12,19 @@ from dataclasses import dataclass
 
 from ..flags import get as get_flag
 from ..ir.graph import Graph
+from ..ir.plan import make_plan
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from .cse import cse
 from .dce import dce
 from .fold import fold
 from .fuse import fuse
-from .plan_memory import plan_memory
 from .simplify import simplify
 
 Pass = Callable[[Graph], Graph]
 PIPELINE: list[tuple[str, Pass]] = [
     ("dce", dce), ("cse", cse), ("fold", fold), ("simplify", simplify), ("dce", dce),
-    ("fuse", fuse), ("plan_memory", plan_memory),
+    ("fuse", fuse),
 ]
 
 VERIFY = True  # every pass's result is checked; cheap next to compiling
@@ -54,7 +56,9 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
             verify(g)
         if name in wanted or "all" in wanted:
             print(print_graph(g, f"# after {name}: {before} -> {len(g.nodes)} nodes ({ms:.1f} ms)"))
+    if passes is None and wanted & {"plan_memory", "all"}:
+        print(print_graph(g, "# buffer plan of the final graph", make_plan(g)))
     return g
 
 
-__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse", "plan_memory"]
+__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse"]

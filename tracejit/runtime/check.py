@@ -45,10 +45,12 @@ def run_checked(e: Entry, flat: list[Any]) -> Any:
 
 
 def _locate(g: Graph, params: list[np.ndarray], bad: list[Any]) -> str:
+    """Run the graph again as compiled, with the same buffer plan, keeping a copy of every
+    node's results as they are computed, beside the reference: the first node whose results
+    differ is the one to blame. When every node was right when it ran, a later write
+    clobbered an output (a wrong buffer plan): say which."""
     from ..codegen.cpu import compile_graph
 
-    values = [o for n in g.nodes for o in n.outs]
-    debug = g.replace(name=g.name + "_check", outputs=tuple(values), effects=())
     ref: dict[Value, Any] = {}
 
     def keep(n: Any, outs: list[Any]) -> None:
@@ -56,19 +58,36 @@ def _locate(g: Graph, params: list[np.ndarray], bad: list[Any]) -> str:
             ref[v] = x
 
     interpret(g, [p.copy() for p in params], on_node=keep)
-    got, _ = compile_graph(debug)([p.copy() for p in params])
-    lines = print_graph(g).splitlines()
-    for v, x in zip(values, got):
-        if not _close(x, ref[v]):
-            node = next(n for n in g.nodes if v in n.outs)
-            k = g.nodes.index(node)
-            head = f"%{_printed(g, v)}:"
-            text = next((ln.strip() for ln in lines if ln.strip().startswith(head)), node.name)
-            err = float(np.nanmax(np.abs(np.asarray(x, np.float64) - ref[v]))) \
-                if np.asarray(x).shape == np.asarray(ref[v]).shape else float("nan")
-            return (f"check mode: compiled code differs from the reference at IR node {k} "
-                    f"({node.name}, user code {node.loc}); max abs error {err:.3g}\n  {text}")
+    prog = compile_graph(g, snapshot=True)
+    snaps: list[tuple[Any, ...]] = []
+    prog.fn(*[p.copy() for p in params], snaps)
+    lines = print_graph(g, plan=prog.plan).splitlines()
+    for k, (node, got) in enumerate(zip(g.nodes, snaps)):
+        for v, x in zip(node.outs, got):
+            if not _close(x, ref[v]):
+                head = f"%{_printed(g, v)}:"
+                text = next((ln.strip() for ln in lines if ln.strip().startswith(head)),
+                            node.name)
+                err = float(np.nanmax(np.abs(np.asarray(x, np.float64) - ref[v]))) \
+                    if np.asarray(x).shape == np.asarray(ref[v]).shape else float("nan")
+                return (f"check mode: compiled code differs from the reference at IR node {k} "
+                        f"({node.name}, user code {node.loc}); max abs error {err:.3g}\n"
+                        f"  {text}")
+    clobbered = [b for b in bad if isinstance(b, int)]
+    if clobbered:
+        where = "; ".join(prog.plan.lines(g, _names(g))) or "no buffer is reused"
+        return (f"check mode: every node computed the right values, but output(s) "
+                f"{clobbered} were overwritten after they were computed; the buffer plan: "
+                f"{where}")
     return f"check mode: compiled outputs {bad} differ from the reference"
+
+
+def _names(g: Graph) -> dict[Value, str]:
+    names = {v: v.name or f"in{i}" for i, v in enumerate(g.params)}
+    for n in g.nodes:
+        for o in n.outs:
+            names[o] = _printed(g, o)
+    return names
 
 
 def _printed(g: Graph, v: Value) -> str:
