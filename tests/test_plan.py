@@ -168,3 +168,23 @@ def test_check_mode_blames_the_node_that_is_wrong_with_the_plan_on() -> None:
     wrong = next(k for k, n in enumerate(g.nodes) if n.name == "fused" and
                  any(m.name == "sin" for m in n.attrs["body"].nodes))
     assert wrong > 0 and f"IR node {wrong} " in str(e.value), str(e.value)
+
+
+def _twice(f, *args):  # type: ignore[no-untyped-def]
+    f(*args)
+    return f(*args)
+
+
+def test_outputs_share_memory_with_arguments_only_where_eager_does() -> None:
+    x = tj.ones(2, 3)
+    dropped = tj.jit(lambda x: (x * 1).reshape(-1))  # simplify removes the * 1
+    assert not np.shares_memory(_np(_twice(dropped, x)), _np(x))
+    assert not np.shares_memory(_np((x * 1).reshape(-1)), _np(x))  # as eager
+    view = tj.jit(lambda x: x.reshape(-1))  # a view in eager too
+    assert np.shares_memory(_np(_twice(view, x)), _np(x))
+    merged = tj.jit(lambda x: (x * 2, x * 2))  # CSE makes these one value
+    a, b = _twice(merged, x)
+    assert not np.shares_memory(_np(a), _np(b))
+    a.add_(1.0)
+    np.testing.assert_array_equal(_np(b), np.full((2, 3), 2.0, np.float32))
+    assert _compiled(dropped) and _compiled(view) and _compiled(merged)

@@ -15,6 +15,7 @@ from ..ir.graph import Graph
 from ..ir.plan import make_plan
 from ..ir.printer import print_graph
 from ..ir.verify import verify
+from .aliasing import keep_aliasing
 from .cse import cse
 from .dce import dce
 from .fold import fold
@@ -45,6 +46,7 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
     wanted = {p.strip() for p in get_flag("print_after").split(",") if p.strip()}
     if VERIFY:
         verify(g)
+    traced = g
     for name, p in passes or PIPELINE:
         t0 = time.perf_counter()
         before = len(g.nodes)
@@ -56,9 +58,14 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
             verify(g)
         if name in wanted or "all" in wanted:
             print(print_graph(g, f"# after {name}: {before} -> {len(g.nodes)} nodes ({ms:.1f} ms)"))
+    if passes is None:
+        g = keep_aliasing(traced, g)  # outputs share no buffer the trace's did not
+        if VERIFY:
+            verify(g)
     if passes is None and wanted & {"plan_memory", "all"}:
         print(print_graph(g, "# buffer plan of the final graph", make_plan(g)))
     return g
 
 
-__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse"]
+__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse",
+           "keep_aliasing"]
