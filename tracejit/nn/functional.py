@@ -12,6 +12,8 @@ from .. import dtypes as dt
 from .. import functional as _F  # noqa: N812
 from ..autograd import no_grad
 from ..creation import arange, bernoulli, full_like
+from ..dispatch import dispatch
+from ..ops import REGISTRY
 from ..tensor import Tensor
 
 __all__ = [
@@ -67,10 +69,11 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     n = weight.shape[0]
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
+    # torch: indices in [0, num_embeddings), negatives included in what is out of range
+    flat = _check_index(input.reshape(-1), n, op="embedding", style="range")
     if max_norm is not None:
-        _embedding_renorm_(weight, input, max_norm, norm_type)
-    out = weight.index_select(0, input.reshape(-1)).reshape(tuple(input.shape) +
-                                                           (weight.shape[1],))
+        _embedding_renorm_(weight, flat, max_norm, norm_type)
+    out = weight._index(flat, dims=(0,)).reshape(tuple(input.shape) + (weight.shape[1],))
     if padding_idx is not None and weight.requires_grad:
         # same values, but the rows read at padding_idx come from a detached copy: no gradient
         keep = (input != padding_idx).unsqueeze(-1)
@@ -78,12 +81,22 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     return out
 
 
-def _embedding_renorm_(weight: Tensor, input: Tensor, max_norm: float, norm_type: float) -> None:
+def _check_index(t: Tensor, size: int, *, op: str, style: str, dim: int = 0,
+                 ignore: int | None = None) -> Tensor:
+    """The index tensor `t`, checked against [0, size) (`ignore` also allowed): an
+    IndexBoundsError naming `op` otherwise, eagerly and in compiled code (the check_index op)."""
+    return dispatch(REGISTRY["check_index"], (t,), {"size": size, "negative": False,
+                                                    "ignore": ignore, "op": op, "style": style,
+                                                    "dim": dim})
+
+
+def _embedding_renorm_(weight: Tensor, flat: Tensor, max_norm: float, norm_type: float) -> None:
+    """Rescale the rows `flat` (checked 1-d indices) to norm at most max_norm, in place."""
     with no_grad():
-        rows = weight.index_select(0, input.reshape(-1))
+        rows = weight._index(flat, dims=(0,))
         norms = _F.norm(rows, norm_type, dim=1, keepdim=True)
         scale = (max_norm / (norms + 1e-7)).clamp(max=1.0)
-        weight[input.reshape(-1)] = rows * scale
+        weight[flat] = rows * scale
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
@@ -238,21 +251,46 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """-input[n, target[n]] (times weight[target[n]]); mean divides by the summed weights of
     the targets that are not ignore_index."""
+    return _nll_loss(input, target, weight, ignore_index, reduction, "nll_loss")
+
+
+def _checked_target(target: Tensor, n_classes: int, ignore_index: int, op: str) -> Tensor:
+    """The class-index target, checked (eagerly and in compiled code): each in [0, n_classes)
+    or equal to ignore_index, as torch requires ("Target -1 is out of bounds.")."""
+    _target_dtype(target, op)
+    return _check_index(target, n_classes, op=op, dim=1, ignore=int(ignore_index),
+                        style="target")
+
+
+def _target_dtype(target: Tensor, op: str) -> None:
     if target.dtype.category != 1:
-        raise RuntimeError(f"nll_loss: expected target of an integer dtype (class indices), got "
+        raise RuntimeError(f"{op}: expected target of an integer dtype (class indices), got "
                            f"{target.dtype.name}; use .long(), or pass probabilities to "
                            "cross_entropy")
+
+
+def _nll_loss(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+              reduction: str, op: str, checked: bool = False) -> Tensor:
+    """nll_loss; `checked`: the caller has already checked `target` with _checked_target."""
+    _target_dtype(target, op)
     unbatched = input.ndim == 1
     if unbatched:
         input, target = input.unsqueeze(0), target.unsqueeze(0)  # noqa: A001
     if input.ndim < 2 or tuple(target.shape) != (input.shape[0],) + tuple(input.shape[2:]):
         raise ValueError(f"Expected target of shape {[input.shape[0]] + list(input.shape[2:])} "
                          f"for input of shape {list(input.shape)}, got {list(target.shape)}")
+    n_classes = input.shape[1]
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise RuntimeError(f"{op}: weight tensor should be defined either for all {n_classes} "
+                           f"classes or no classes but got weight tensor of shape: "
+                           f"{list(weight.shape)}")
+    if not checked:
+        target = _checked_target(target, n_classes, ignore_index, op)
     valid = target != ignore_index
     safe = target.where(valid, 0)
     picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
     if weight is not None:
-        w = weight.index_select(0, safe.reshape(-1)).reshape(safe.shape)
+        w = weight._index(safe.reshape(-1), dims=(0,)).reshape(safe.shape)  # safe: checked
         w = w.where(valid, 0.0)
     else:
         w = valid.to(input.dtype)
@@ -289,7 +327,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
             return per.sum() / max(input.numel() // max(n_classes, 1), 1) if input.numel() else \
                 per.sum() * math.nan
         return _reduce(per, reduction)
-    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    # checked once, here, so the label-smoothing terms below read the checked target too
+    target = _checked_target(target, n_classes, ignore_index, "cross_entropy")
+    nll = _nll_loss(logp, target, weight, ignore_index, reduction, "cross_entropy", checked=True)
     if label_smoothing == 0.0:
         return nll
     valid = target != ignore_index
@@ -298,7 +338,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if reduction == "mean":
         if weight is not None:
             safe = target.where(valid, 0)
-            wsum = weight.index_select(0, safe.reshape(-1)).reshape(safe.shape).where(valid, 0.0)
+            wsum = weight._index(safe.reshape(-1), dims=(0,)).reshape(safe.shape).where(valid,
+                                                                                        0.0)
             smooth = smooth.sum() / wsum.sum()
         else:
             smooth = smooth.sum() / valid.sum()

@@ -1,5 +1,11 @@
-"""Index ops: gather, scatter_add, advanced indexing (`index`, `index_put`) and `nonzero`, the
-one op whose output shape depends on values (so the JIT breaks the graph at it)."""
+"""Index ops: gather, scatter_add, advanced indexing (`index`, `index_put`), `check_index`
+(an index tensor checked against a range, passed through) and `nonzero`, the one op whose
+output shape depends on values (so the JIT breaks the graph at it).
+
+Every index is checked, eagerly and in compiled code, before anything is read or written:
+`IndexBoundsError` (an IndexError) names the op, the value, the size and the user's line.
+Negative indices follow torch: `x[idx]` and `index_put` count them from the end; `gather`,
+`scatter_add`, `index_select`, `embedding` and loss targets reject them."""
 
 from __future__ import annotations
 
@@ -29,16 +35,29 @@ def _to_last(ndim: int, dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return perm, inv
 
 
+# The compiled index kernels check every index before the loop that uses it and raise
+# IndexBoundsError naming the op, the dimension (passed as `np.int64(dim)`) and the user's line.
+# "{loc}" is the code generator's placeholder for the node's file:line, a string literal;
+# `str(...)` and `np.int64(...)` keep Numba from compiling one specialisation per call site
+# (literal arguments) when the driver itself is njit.
+LOC = "str({loc})"
+
+
+def _where(dim: int) -> str:
+    return f"np.int64({dim}), {LOC}"
+
+
 def _gather_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
     perm, inv = _to_last(out.ndim, at["dim"])
     return (f"np.transpose(gather_last(np.transpose({a[0]}, {perm!r}), "
-            f"np.transpose({a[1]}, {perm!r})), {inv!r})")
+            f"np.transpose({a[1]}, {perm!r}), {_where(at['dim'])}), {inv!r})")
 
 
 def _scatter_add_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
     perm, inv = _to_last(out.ndim, at["dim"])
     return (f"np.transpose(scatter_add_last(np.transpose({a[0]}, {perm!r}), np.transpose("
-            f"{a[1]}, {perm!r}), np.transpose({a[2]}, {perm!r})), {inv!r})")
+            f"{a[1]}, {perm!r}), np.transpose({a[2]}, {perm!r}), {_where(at['dim'])}), "
+            f"{inv!r})")
 
 
 def _to_first(ndim: int, dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -53,7 +72,7 @@ def _index_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any
     perm, _ = _to_first(x.ndim, d)
     rest = tuple(x.shape[p] for p in perm[1:])
     taken = (f"take_first(np.transpose({a[0]}, {perm!r}), "
-             f"np.ascontiguousarray({a[1]}).reshape(({_numel(idx.shape)},)))")
+             f"np.ascontiguousarray({a[1]}).reshape(({_numel(idx.shape)},)), {_where(d)})")
     shaped = f"{taken}.reshape({idx.shape + rest!r})"
     # the index's dims come first; move them to where dim d was
     r = idx.ndim
@@ -82,9 +101,37 @@ def _index_put_rule(a: list[str], at: dict[str, Any], out: TensorType,
             f"{front!r})).reshape({(_numel(idx.shape),) + rest!r})")
     flat = f"np.ascontiguousarray({a[2]}).reshape(({_numel(idx.shape)},))"
     return (f"np.transpose(put_first(np.transpose({a[0]}, {perm!r}), {vals}, {flat}, "
-            f"{at['accumulate']!r}), {inv!r})")
+            f"{at['accumulate']!r}, {_where(d)}), {inv!r})")
 
 X = Kind.INDEX
+
+
+class IndexBoundsError(ArgError, RuntimeError):
+    """An index outside the dimension it indexes. An IndexError, as torch raises for `x[idx]`,
+    `index_select`, `embedding` and loss targets, and a RuntimeError, as torch raises for
+    `gather` and `scatter_add`; an ArgError like tracejit's other bad-argument errors.
+
+    Raised by the eager implementations below (the message then ends with the user's file:line
+    from the stack) and by the compiled kernels in `tracejit/kernels/cpu/index.py`, which Numba
+    builds from the same arguments, with `loc`, the IR node's user file:line, passed in by the
+    generated code (a kernel is shared by every call site, so it cannot know the line)."""
+
+    def __init__(self, op: str, value: int | None = None, size: int = 0, dim: int = 0,
+                 style: str = "index", loc: str = "", ignore: int = 0) -> None:
+        if value is None:  # a finished message (copy.copy, pickle)
+            super().__init__(op)
+            return
+        self.op, self.value, self.size, self.dim = op, int(value), int(size), int(dim)
+        if style == "target":
+            msg = (f"{op}: Target {value} is out of bounds: expected a class index in "
+                   f"[0, {size}) or ignore_index ({ignore})")
+        elif style == "range":
+            what = "num_embeddings" if op == "embedding" else f"dimension {dim} has size"
+            msg = (f"{op}: index {value} is out of range in self ({what} {size}; indices must "
+                   f"be in [0, {size}))")
+        else:
+            msg = f"{op}: index {value} is out of bounds for dimension {dim} with size {size}"
+        super().__init__(msg + (f" (at {loc})" if loc else ""))
 
 
 def _check_index(op: str, t: Operand) -> TensorType:
@@ -108,14 +155,26 @@ def _gather_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
     return TensorType(idx.shape, x.dtype, x.device)
 
 
-def _bounds(op: str, idx: np.ndarray, n: int) -> None:
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx.max() if idx.max() >= n else idx.min()
-        raise ArgError(f"{op}: index {bad} is out of bounds for dimension with size {n}")
+def _bounds(op: str, idx: np.ndarray, n: int, dim: int, *, negative: bool,
+            style: str = "index", ignore: int | None = None) -> None:
+    """Raise IndexBoundsError for the first element of `idx` (in C order) outside [0, n), or
+    [-n, n) when negative indices count from the end; `ignore` is one more allowed value."""
+    if not idx.size:
+        return
+    lo = -n if negative else 0
+    lo_seen, hi_seen = idx.min(), idx.max()
+    if lo_seen >= lo and hi_seen < n:
+        return
+    bad = (idx < lo) | (idx >= n)
+    if ignore is not None:
+        bad &= idx != ignore
+    if bad.any():
+        raise IndexBoundsError(op, int(idx.reshape(-1)[int(np.argmax(bad.reshape(-1)))]), n, dim,
+                               style, "", ignore if ignore is not None else 0)
 
 
 def _gather_eager(x: np.ndarray, idx: np.ndarray, *, dim: int) -> np.ndarray:
-    _bounds("gather", idx, x.shape[dim])
+    _bounds("gather", idx, x.shape[dim], dim, negative=False)  # torch: no negatives
     sub = x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(idx.shape))]
     return np.take_along_axis(sub, idx, axis=dim)
 
@@ -143,7 +202,7 @@ def _scatter_add_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
 
 
 def _scatter_add_eager(x: np.ndarray, idx: np.ndarray, src: np.ndarray, *, dim: int) -> np.ndarray:
-    _bounds("scatter_add", idx, x.shape[dim])
+    _bounds("scatter_add", idx, x.shape[dim], dim, negative=False)
     out = x.copy()
     key: list[Any] = list(np.indices(idx.shape, sparse=True))
     key[dim] = idx
@@ -200,7 +259,7 @@ def np_key(ndim: int, idx: Sequence[np.ndarray], dims: tuple[int, ...]) -> tuple
 
 def _index_eager(x: np.ndarray, *idx: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
     for d, i in zip(dims, idx):
-        _bounds("index", i, x.shape[d])
+        _bounds("index", i, x.shape[d], d, negative=True)
     return np.array(x[np_key(x.ndim, idx, dims)])
 
 
@@ -235,7 +294,7 @@ def _index_put_infer(ops: Sequence[Operand], *, dims: tuple[int, ...],
 def _index_put_eager(x: np.ndarray, v: np.ndarray, *idx: np.ndarray, dims: tuple[int, ...],
                      accumulate: bool) -> np.ndarray:
     for d, i in zip(dims, idx):
-        _bounds("index_put", i, x.shape[d])
+        _bounds("index_put", i, x.shape[d], d, negative=True)
     out = x.copy()
     key = np_key(x.ndim, idx, dims)
     if accumulate:
@@ -256,6 +315,41 @@ index_put_op = defop(
     "index_put", X, infer=_index_put_infer, eager=_index_put_eager, attrs=("dims", "accumulate"),
     saves=("inputs",), vjp=_index_put_vjp, kernels={"cpu": _index_put_rule},
     compute_dtype=lambda ops: (ops[0].dtype, ops[0].dtype) + (None,) * (len(ops) - 2),  # type: ignore
+)
+
+
+def _check_index_infer(ops: Sequence[Operand], *, size: int, negative: bool,
+                       ignore: int | None, op: str, style: str, dim: int) -> TensorType:
+    (idx,) = ops
+    return _check_index(op, idx)
+
+
+def _check_index_eager(idx: np.ndarray, *, size: int, negative: bool, ignore: int | None,
+                       op: str, style: str, dim: int) -> np.ndarray:
+    _bounds(op, idx, size, dim, negative=negative, style=style, ignore=ignore)
+    return idx
+
+
+def _check_index_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+    if at["ignore"] is None:
+        lo = -at["size"] if at["negative"] else 0
+        call = (f"check_range({a[0]}, np.int64({lo}), np.int64({at['size']}), "
+                f"str({at['op']!r}), str({at['style']!r}), {_where(at['dim'])})")
+    else:
+        assert not at["negative"]
+        call = (f"check_target({a[0]}, np.int64({at['size']}), np.int64({at['ignore']}), "
+                f"str({at['op']!r}), {LOC})")
+    return f"{call}\n{{out}} = {a[0]}"
+
+
+# The index tensor passed through unchanged (a view), after checking it against [0, size)
+# ([-size, size) with `negative`; `ignore` is one more allowed value): how a composite whose
+# indices reach a kernel only after other ops (embedding, the targets of nll_loss) checks them
+# with torch's rule and message, in eager and compiled code alike. Kind.INDEX: it may raise.
+check_index_op = defop(
+    "check_index", X, infer=_check_index_infer, eager=_check_index_eager, view=True,
+    differentiable=False, attrs=("size", "negative", "ignore", "op", "style", "dim"),
+    kernels={"cpu": _check_index_rule},
 )
 
 
