@@ -411,3 +411,13 @@ def test_training_step_with_a_bad_index_leaves_the_model_untouched() -> None:
     assert step.cache_info().traces == info.traces
     step(i, t)  # and training goes on
     assert not np.array_equal(params[0].detach().numpy(), snap[0][0])
+
+
+def test_zero_dim_gather_and_scatter_add_index_the_one_element() -> None:
+    x = tj.tensor(5.0)
+    assert x.gather(0, tj.tensor(0)).item() == 5.0
+    assert x.scatter_add(0, tj.tensor(0), tj.tensor(2.0)).item() == 7.0
+    for value in (1, -1):
+        with pytest.raises(IndexError, match=rf"^gather: index {value} is out of bounds for "
+                                             r"dimension 0 with size 1"):
+            x.gather(0, tj.tensor(value))

@@ -47,13 +47,18 @@ def _where(dim: int) -> str:
     return f"np.int64({dim}), {LOC}"
 
 
-def _gather_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+def _gather_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    if out.ndim == 0:
+        return None  # 0-d: eager only
     perm, inv = _to_last(out.ndim, at["dim"])
     return (f"np.transpose(gather_last(np.transpose({a[0]}, {perm!r}), "
             f"np.transpose({a[1]}, {perm!r}), {_where(at['dim'])}), {inv!r})")
 
 
-def _scatter_add_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+def _scatter_add_rule(a: list[str], at: dict[str, Any], out: TensorType,
+                      ins: list[Any]) -> str | None:
+    if out.ndim == 0:
+        return None  # 0-d: eager only
     perm, inv = _to_last(out.ndim, at["dim"])
     return (f"np.transpose(scatter_add_last(np.transpose({a[0]}, {perm!r}), np.transpose("
             f"{a[1]}, {perm!r}), np.transpose({a[2]}, {perm!r}), {_where(at['dim'])}), "
@@ -174,7 +179,9 @@ def _bounds(op: str, idx: np.ndarray, n: int, dim: int, *, negative: bool,
 
 
 def _gather_eager(x: np.ndarray, idx: np.ndarray, *, dim: int) -> np.ndarray:
-    _bounds("gather", idx, x.shape[dim], dim, negative=False)  # torch: no negatives
+    _bounds("gather", idx, x.shape[dim] if x.ndim else 1, dim, negative=False)  # no negatives
+    if x.ndim == 0:  # a 0-d tensor is one element along "dimension 0"
+        return x.copy()
     sub = x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(idx.shape))]
     return np.take_along_axis(sub, idx, axis=dim)
 
@@ -202,8 +209,10 @@ def _scatter_add_infer(ops: Sequence[Operand], *, dim: int) -> TensorType:
 
 
 def _scatter_add_eager(x: np.ndarray, idx: np.ndarray, src: np.ndarray, *, dim: int) -> np.ndarray:
-    _bounds("scatter_add", idx, x.shape[dim], dim, negative=False)
+    _bounds("scatter_add", idx, x.shape[dim] if x.ndim else 1, dim, negative=False)
     out = x.copy()
+    if x.ndim == 0:
+        return out + src
     key: list[Any] = list(np.indices(idx.shape, sparse=True))
     key[dim] = idx
     np.add.at(out, tuple(key), src[tuple(slice(0, n) for n in idx.shape)])
