@@ -31,6 +31,7 @@ import numba
 from tracejit.kernels.cpu.scalar import *  # noqa: F403
 from tracejit.kernels.cpu.contract import matmul2d, matmul_batched, as_blas  # noqa: F401
 from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first, put_first  # noqa
+from tracejit.kernels.cpu.index import check_range, check_target  # noqa: F401
 """
 JIT = '@numba.njit(cache=True, error_model="numpy")'
 
@@ -262,6 +263,7 @@ class _Gen:
             shown = ", ".join(map(str, ins))
             raise UnsupportedError(f"{n.name} with these operands ({shown}) has no CPU "
                                    "compilation rule")
+        text = text.replace("{loc}", repr(n.loc))  # the user's line, for a kernel's errors
         if "{out}" in text:
             self.w.line(text.replace("{out}", out).rstrip() + comment, origin)
         else:
