@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import struct
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -205,6 +206,43 @@ def crafted() -> list[tuple[str, bytes, str]]:
     cases.append(("bad structure json", with_header(h, data), "corrupted structure"))
     bools = with_header({"b": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x07")
     cases.append(("bool bytes", bools, "BOOL data"))
+    one = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    four = b"\0" * 4
+    for label, field, value, message in [
+        ("list dtype", "dtype", ["F32"], "unknown dtype"),  # was a TypeError (unhashable)
+        ("int dtype", "dtype", 3, "unknown dtype"),
+        ("bool in shape", "shape", [True], "invalid shape"),
+        ("float in shape", "shape", [1.0], "invalid shape"),
+        ("shape not a list", "shape", "1", "invalid shape"),
+        ("rank 65", "shape", [1] * 65, "invalid shape"),
+        ("dimension past int64", "shape", [2**63], "invalid shape"),
+        ("offsets reversed", "data_offsets", [4, 0], "invalid data_offsets"),
+        ("offsets past the file", "data_offsets", [0, 2**40], "truncated"),
+        ("offset past uint64", "data_offsets", [0, 2**70], "digits"),
+        ("three offsets", "data_offsets", [0, 2, 4], "invalid data_offsets"),
+    ]:
+        cases.append((label, with_header({"t": {**one, field: value}}, four), message))
+    cases.append(("entry not an object", with_header({"t": [1]}, four), "exactly dtype"))
+    cases.append(("metadata not an object", with_header({"__metadata__": 3}, b""),
+                  "__metadata__ must map"))
+    cases.append(("metadata value not a string",
+                  with_header({"__metadata__": {"format": 1}}, b""), "__metadata__ must map"))
+    deep = b"[" * 200_000 + b"]" * 200_000  # was a RecursionError
+    cases.append(("deeply nested header", struct.pack("<Q", len(deep)) + deep, "not valid"))
+    h = json.loads(json.dumps(header))
+    h["__metadata__"]["tracejit.v1"] = "[" * 200_000 + "]" * 200_000
+    cases.append(("deeply nested structure", with_header(h, data), "corrupted structure"))
+    h = json.loads(json.dumps(header))
+    nest: list = ["value", 1]
+    for _ in range(300):
+        nest = ["list", [nest]]
+    h["__metadata__"]["tracejit.v1"] = json.dumps(nest)
+    cases.append(("structure nested too deeply", with_header(h, data), "nested too deeply"))
+    dup = (b'{"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+           b'"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+    cases.append(("duplicated tensor", struct.pack("<Q", len(dup)) + dup + four, "duplicated"))
+    dup = b'{"t": {"dtype": "F32", "shape": [1], "shape": [1], "data_offsets": [0, 4]}}'
+    cases.append(("duplicated field", struct.pack("<Q", len(dup)) + dup + four, "duplicated"))
     return cases
 
 
@@ -251,3 +289,79 @@ def test_mismatched_checkpoint_leaves_the_model_untouched(tmp_path):
         m.load_state_dict(tj.load(cut))
     for k, v in snapshot(m).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def _huge_shape_file() -> bytes:
+    """A header whose shape holds thousands of 4000-digit integers: multiplying them out took
+    minutes (and then failed to print the product) before the shape was bounded."""
+    dims = ",".join(["9" * 4000] * 3000)
+    hb = ('{"t": {"dtype": "F32", "shape": [' + dims + '], "data_offsets": [0, 4]}}').encode()
+    return struct.pack("<Q", len(hb)) + hb + b"\0" * 4
+
+
+def test_huge_integers_in_a_shape_are_rejected_quickly():
+    raw = _huge_shape_file()
+    t0 = time.perf_counter()
+    with pytest.raises(SerializationError, match="digits"):
+        tj.load(io.BytesIO(raw))
+    assert time.perf_counter() - t0 < 0.5
+    # a sane rank with huge (but int64) dimensions: the element count is never multiplied out
+    hb = json.dumps({"t": {"dtype": "F32", "shape": [2**62] * 64,
+                           "data_offsets": [0, 4]}}).encode()
+    t0 = time.perf_counter()
+    with pytest.raises(SerializationError, match="needs more than the whole file"):
+        tj.load(io.BytesIO(struct.pack("<Q", len(hb)) + hb + b"\0" * 4))
+    assert time.perf_counter() - t0 < 0.5
+
+
+_JUNK = [None, True, -1, 0, 1, 2**31, 2**64, -(2**70), 1.5, float("inf"), "", "F32", "BOOL",
+         [], [0], [-1], [2**63], [[1]], ["x"], [0, 4], [4, 0], [0, 2**80], {}, {"a": 1},
+         [1] * 70]
+
+
+def _mutants(raw: bytes, rng: np.random.Generator):
+    """Truncations at every length, byte flips in and after the header, and JSON-level edits
+    that put junk in each field of each entry."""
+    for n in range(len(raw)):
+        yield raw[:n]
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    for _ in range(400):
+        b = bytearray(raw)
+        for _ in range(int(rng.integers(1, 4))):
+            i = int(rng.integers(0, min(len(b), 8 + hlen + 64)))
+            b[i] = int(rng.integers(0, 256))
+        yield bytes(b)
+    header, data = split(raw)
+    names = list(header)
+    for _ in range(400):
+        h = json.loads(json.dumps(header))
+        name = names[int(rng.integers(len(names)))]
+        if name == "__metadata__":
+            key = rng.choice(["format", "tracejit.v1", "extra"])
+            h[name][str(key)] = _JUNK[int(rng.integers(len(_JUNK)))] if rng.random() < 0.5 \
+                else json.dumps(_JUNK[int(rng.integers(len(_JUNK)))])
+        else:
+            field = str(rng.choice(["dtype", "shape", "data_offsets", "extra"]))
+            h[name][field] = _JUNK[int(rng.integers(len(_JUNK)))]
+        try:
+            yield with_header(h, data)
+        except ValueError:  # json.dumps refuses nothing here, but keep the fuzz total
+            continue
+
+
+def test_fuzzed_files_load_or_raise_serialization_error():
+    raw = good_bytes()
+    rng = np.random.default_rng(1234)
+    outcomes = {"ok": 0, "rejected": 0}
+    t0 = time.perf_counter()
+    for m in _mutants(raw, rng):
+        t = time.perf_counter()
+        try:
+            tj.load(io.BytesIO(m))
+            outcomes["ok"] += 1
+        except SerializationError:
+            outcomes["rejected"] += 1
+        # anything else (TypeError, RecursionError, ValueError, MemoryError) fails the test
+        assert time.perf_counter() - t < 1.0, m[:200]
+    assert outcomes["rejected"] > 1000 and outcomes["ok"] >= 1, outcomes
+    assert time.perf_counter() - t0 < 60

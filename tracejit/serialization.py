@@ -21,6 +21,8 @@ __all__ = ["save", "load", "SerializationError"]
 
 _FORMAT = "tracejit.v1"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+_MAX_RANK = 64  # NumPy's limit on dimensions
+_MAX_DIM = 2**63 - 1  # a dimension must fit an int64, as in torch
 # safetensors dtype names <-> tracejit dtypes (little-endian byte order on disk)
 _TO_ST = {dt.float16: "F16", dt.float32: "F32", dt.float64: "F64", dt.int32: "I32",
           dt.int64: "I64", dt.bool_: "BOOL"}
@@ -135,9 +137,10 @@ def load(f: str | os.PathLike | IO[bytes], map_location: Any = None, *,
         order = sorted(tensors, key=lambda k: header[k]["data_offsets"][0])
         return OrderedDict((k, tensors[k]) for k in order)
     try:
-        structure = json.loads(meta[_FORMAT])
-    except (ValueError, TypeError) as e:
-        raise SerializationError(f"{src}: corrupted structure metadata ({e})") from None
+        structure = _json(meta[_FORMAT])
+    except (ValueError, TypeError, RecursionError) as e:
+        raise SerializationError(f"{src}: corrupted structure metadata "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from None
     used: set[str] = set()
     out = _decode(structure, tensors, used, src, 0)
     if used != set(tensors):
@@ -149,6 +152,52 @@ def load(f: str | os.PathLike | IO[bytes], map_location: Any = None, *,
 
 def _fail(src: str, msg: str) -> SerializationError:
     return SerializationError(f"{src}: {msg}")
+
+
+def _short(x: Any) -> str:
+    """repr(x) cut to a readable length (a crafted header can hold huge values)."""
+    try:
+        r = repr(x)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"<{type(x).__name__} too large to show>"
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicated key {_short(k)}")
+        out[k] = v
+    return out
+
+
+def _header_int(text: str) -> int:
+    # a header's integers are dimensions and byte offsets: 20 digits hold any uint64. Stopping
+    # at the first longer one keeps a crafted header from costing minutes of int parsing
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"integer {text[:30]}... has {len(text)} digits (more than a 64-bit "
+                         "dimension or offset)")
+    return int(text)
+
+
+def _json(text: str, header: bool = False) -> Any:
+    """JSON that rejects duplicated keys (which one would win is unspecified elsewhere)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates,
+                      parse_int=_header_int if header else None)
+
+
+def _numel(shape: list[int], limit: int) -> int | None:
+    """The element count of `shape`, or None once it exceeds `limit` (without building a
+    huge integer)."""
+    if 0 in shape:
+        return 0
+    n = 1
+    for s in shape:
+        n *= s
+        if n > limit:
+            return None
+    return n
 
 
 def _read_header(data: bytes, src: str) -> tuple[dict[str, Any], int]:
@@ -163,9 +212,10 @@ def _read_header(data: bytes, src: str) -> tuple[dict[str, Any], int]:
         raise _fail(src, f"truncated file: header declares {n} bytes but only {len(data) - 8} "
                          "follow the length field")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _fail(src, f"corrupted header: not valid UTF-8 JSON ({e})") from None
+        header = _json(data[8:8 + n].decode("utf-8"), header=True)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise _fail(src, f"corrupted header: not valid UTF-8 JSON ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
     if not isinstance(header, dict):
         raise _fail(src, "corrupted header: the JSON header must be an object")
     meta = header.get("__metadata__")
@@ -183,22 +233,26 @@ def _read_tensors(header: dict[str, Any], data: bytes, start: int, src: str) -> 
             raise _fail(src, f"corrupted header: entry {name!r} must have exactly dtype, shape "
                              "and data_offsets")
         code, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
-        if code not in _FROM_ST:
-            hint = " (a dtype tracejit does not support)" if code in _OTHER_ST else ""
-            raise _fail(src, f"tensor {name!r} has unknown dtype {code!r}{hint}")
-        if not isinstance(shape, list) or not all(
-                type(s) is int and s >= 0 for s in shape):
-            raise _fail(src, f"tensor {name!r} has an invalid shape {shape!r}")
+        if not isinstance(code, str) or code not in _FROM_ST:
+            hint = " (a dtype tracejit does not support)" if isinstance(code, str) and \
+                code in _OTHER_ST else ""
+            raise _fail(src, f"tensor {name!r} has unknown dtype {_short(code)}{hint}")
+        if not (isinstance(shape, list) and len(shape) <= _MAX_RANK and all(
+                type(s) is int and 0 <= s <= _MAX_DIM for s in shape)):
+            raise _fail(src, f"tensor {name!r} has an invalid shape {_short(shape)} (at most "
+                             f"{_MAX_RANK} non-negative integer dimensions below 2**63)")
         if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
                 and 0 <= offs[0] <= offs[1]):
-            raise _fail(src, f"tensor {name!r} has invalid data_offsets {offs!r}")
-        want = math.prod(shape) * _FROM_ST[code].itemsize
-        if offs[1] - offs[0] != want:
-            raise _fail(src, f"tensor {name!r}: shape {shape} of {code} needs {want} bytes but "
-                             f"data_offsets span {offs[1] - offs[0]} (wrong shape or corrupted)")
+            raise _fail(src, f"tensor {name!r} has invalid data_offsets {_short(offs)}")
         if offs[1] > buf_len:
-            raise _fail(src, f"truncated file: tensor {name!r} ends at byte {offs[1]} of the "
-                             f"data section, which has only {buf_len} bytes")
+            raise _fail(src, f"truncated file: tensor {name!r} ends at byte {_short(offs[1])} "
+                             f"of the data section, which has only {buf_len} bytes")
+        size = _FROM_ST[code].itemsize
+        numel = _numel(shape, buf_len // size)
+        if numel is None or numel * size != offs[1] - offs[0]:
+            need = "more than the whole file" if numel is None else f"{numel * size} bytes"
+            raise _fail(src, f"tensor {name!r}: shape {_short(shape)} of {code} needs {need} but "
+                             f"data_offsets span {offs[1] - offs[0]} (wrong shape or corrupted)")
         spans.append((offs[0], offs[1], name))
     spans.sort()
     at = 0
