@@ -27,7 +27,11 @@ FLAGS: dict[str, Flag] = {
         Flag("check", False, "TRACEJIT_CHECK=1: run eager beside compiled code and raise on the "
              "first diverging IR node."),
         Flag("cache_dir", "", "TRACEJIT_CACHE_DIR: where compiled programs are cached on disk "
-             "(default: the platform's user cache directory, ~/.cache/tracejit)."),
+             "(default: the platform's user cache directory, ~/.cache/tracejit). Used only when "
+             "it is owned by you and not writable by group or others (created 0700); otherwise "
+             "one warning and compiled code stays in memory."),
+        Flag("disk_cache", True, "TRACEJIT_DISK_CACHE=0: never read or write the disk cache; "
+             "compiled code stays in memory (every new process compiles again)."),
         Flag("driver", "python", "TRACEJIT_DRIVER=python|native|auto: how a compiled graph "
              "calls its kernels. python (default): a Python driver over shared njit kernels, so "
              "compile time depends only on the distinct kernels; native: one njit driver (Numba "
