@@ -1,7 +1,10 @@
 """Differential fuzzing: random chains of registered ops (elementwise, broadcasting, reductions,
-movement, matmul, indexing), with and without backward, run eagerly and under @jit (the
-trace, then compiled code on fresh inputs). A bounded number of examples runs in CI; set
-TRACEJIT_FUZZ_EXAMPLES for a longer hunt."""
+movement and views, matmul, indexing), with and without backward, on inputs that may hold
+special values (NaN, infinities, -0, denormals, the largest floats), run eagerly and under @jit
+(the trace, then compiled code on fresh inputs). The jitted function also returns views of
+its intermediate values, and every output is checked after the later calls too, so a buffer
+that a later call (or the same call's backward) overwrites is caught. A bounded number of
+examples runs in CI; set TRACEJIT_FUZZ_EXAMPLES for a longer hunt."""
 
 from __future__ import annotations
 
@@ -44,6 +47,13 @@ STEPS: dict[str, Callable[[T, T], T]] = {
     "gather_row": lambda h, a: h.gather(1, tj.zeros(h.shape, dtype=tj.int64)) + h,
     "layernormish": lambda h, a: (h - h.mean(-1, keepdim=True)) * (h.var(-1, keepdim=True)
                                                                    + 1e-3).rsqrt(),
+    # views: a non-contiguous transpose read by later ops, a slice, a broadcast row
+    "transpose_view": lambda h, a: (h.t() * 2).t(),
+    "slice_view": lambda h, a: h[:, : h.shape[1]] - h[:1],
+    "expand_row": lambda h, a: h[:1].expand(h.shape) + h,
+    "col_broadcast": lambda h, a: h * h.sum(1, keepdim=True).tanh(),
+    "amin_keep": lambda h, a: h - h.amin(0, keepdim=True),
+    "clamp_relu": lambda h, a: h.clamp(-1, 1).relu() + h.clamp(min=0),
 }
 NAMES = sorted(STEPS)
 EXAMPLES = int(os.environ.get("TRACEJIT_FUZZ_EXAMPLES", "12"))
@@ -55,17 +65,25 @@ def _program(chain: list[str], backward: bool) -> Callable[..., Any]:
         for name in chain:
             h = STEPS[name](h, a)
         if not backward:
-            return h
+            return h, h.reshape(-1)
         loss = (h * h).sum()
         gx, ga = tj.autograd.grad(loss, [x, a], allow_unused=True, materialize_grads=True)
-        return h, gx, ga
+        return h, h.reshape(-1), gx, ga
 
     return run
 
 
+SPECIAL = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 3.4e38, -3.4e38],
+                   np.float32)
+
+
 def _inputs(rng: np.random.Generator, rows: int, cols: int, aux_rows: int,
-            grad: bool) -> tuple[T, T]:
-    x = tj.tensor(rng.uniform(-1.5, 1.5, (rows, cols)).astype(np.float32), requires_grad=grad)
+            grad: bool, special: bool) -> tuple[T, T]:
+    xs = rng.uniform(-1.5, 1.5, (rows, cols)).astype(np.float32)
+    if special:  # a few entries replaced by special values
+        hit = rng.random(xs.shape) < 0.3
+        xs[hit] = rng.choice(SPECIAL, int(hit.sum()))
+    x = tj.tensor(xs, requires_grad=grad)
     a = tj.tensor(rng.uniform(-1.5, 1.5, (aux_rows, cols)).astype(np.float32), requires_grad=grad)
     return x, a
 
@@ -78,19 +96,34 @@ def _flat(o: Any) -> list[T]:
           suppress_health_check=[HealthCheck.too_slow])
 @given(chain=st.lists(st.sampled_from(NAMES), min_size=1, max_size=5),
        rows=st.integers(1, 5), cols=st.integers(2, 6), broadcast_aux=st.booleans(),
-       backward=st.booleans(), seed=st.integers(0, 2**16))
+       backward=st.booleans(), special=st.booleans(), seed=st.integers(0, 2**16))
 def test_random_chains_jit_matches_eager(chain: list[str], rows: int, cols: int,
-                                         broadcast_aux: bool, backward: bool, seed: int) -> None:
+                                         broadcast_aux: bool, backward: bool, special: bool,
+                                         seed: int) -> None:
     rng = np.random.default_rng(seed)
     aux_rows = 1 if broadcast_aux else rows
     fn = _program(chain, backward)
     jf = tj.jit(fn)
+    kept: list[tuple[list[T], list[np.ndarray]]] = []
     for call in range(3):
-        x, a = _inputs(rng, rows, cols, aux_rows, backward)
+        x, a = _inputs(rng, rows, cols, aux_rows, backward, special)
         got = _flat(jf(x, a))
         want = _flat(fn(x, a))
         for g, w in zip(got, want):
             np.testing.assert_allclose(g.detach().numpy(), w.detach().numpy(), rtol=2e-4,
                                        atol=2e-5, err_msg=f"chain={chain} call={call + 1}")
+        # outputs never share memory unless eager's do (h and h.reshape(-1) may: reshape is a
+        # view or a copy depending on the layout, in torch too)
+        for i, g in enumerate(got):
+            for j, o in enumerate(got[:i]):
+                if (j, i) != (0, 1) and np.shares_memory(g.detach().numpy(), o.detach().numpy()):
+                    assert np.shares_memory(want[i].detach().numpy(), want[j].detach().numpy()), \
+                        f"chain={chain} call={call + 1}: outputs {j} and {i} share memory"
+        kept.append((got, [g.detach().numpy().copy() for g in got]))
+    for call, (got, values) in enumerate(kept):  # nothing a call returned changed later
+        for g, v in zip(got, values):
+            np.testing.assert_array_equal(g.detach().numpy(), v,
+                                          err_msg=f"chain={chain}: output of call {call + 1} "
+                                          "was overwritten by a later call")
     info = jf.cache_info()
     assert info.traces == 1 and info.fallbacks == 0, (chain, info, str(jf.explain()))
