@@ -135,7 +135,11 @@ def softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
 def log_softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
     x = _float_only("log_softmax", x, dtype)
     d = norm_dim("log_softmax", dim, x.ndim)
-    return x - x.logsumexp(d, keepdim=True)
+    # (x - max) - log(sum(exp(x - max))), as torch: x - logsumexp(x) would lose everything to
+    # rounding when the max is huge (a row [max, max] gave 0, not -log 2), and a row holding
+    # +inf or only -inf is NaN, as in torch
+    shifted = x - x.detach().amax(d, keepdim=True)
+    return shifted - shifted.exp().sum(d, keepdim=True).log()
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:

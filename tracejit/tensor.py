@@ -409,7 +409,8 @@ class Tensor:
                     else q.dtype) if self._dtype.category == 1 else q
 
     def trunc(self) -> Tensor:
-        return self.sign() * self.abs().floor()
+        # toward zero, keeping the sign of zero (trunc(-0.5) and trunc(-0.0) are -0.0)
+        return self.ceil().where(self < 0, self.floor())
 
     true_divide = div
     multiply = mul

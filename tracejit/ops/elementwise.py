@@ -131,8 +131,10 @@ rsqrt_op = unary("rsqrt", _rsqrt, lambda c, g: (g * c.out.pow(3) * -0.5,), "rsqr
                  saves=("out",))
 abs_op = unary("abs", np.abs, lambda c, g: (g * c.inputs[0].sign(),), "abs({0})", saves=(0,),
                result="same")  # abs: gradient 0 at x == 0, as torch (sign(0) == 0)
-sin_op = unary("sin", np.sin, lambda c, g: (g * c.inputs[0].cos(),), "sin({0})", saves=(0,))
-cos_op = unary("cos", np.cos, lambda c, g: (-g * c.inputs[0].sin(),), "cos({0})", saves=(0,))
+sin_op = unary("sin", _quiet(np.sin), lambda c, g: (g * c.inputs[0].cos(),), "sin({0})",
+               saves=(0,))
+cos_op = unary("cos", _quiet(np.cos), lambda c, g: (-g * c.inputs[0].sin(),), "cos({0})",
+               saves=(0,))
 tanh_op = unary("tanh", np.tanh, lambda c, g: (g * (1 - c.out * c.out),), "tanh({0})",
                 saves=("out",))
 sigmoid_op = unary("sigmoid", _sigmoid, lambda c, g: (g * c.out * (1 - c.out),),
@@ -140,10 +142,20 @@ sigmoid_op = unary("sigmoid", _sigmoid, lambda c, g: (g * c.out * (1 - c.out),),
 erf_op = unary("erf", _erf,
                lambda c, g: (g * (c.inputs[0] * c.inputs[0] * -1).exp() * 1.1283791670955126,),
                "erf({0})", saves=(0,))
+def _sign(x: np.ndarray) -> np.ndarray:
+    out = np.sign(x)
+    if x.dtype.kind == "f":  # torch: sign(nan) is 0 (NumPy's is nan)
+        out = np.where(np.isnan(out), x.dtype.type(0), out)
+    return out
+
+
+# On a tie (-0.0 vs +0.0) NumPy's maximum/minimum return the second operand, in every loop,
+# as torch's vectorised loops do (its scalar loops return the first). So relu and clamp pass x
+# second: relu(-0.0) is -0.0 and clamp keeps x on a tie, as in torch.
 # relu: gradient 0 at x == 0, as torch
-relu_op = unary("relu", lambda x: np.maximum(x, x.dtype.type(0)),
+relu_op = unary("relu", lambda x: np.maximum(x.dtype.type(0), x),
                 lambda c, g: (g * (c.out > 0),), "relu({0})", saves=("out",), result="same")
-sign_op = unary("sign", np.sign, lambda c, g: (g * 0,), "sign({0})", result="same")
+sign_op = unary("sign", _sign, lambda c, g: (g * 0,), "sign({0})", result="same")
 floor_op = unary("floor", np.floor, lambda c, g: (g * 0,), "floor({0})", result="same")
 ceil_op = unary("ceil", np.ceil, lambda c, g: (g * 0,), "ceil({0})", result="same")
 # round: half to even, as torch and NumPy
@@ -174,9 +186,9 @@ def _clamp_infer(ops: Sequence[Operand], *, min: Any, max: Any) -> TensorType:
 def _clamp_eager(x: np.ndarray, *, min: Any, max: Any) -> np.ndarray:
     out = x
     if min is not None:
-        out = np.maximum(out, x.dtype.type(min))
+        out = np.maximum(x.dtype.type(min), out)
     if max is not None:
-        out = np.minimum(out, x.dtype.type(max))
+        out = np.minimum(x.dtype.type(max), out)
     return out if out is not x else x.copy()
 
 

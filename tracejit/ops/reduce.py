@@ -99,10 +99,13 @@ sum_op = defop("sum", R, infer=_rule("sum", "sum"), eager=_np_reduce(np.sum, Tru
                vjp=_sum_vjp, reduce=ReduceSpec("0", "{acc} + {0}"))
 prod_op = defop("prod", R, infer=_rule("prod", "sum"), eager=_np_reduce(np.prod, True),
                 attrs=RA, vjp=_prod_vjp, saves=(0,), reduce=ReduceSpec("1", "{acc} * {0}"))
+# amax/amin: NaN propagates (torch, NumPy): the scalar maximum/minimum, not Python's max/min
 amax_op = defop("amax", R, infer=_rule("amax", "nonempty"), eager=_np_reduce(np.max), attrs=RA,
-                vjp=_extreme_vjp, saves=(0, "out"), reduce=ReduceSpec("-inf", "max({acc}, {0})"))
+                vjp=_extreme_vjp, saves=(0, "out"),
+                reduce=ReduceSpec("-inf", "maximum({acc}, {0})"))
 amin_op = defop("amin", R, infer=_rule("amin", "nonempty"), eager=_np_reduce(np.min), attrs=RA,
-                vjp=_extreme_vjp, saves=(0, "out"), reduce=ReduceSpec("inf", "min({acc}, {0})"))
+                vjp=_extreme_vjp, saves=(0, "out"),
+                reduce=ReduceSpec("inf", "minimum({acc}, {0})"))
 all_op = defop("all", R, infer=_rule("all", "bool"), eager=_np_reduce(np.all), attrs=RA,
                differentiable=False, reduce=ReduceSpec("True", "{acc} and {0}"))
 any_op = defop("any", R, infer=_rule("any", "bool"), eager=_np_reduce(np.any), attrs=RA,

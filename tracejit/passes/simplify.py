@@ -3,6 +3,8 @@ reshape of reshape and permute of permute composed. Only rewrites that keep the 
 
 from __future__ import annotations
 
+import math
+
 from ..ir.graph import Const, Graph, Node, Operand, Value, substitute
 from ..ops import REGISTRY as R
 from .cse import rewrite
@@ -17,8 +19,9 @@ def _identity_input(n: Node) -> Operand | None:
     name = n.name
     if name in _IDENTITY_RIGHT and len(ins) == 2:
         a, b = ins
+        # x - (-0.0) is not x: for x = -0.0 it is +0.0
         if isinstance(b, Const) and b.value == _IDENTITY_RIGHT[name] and isinstance(a, Value) \
-                and a.type == n.out.type:
+                and a.type == n.out.type and math.copysign(1, b.value) > 0:
             return a
         if name in _IDENTITY_LEFT and isinstance(a, Const) and a.value == _IDENTITY_LEFT[name] \
                 and isinstance(b, Value) and b.type == n.out.type:
