@@ -5,7 +5,6 @@ the number of distinct kernels, not with the size of the graph. Never imports te
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import warnings
@@ -33,7 +32,7 @@ from tracejit.kernels.cpu.contract import matmul2d, matmul_batched, as_blas  # n
 from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first, put_first  # noqa
 from tracejit.kernels.cpu.index import check_range, check_target  # noqa: F401
 """
-JIT = '@numba.njit(cache=True, error_model="numpy")'
+JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
 
 
 @dataclass
@@ -357,21 +356,56 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
     return src, list(gen.kernels.values()), gen.consts, fname
 
 
-def _clear_numba_cache(module_path: str) -> None:
-    stem = os.path.splitext(os.path.basename(module_path))[0]
-    for f in glob.glob(os.path.join(os.path.dirname(module_path), "__pycache__", stem + ".*")):
-        try:
-            os.unlink(f)
-        except OSError:
-            pass
-
-
 def _report_and_clear(fname: str, kernels: list[Kernel], e: Exception) -> None:
-    warnings.warn(f"tracejit: the compiled cache of {fname} could not be loaded "
-                  f"({type(e).__name__}: {e}); rebuilding it", RuntimeWarning, stacklevel=3)
+    cache._warn(f"tracejit: the compiled cache of {fname} could not be loaded "
+                f"({type(e).__name__}: {str(e)[:200]}); rebuilding it")
     for name in [fname] + [k.name for k in kernels]:
-        _clear_numba_cache(cache.module_path(name))
-        cache.forget(name)
+        cache.discard(name)
+
+
+def _raised_in(e: BaseException, where: str) -> bool:
+    """Did `e` (or an exception it was raised from) pass through a file under `where`?"""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        tb = x.__traceback__
+        while tb is not None:
+            if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(where):
+                return True
+            tb = tb.tb_next
+        x = x.__cause__ or x.__context__
+    return False
+
+
+_NUMBA_DIR = os.path.dirname(os.path.abspath(numba.__file__)) + os.sep
+_NUMBA_CACHING = os.path.join(_NUMBA_DIR, "core", "caching.py")
+
+
+def _not_compiled(fname: str, e: Exception) -> UnsupportedError | None:
+    """An error Numba raised while compiling (not one of tracejit's own), as the reason the
+    graph runs eagerly: one short line, never Numba's traceback."""
+    if not (isinstance(e, numba.core.errors.NumbaError) or _raised_in(e, _NUMBA_DIR)):
+        return None
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return UnsupportedError(f"Numba could not compile {fname}: {type(e).__name__}: {first}")
+
+
+def _check_dtypes(g: Graph) -> None:
+    """Numba has no float16 on CPU (not even as an array element type): such graphs run
+    eagerly (NumPy's float16) rather than failing inside Numba."""
+    def values(nodes: Any) -> Any:
+        for n in nodes:
+            yield from n.outs
+            body = n.attrs.get("body")
+            if isinstance(body, Region):
+                yield from body.params
+                yield from values(body.nodes)
+
+    for v in [*g.params, *values(g.nodes)]:
+        if v.type.dtype.np == np.float16:
+            raise UnsupportedError("float16 is not compiled on CPU (Numba has no float16 "
+                                   "type); compute in float32 (x.float()) to compile")
 
 
 def compile_graph(g: Graph, snapshot: bool = False) -> Program:
@@ -379,6 +413,7 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
     mode), a Python driver that takes one more argument, a list, and appends to it a copy of
     every node's results as they are computed."""
     native = use_native_driver(g) and not snapshot
+    _check_dtypes(g)
     plan = make_plan(g)
     verify_plan(g, plan)
     src, kernels, consts, fname = generate(g, native, plan, snapshot)
@@ -405,9 +440,14 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
             raise UnsupportedError(f"Numba could not compile {fname}: "
                               f"{str(e).splitlines()[0]}") from None
         except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
-            if attempt:
+            if not attempt and _raised_in(e, _NUMBA_CACHING):
+                _report_and_clear(fname, kernels, e)
+                continue
+            err = _not_compiled(fname, e)
+            if err is None:
                 raise
-            _report_and_clear(fname, kernels, e)
+            raise err from None
+    cache.seal([fname] + [k.name for k in kernels])
     # no new miss: the machine code came from Numba's disk cache (or this process had it)
     from_disk = sum(fn.stats.cache_misses.values()) == misses
     return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels], plan=plan)
@@ -437,9 +477,14 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel],
             raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
                                    f"{str(e).splitlines()[0]}") from None
         except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
-            if attempt:
+            if not attempt and _raised_in(e, _NUMBA_CACHING):
+                _report_and_clear(fname, kernels, e)
+                continue
+            err = _not_compiled(fname, e)
+            if err is None:
                 raise
-            _report_and_clear(fname, kernels, e)
+            raise err from None
+    cache.seal([k.name for k in kernels])
     after = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     return Program(fname, src, fn, from_disk=after == before,
                    kernels=[k.name for k in kernels], native=False)
