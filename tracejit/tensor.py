@@ -808,7 +808,11 @@ class Tensor:
         d = norm_dim("index_select", dim, self.ndim)
         if index.ndim > 1:
             raise ArgError("index_select: index must be 0-d or 1-d")
-        return self._index(index.reshape(-1), dims=(d,))
+        # torch: no negative indices here (x[idx] accepts them); see ops/index.py check_index
+        idx = dispatch(R["check_index"], (index.reshape(-1),), {
+            "size": self.shape[d], "negative": False, "ignore": None, "op": "index_select",
+            "style": "range", "dim": d})
+        return self._index(idx, dims=(d,))
 
     def __getitem__(self, key: Any) -> Tensor:
         from .indexing import getitem
