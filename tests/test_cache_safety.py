@@ -346,3 +346,16 @@ def test_an_error_inside_numba_falls_back_without_blaming_the_cache(
     numba_msgs = [m for m in msgs if "Numba could not compile" in m]
     assert len(numba_msgs) == 1 and "float16" in numba_msgs[0], msgs
     assert len(numba_msgs[0]) < 400 and "Traceback" not in numba_msgs[0]
+
+
+def test_kernel_names_change_with_the_kernel_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Numba's cache does not follow a kernel's calls into kernels/cpu/scalar.py: a changed
+    # helper there must give every kernel a new name, or the old machine code would run
+    from tracejit.codegen.cpu import _named
+    from tracejit.runtime import cache
+
+    cache.content_hash("")  # computes the library digest
+    before = _named("k", "def KERNEL(x):\n    return x\n", "id").name
+    monkeypatch.setattr(cache, "_LIBRARY", "a different kernels/cpu")
+    after = _named("k", "def KERNEL(x):\n    return x\n", "id").name
+    assert before != after

@@ -78,7 +78,7 @@ def _index(rank_out: int, t: Any) -> str:
 
 
 def _named(prefix: str, body: str, hint: str) -> Kernel:
-    digest = hashlib.sha1((PRELUDE + body).encode()).hexdigest()[:10]
+    digest = cache.content_hash(PRELUDE + body)[:10]  # (salted with kernels/cpu's source)
     name = f"{prefix}{digest}_{hint}"[:60]
     return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 

@@ -204,10 +204,31 @@ def _numba_cache_dirs(mod: types.ModuleType) -> set[str]:
 # ---- loading ------------------------------------------------------------------------------------
 
 
+def _library_digest() -> str:
+    """Hash of the hand-written kernels generated code calls (tracejit.kernels.cpu): Numba's
+    cache does not follow calls into another module, so a changed `relu` there must change
+    the name of every kernel compiled against the old one."""
+    from ..kernels import cpu as library
+
+    h = hashlib.sha256()
+    folder = os.path.dirname(os.path.abspath(library.__file__))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+_LIBRARY: str | None = None
+
+
 def content_hash(text: str) -> str:
     """Hash of generated source plus everything that changes what it compiles to."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = _library_digest()
     h = hashlib.sha256()
-    for part in (text, VERSION, numba.__version__, _CPU, sys.version):
+    for part in (text, VERSION, numba.__version__, _CPU, sys.version, _LIBRARY):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
