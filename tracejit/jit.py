@@ -5,9 +5,13 @@ compiles it when the same entry is met again. Also explain(), ir(), source(), ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import inspect
+import os
+import sys
+import types
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,12 +21,14 @@ import numpy as np
 
 from .autograd import OpNode
 from .dispatch import STATE, user_location
+from .errors import _SKIP as _INTERNAL
 from .flags import get as get_flag
 from .ir.printer import print_graph
 from .passes import run_pipeline
 from .runtime.entry import Entry
 from .runtime.log import log
 from .tensor import Tensor
+from .trace.pystate import PythonStateWatcher
 from .trace.tracer import Tracer, TraceResult
 
 
@@ -52,8 +58,54 @@ class JitWarning(UserWarning):
     pass
 
 
-def _flatten(obj: Any, path: str, flat: list[Any], names: list[str], key: list[Any]) -> None:
-    """Flatten arguments into tensors/leaves, and build the hashable part of the guard key."""
+def _warn(msg: str) -> None:
+    """A JitWarning pointing at the user's line: the innermost frame outside tracejit (a fixed
+    stacklevel points elsewhere, or at sys:1, when the call comes through a method, a module
+    or another path)."""
+    f: Any = sys._getframe(1)
+    while f is not None and (os.path.abspath(f.f_code.co_filename).startswith(_INTERNAL)
+                             or f.f_code.co_filename.startswith("<frozen")):
+        f = f.f_back
+    if f is None:
+        warnings.warn(msg, JitWarning, stacklevel=2)
+        return
+    g = f.f_globals
+    registry = g.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(msg, JitWarning, f.f_code.co_filename, f.f_lineno,
+                           module=g.get("__name__"), registry=registry, module_globals=g)
+
+
+_MAX_DEPTH = 4  # objects nested deeper than this inside an argument are keyed by identity
+_MAX_ATTRS = 64
+_by_contents: dict[type, bool] = {}  # type -> flattened by its attributes (else by identity)
+
+
+def _contents_type(tp: type) -> bool:
+    r = _by_contents.get(tp)
+    if r is None:
+        from .creation import Generator
+        from .nn.module import Module
+        from .optim.optimizer import Optimizer
+
+        by_id = (Module, Optimizer, Generator, type, types.FunctionType, types.MethodType,
+                 types.BuiltinFunctionType, types.ModuleType, functools.partial, np.ndarray,
+                 contextlib.AbstractContextManager)
+        mod = getattr(tp, "__module__", None) or "builtins"
+        r = (not issubclass(tp, by_id) and mod != "builtins"
+             # schedulers and data loaders hold an optimizer or iteration state: identity
+             and not mod.startswith(("tracejit.optim", "tracejit.utils"))
+             and (dataclasses.is_dataclass(tp) or "__dict__" in dir(tp)))
+        _by_contents[tp] = r
+    return r
+
+
+def _flatten(obj: Any, path: str, flat: list[Any], names: list[str], key: list[Any],
+             depth: int = 0) -> None:
+    """Flatten arguments into tensors/leaves, and build the hashable part of the guard key.
+    Plain objects (dataclasses, classes with a __dict__) are flattened by their attributes, so
+    a new object each call with the same structure hits the same entry with its own tensors;
+    modules, optimizers and other objects are keyed by identity and put in `flat`, where the
+    entry holds them alive (so their id cannot be reused by another object)."""
     if type(obj) is Tensor or isinstance(obj, Tensor):
         flat.append(obj)
         names.append(path)
@@ -63,14 +115,34 @@ def _flatten(obj: Any, path: str, flat: list[Any], names: list[str], key: list[A
     elif isinstance(obj, (tuple, list)):
         key.append((type(obj), len(obj)))
         for i, x in enumerate(obj):
-            _flatten(x, f"{path}[{i}]", flat, names, key)
+            _flatten(x, f"{path}[{i}]", flat, names, key, depth)
     elif isinstance(obj, dict):
         key.append((dict, tuple(obj.keys())))
         for k, x in obj.items():
-            _flatten(x, f"{path}[{k!r}]", flat, names, key)
+            _flatten(x, f"{path}[{k!r}]", flat, names, key, depth)
+    elif isinstance(obj, np.generic):
+        key.append((type(obj), obj.item()))
     else:
-        # modules, optimizers and other objects are used by identity
-        key.append(("id", id(obj)))
+        attrs = _attributes(obj) if depth < _MAX_DEPTH else None
+        if attrs is None:
+            flat.append(obj)
+            names.append(path)
+            key.append(("id", id(obj)))
+        else:
+            key.append((type(obj), tuple(attrs)))
+            for k, x in attrs.items():
+                _flatten(x, f"{path}.{k}", flat, names, key, depth + 1)
+
+
+def _attributes(obj: Any) -> dict[str, Any] | None:
+    if not _contents_type(type(obj)):
+        return None
+    d = getattr(obj, "__dict__", None)
+    if type(d) is not dict:
+        if not dataclasses.is_dataclass(obj):
+            return None
+        d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return d if len(d) <= _MAX_ATTRS else None
 
 
 def _describe_key_change(old: tuple, new: tuple, names: list[str]) -> str:
@@ -140,7 +212,7 @@ class JitFunction:
                         self._stats["hits"] += 1  # the fast path: compiled and unchecked
                         return e.run(flat)
                     return self._run(e, flat, args, kwargs)
-                self._changes[failed.describe()] += 1
+                self._changes[failed.reason()] += 1
         elif self._last_key is not None and self._entries:
             self._changes[_describe_key_change(self._last_key, k, names)] += 1
         self._last_key = k
@@ -180,21 +252,30 @@ class JitFunction:
                f"{reason}")
         self._events.append(msg)
         log("recompiles", msg)
-        warnings.warn(msg, JitWarning, stacklevel=4)
+        _warn(msg)
 
     def _trace(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
                kwargs: dict) -> Any:
         tracer = Tracer(self.name, _tensor_names(self.fn, args))
         tracer.add_inputs(flat, names)
-        self._stats["traces"] += 1
-        if self._stats["traces"] > 1:
-            log("recompiles", f"{self.name}: tracing again ({self._stats['traces']}), at "
-                f"{user_location()}")
+        held = [a for a in flat if not isinstance(a, Tensor)]  # keyed by id: kept alive
+        for a in held:
+            if hasattr(a, "named_modules") and hasattr(a, "_parameters"):
+                tracer.use_module(a)  # a module argument: its attributes are guarded too
+        owner = self.fn if self._is_module else getattr(self.fn, "__self__", None)
+        if hasattr(owner, "_parameters") and hasattr(owner, "named_modules"):
+            tracer.use_module(owner)  # the jitted module, or the module of a bound method
+        n = self._stats["traces"] + 1
+        if n > 1:
+            log("recompiles", f"{self.name}: tracing again ({n}), at {user_location()}")
         STATE.tracer = tracer
         try:
-            out = self.fn(*args, **kwargs)
+            with PythonStateWatcher(tracer, self.fn):
+                out = self.fn(*args, **kwargs)
         finally:
             STATE.tracer = None
+        # counted only once the function returned: a call that raises is not a (re)trace
+        self._stats["traces"] = n
         result = tracer.finish(out)
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
@@ -202,7 +283,7 @@ class JitFunction:
             if not self.fallback:
                 raise RuntimeError(f"tracejit: {self.name} cannot be compiled (fallback=False): "
                                    + "; ".join(map(str, result.breaks)))
-            entry = Entry(result, result.graph, failed="graph break")
+            entry = Entry(result, result.graph, failed="graph break", held=held)
             self._entries.setdefault(k, []).append(entry)
             return out
         keep = _alive_ids(out, result, tracer)
@@ -219,7 +300,7 @@ class JitFunction:
             log("recompiles", f"{self.name}: {note}")
             return out
         graph = run_pipeline(result.graph)
-        entry = Entry(result, graph, backward=backward)
+        entry = Entry(result, graph, backward=backward, held=held)
         self._entries.setdefault(k, []).append(entry)
         log("ir", f"{self.name}:\n{print_graph(graph)}")
         return out
@@ -296,8 +377,7 @@ class JitFunction:
                 self._warned.add(text)
                 self._events.append(text)
                 log("graph_breaks", text)
-                warnings.warn(f"tracejit: {text}; this call runs eagerly", JitWarning,
-                              stacklevel=4)
+                _warn(f"tracejit: {text}; this call runs eagerly")
 
     def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
         if e.failed:
@@ -327,7 +407,7 @@ class JitFunction:
             text = f"graph break in {self.name}: {exc}"
             self._events.append(text)
             log("graph_breaks", text)
-            warnings.warn(f"tracejit: {text}; it runs eagerly", JitWarning, stacklevel=5)
+            _warn(f"tracejit: {text}; it runs eagerly")
             return
         e.program = prog
         e.source_text = prog.source
@@ -350,11 +430,8 @@ class JitFunction:
                           "(twice to compile)")
 
     def ir(self, *args: Any, **kwargs: Any) -> str:
-        """The optimised IR for these inputs, as text, with the buffer plan it compiles with."""
-        from .ir.plan import make_plan
-
-        g = self._entry_for(args, kwargs).graph
-        return print_graph(g, plan=make_plan(g))
+        """The optimised IR for these inputs, as text."""
+        return print_graph(self._entry_for(args, kwargs).graph)
 
     def source(self, *args: Any, **kwargs: Any) -> str:
         """The generated Numba source for these inputs (compiling it if needed)."""

@@ -13,6 +13,7 @@ from ..autograd import no_grad
 from ..creation import as_tensor
 from ..dispatch import STATE
 from ..tensor import Tensor
+from ..trace.sources import MODULE_EPOCH
 from .parameter import Buffer, Parameter
 
 
@@ -102,6 +103,9 @@ class Module:
 
     # ---- calling, hooks --------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = STATE.tracer
+        if tracer is not None:
+            tracer.use_module(self)  # under @jit: guard that its attributes stay as traced
         if not (self._forward_hooks or self._forward_pre_hooks):
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
@@ -147,7 +151,18 @@ class Module:
         return h
 
     # ---- registration ----------------------------------------------------------------------------
+    def _jit_changed(self, name: str) -> None:
+        """An attribute was (re)assigned: @jit entries that used this module retrace (their
+        ModuleVersionsGuard). Not called for `training` (its own guard, flipped every epoch) or
+        for in-place tensor updates and .grad writes, so training steps do not retrace."""
+        d = self.__dict__
+        d["_jit_version"] = d.get("_jit_version", 0) + 1
+        d["_jit_last_set"] = name
+        MODULE_EPOCH[0] += 1
+
     def __setattr__(self, name: str, value: Any) -> None:
+        if name != "training":
+            self._jit_changed(name)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -198,6 +213,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        self._jit_changed(name)
         for key in ("_parameters", "_buffers", "_modules"):
             if name in self.__dict__[key]:
                 del self.__dict__[key][name]
@@ -224,6 +240,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
                             f"'{name}' (tracejit.nn.Parameter or None required)")
+        self._jit_changed(name)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -233,6 +250,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer "
                             f"'{name}' (tracejit.Tensor or None required)")
+        self._jit_changed(name)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -243,6 +261,7 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         self._check_name(name, "module")
+        self._jit_changed(name)
         self._modules[name] = module
 
     register_module = add_module
@@ -356,6 +375,7 @@ class Module:
     def _apply_to_tensors(self, convert: Callable[[Tensor], Tensor]) -> Module:
         # in place on each Parameter object, so optimizers holding them stay valid (as torch)
         for m in self.modules():
+            m._jit_changed("<dtype or device of its tensors>")
             for p in m._parameters.values():
                 if p is None:
                     continue

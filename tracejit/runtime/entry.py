@@ -30,6 +30,9 @@ class Entry:
     source_text: str = ""
     backward: Any = None  # runtime.backward.BackwardInfo when outputs need a grad_fn
     notes: list[str] = field(default_factory=list)
+    # argument objects keyed by id() (modules, optimizers, ...): held so that, while this
+    # entry exists, no other object can be born at the same address and match its key
+    held: list[Any] = field(default_factory=list)
 
     @property
     def breaks(self) -> list[GraphBreak]:

@@ -82,6 +82,10 @@ class Guard:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def reason(self) -> str:
+        """Why a failed guard failed (what changed), for explain() and the max_traces warning."""
+        return self.describe()
+
 
 @dataclass(frozen=True, eq=False)
 class TensorMetaGuard(Guard):
@@ -140,3 +144,163 @@ class AttrGuard(Guard):
 
     def describe(self) -> str:
         return f"{type(self.obj).__name__}.{self.attr} == {self.value!r}"
+
+
+# ---- Python state the trace read (globals, closure cells, module attributes) ---------------------
+
+# bumped by every attribute assignment on any nn.Module (Module.__setattr__): while it has not
+# moved since a ModuleVersionsGuard last held, none of its modules can have changed
+MODULE_EPOCH = [0]
+
+_MISSING = object()
+
+
+class PyGuard(Guard):
+    """A guard on Python state outside the arguments. `reason()` says what changed."""
+
+    def reason(self) -> str:
+        return f"{self.describe()} no longer holds"
+
+
+class GlobalGuard(PyGuard):
+    """A scalar global read by a function the trace entered; its value is baked into the
+    graph, so a new value retraces."""
+
+    __slots__ = ("namespace", "name", "value", "where")
+
+    def __init__(self, namespace: dict, name: str, value: Any, where: str) -> None:
+        self.namespace, self.name, self.value, self.where = namespace, name, value, where
+
+    def check(self, flat: list[Any]) -> bool:
+        v = self.namespace.get(self.name, _MISSING)
+        return v is self.value or (type(v) is type(self.value) and v == self.value)
+
+    def describe(self) -> str:
+        return f"global {self.name} == {self.value!r} (read in {self.where})"
+
+    def reason(self) -> str:
+        v = self.namespace.get(self.name, _MISSING)
+        now = "deleted" if v is _MISSING else repr(v)
+        return f"global {self.name} changed ({self.value!r} -> {now}, read in {self.where})"
+
+
+class GlobalIdentityGuard(PyGuard):
+    """A global that held a tensor or a module the trace used still holds that object."""
+
+    __slots__ = ("namespace", "name", "obj", "where")
+
+    def __init__(self, namespace: dict, name: str, obj: Any, where: str) -> None:
+        self.namespace, self.name, self.obj, self.where = namespace, name, obj, where
+
+    def check(self, flat: list[Any]) -> bool:
+        return self.namespace.get(self.name, _MISSING) is self.obj
+
+    def describe(self) -> str:
+        return (f"global {self.name} is the same {type(self.obj).__name__} object (read in "
+                f"{self.where})")
+
+    def reason(self) -> str:
+        return f"global {self.name} was rebound to another object (read in {self.where})"
+
+
+class CellGuard(PyGuard):
+    """A closure variable (a cell) read by a function the trace entered: a scalar keeps its
+    value, a tensor or module stays the same object."""
+
+    __slots__ = ("cell", "name", "value", "identity", "where")
+
+    def __init__(self, cell: Any, name: str, value: Any, identity: bool, where: str) -> None:
+        self.cell, self.name, self.value, self.identity, self.where = (cell, name, value,
+                                                                         identity, where)
+
+    def check(self, flat: list[Any]) -> bool:
+        try:
+            v = self.cell.cell_contents
+        except ValueError:  # the cell was emptied (del)
+            return False
+        return v is self.value or (not self.identity and type(v) is type(self.value)
+                                   and v == self.value)
+
+    def describe(self) -> str:
+        what = (f"is the same {type(self.value).__name__} object" if self.identity
+                else f"== {self.value!r}")
+        return f"closure variable {self.name} {what} (read in {self.where})"
+
+    def reason(self) -> str:
+        try:
+            now = repr(self.cell.cell_contents)
+        except ValueError:
+            now = "deleted"
+        if self.identity:
+            return f"closure variable {self.name} was rebound (read in {self.where})"
+        return f"closure variable {self.name} changed ({self.value!r} -> {now}, read in " \
+               f"{self.where})"
+
+
+_SCALAR_TYPES = (bool, int, float, str, type(None))
+_TABLES = ("_parameters", "_buffers", "_modules")
+_NOT_STATE = ("_jit_version", "_jit_last_set")
+
+
+def module_state(m: Any) -> tuple:
+    """What of a module a trace may depend on: its attributes (scalars by value, anything else
+    by identity) and the entries of its parameter, buffer and submodule tables."""
+    out = []
+    for k, v in m.__dict__.items():
+        if k in _NOT_STATE:
+            continue
+        out.append((k, tuple(v.items()) if k in _TABLES else v))
+    return tuple(out)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) is tuple:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return isinstance(a, _SCALAR_TYPES) and a == b
+
+
+class ModuleVersionsGuard(PyGuard):
+    """No attribute of the modules the trace used (whose forward ran, or that it reached
+    through an argument, a global or a closure) changed since: their Python scalars are baked
+    into the graph and their parameters are lifted by identity. Each Module.__setattr__ bumps
+    the module's `_jit_version` and MODULE_EPOCH, so while the epoch has not moved the check
+    is one comparison; when a module's version moved, its attributes are compared with those
+    traced (so assigning the same value, or flipping back to it, still hits)."""
+
+    __slots__ = ("items", "epoch", "failed")
+
+    def __init__(self, modules: list[Any]) -> None:
+        self.items = [[m, m.__dict__.get("_jit_version", 0), module_state(m)] for m in modules]
+        self.epoch = MODULE_EPOCH[0]
+        self.failed: Any = None
+
+    def check(self, flat: list[Any]) -> bool:
+        if MODULE_EPOCH[0] == self.epoch:
+            return True
+        for it in self.items:
+            m = it[0]
+            v = m.__dict__.get("_jit_version", 0)
+            if v != it[1]:
+                if not _same(module_state(m), it[2]):
+                    self.failed = m
+                    return False
+                it[1] = v  # reassigned to what was traced
+        self.epoch = MODULE_EPOCH[0]  # nothing used changed: hold until the next assignment
+        return True
+
+    def describe(self) -> str:
+        names = sorted({type(it[0]).__name__ for it in self.items})
+        return (f"attributes of the {len(self.items)} module(s) used ({', '.join(names)}) are "
+                "as traced")
+
+    def reason(self) -> str:
+        m = self.failed
+        if m is None:
+            return self.describe() + " no longer holds"
+        attr = m.__dict__.get("_jit_last_set", "?")
+        return (f"module attribute {type(m).__name__}.{attr} was assigned (module attributes "
+                "are part of the trace)")

@@ -22,6 +22,7 @@ from .sources import (
     AttrGuard,
     GradSource,
     Guard,
+    ModuleVersionsGuard,
     NoneGuard,
     RefSource,
     ScalarSource,
@@ -79,6 +80,8 @@ class Tracer:
         self.grad_writes: dict[int, GradWrite] = {}
         self.scalars: dict[tuple[int, Any], Tensor] = {}
         self._attr_guards: set[tuple[int, str]] = set()
+        self.modules: dict[int, Any] = {}  # id -> nn.Module used (guarded by version)
+        self._py_guards: set[Any] = set()  # keys of the Python-state guards already made
         self.views_of: dict[int, list[int]] = {}
         self.stale: set[int] = set()
         self.produced: list[weakref.ref] = []
@@ -185,8 +188,8 @@ class Tracer:
             v = e
         return v
 
-    def graph_break(self, reason: str) -> None:
-        loc = user_location()
+    def graph_break(self, reason: str, loc: str | None = None) -> None:
+        loc = loc or user_location()
         if not any(b.reason == reason and b.loc == loc for b in self.breaks):
             self.breaks.append(GraphBreak(reason, loc))
 
@@ -238,6 +241,20 @@ class Tracer:
             self._attr_guards.add(k)
             self.guards.append(AttrGuard(obj, attr, v))
 
+    def use_module(self, m: Any) -> None:
+        """`m` (an nn.Module) and its submodules were used: the entry is guarded on their
+        attributes not being reassigned (a ModuleVersionsGuard made by finish())."""
+        if id(m) in self.modules:
+            return
+        for sub in m.modules():
+            self.modules.setdefault(id(sub), sub)
+
+    def guard_python(self, key: Any, guard: Guard) -> None:
+        """A guard on Python state the trace read (a global, a closure cell), once per key."""
+        if key not in self._py_guards:
+            self._py_guards.add(key)
+            self.guards.append(guard)
+
     # ---- finishing ---------------------------------------------------------------------------
     def add_inputs(self, flat: list[Any], names: list[str]) -> None:
         for i, (a, n) in enumerate(zip(flat, names)):
@@ -262,6 +279,8 @@ class Tracer:
             return ("c", o)
 
         out_spec = spec(out)
+        if self.modules:  # versions as the trace leaves them (a forward may assign attributes)
+            self.guards.append(ModuleVersionsGuard(list(self.modules.values())))
         effects = []
         for p in self.params:
             cur = self.env[id(p.tensor._data)]
