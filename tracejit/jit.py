@@ -430,8 +430,11 @@ class JitFunction:
                           "(twice to compile)")
 
     def ir(self, *args: Any, **kwargs: Any) -> str:
-        """The optimised IR for these inputs, as text."""
-        return print_graph(self._entry_for(args, kwargs).graph)
+        """The optimised IR for these inputs, as text, with the buffer plan it compiles with."""
+        from .ir.plan import make_plan
+
+        g = self._entry_for(args, kwargs).graph
+        return print_graph(g, plan=make_plan(g))
 
     def source(self, *args: Any, **kwargs: Any) -> str:
         """The generated Numba source for these inputs (compiling it if needed)."""
