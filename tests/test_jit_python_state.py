@@ -314,3 +314,15 @@ def test_warnings_point_at_the_users_line() -> None:
     jw = [m for m in w if issubclass(m.category, JitWarning)]
     assert len(jw) == 2 and all(m.filename == __file__ for m in jw), \
         [(m.filename, m.lineno) for m in jw]
+
+
+def test_a_tensor_passed_twice_is_not_taken_for_two_different_tensors() -> None:
+    # traced with f(x, x), the graph reads one parameter for both: f(x, y) must trace anew
+    f = tj.jit(lambda a, b: a + b * 10)
+    x, y = tj.ones(3), tj.zeros(3)
+    for _ in range(2):
+        np.testing.assert_array_equal(f(x, x).numpy(), np.full(3, 11.0, np.float32))
+    np.testing.assert_array_equal(f(x, y).numpy(), np.ones(3, np.float32))
+    np.testing.assert_array_equal(f(y, x).numpy(), np.full(3, 10.0, np.float32))
+    np.testing.assert_array_equal(f(y, y).numpy(), np.zeros(3, np.float32))
+    assert f.cache_info().traces == 2  # (x, x) and (y, y) share one; (x, y), (y, x) another

@@ -242,6 +242,13 @@ class JitFunction:
             _flatten(kwargs[kname], kname, flat, names, key)
         if self._is_module:
             key.append(("training", getattr(self.fn, "training", None)))
+        if len(flat) > 1:
+            ids = [id(t._data) if isinstance(t, Tensor) else id(t) for t in flat]
+            if len(set(ids)) != len(ids):
+                # the same tensor (or array) passed twice was traced as one value: a call
+                # passing two different tensors there must not reuse that trace
+                first: dict[int, int] = {}
+                key.append(("same", tuple(first.setdefault(k, i) for i, k in enumerate(ids))))
 
     def _give_up(self) -> None:
         self._gave_up = True
