@@ -188,3 +188,36 @@ def test_outputs_share_memory_with_arguments_only_where_eager_does() -> None:
     a.add_(1.0)
     np.testing.assert_array_equal(_np(b), np.full((2, 3), 2.0, np.float32))
     assert _compiled(dropped) and _compiled(view) and _compiled(merged)
+
+
+def test_a_jitted_loss_saving_views_compiles_once_and_backpropagates_like_eager() -> None:
+    import tracejit.nn.functional as F
+
+    tj.manual_seed(0)
+    model = nn.Linear(4, 3)
+    loss_of = tj.jit(lambda x, t: F.cross_entropy(model(x), t))  # saves views for backward
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        x = tj.tensor(rng.standard_normal((5, 4)).astype(np.float32))
+        t = tj.tensor(rng.integers(0, 3, 5))
+        loss_of(x, t).backward()  # a 0-d gradient flows into the compiled backward
+        got = [p.grad.numpy().copy() for p in model.parameters()]
+        model.zero_grad()
+        F.cross_entropy(model(x), t).backward()
+        for a, b in zip(got, [p.grad.numpy() for p in model.parameters()]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        model.zero_grad()
+    assert loss_of.cache_info().traces == 1 and _compiled(loss_of)
+
+
+def test_a_comprehension_over_an_argument_does_not_hold_it() -> None:
+    def f(x: tj.Tensor) -> tj.Tensor:
+        parts = [x * k for k in range(3)]  # a closure over x, made anew on every call
+        return sum(p.sum() for p in parts)  # type: ignore[return-value]
+
+    jf = tj.jit(f)
+    for k in range(4):
+        x = tj.full((3,), float(k))
+        assert float(jf(x)) == pytest.approx(9.0 * k)
+    assert jf.cache_info().traces == 1 and _compiled(jf)
+    assert "closure variable x" not in str(jf.explain())

@@ -582,14 +582,13 @@ def _alive_ids(out: Any, result: TraceResult, tracer: Tracer) -> set[int]:
         if id(n) in seen:
             continue
         seen.add(id(n))
-        if isinstance(n, OpNode) and n.saved is not None:
-            for s in n.saved[0]:
-                if s is not None and hasattr(s, "t"):
-                    ids.add(id(s.t))
-        ctx = getattr(n, "ctx", None)
-        for s in getattr(ctx, "_saved", ()) or ():
-            if hasattr(s, "t"):
-                ids.add(id(s.t))
+        saved = list(n.saved[0]) if isinstance(n, OpNode) and n.saved is not None else []
+        saved += list(getattr(getattr(n, "ctx", None), "_saved", ()) or ())
+        for s in saved:
+            t = getattr(s, "t", None)
+            while t is not None:  # a saved view keeps its base alive too
+                ids.add(id(t))
+                t = t._base
         nodes.extend(nx for nx, _ in n.next_functions if nx is not None)
     return ids
 

@@ -65,7 +65,8 @@ class CompiledFunctionBackward(Node):
         gs = []
         for g, t in zip(list(grads) + [None] * len(self.out_types), self.out_types):
             gs.append(np.zeros(t.shape, t.dtype.np) if g is None else
-                      np.ascontiguousarray(g._data, t.dtype.np))
+                      np.asarray(g._data, t.dtype.np, order="C"))  # (ascontiguousarray
+            # would make a 0-d gradient 1-d)
         outs = self.info.run(gs + list(self.saved))
         types = [o.type.dtype for o in self.info.graph.outputs if isinstance(o, Value)]
         return [None if k is None else Tensor._make(np.asarray(outs[k]), types[k])

@@ -119,6 +119,7 @@ class PythonStateWatcher:
         self._module_type = Module
         self._user: dict[types.CodeType, bool] = {}
         self._closures: dict[types.CodeType, list[Any]] = {}
+        self._frames: set[int] = set()  # user frames entered while tracing
         top = getattr(fn, "__func__", fn)
         if isinstance(top, types.FunctionType):
             self._closures[top.__code__] = [top]
@@ -197,6 +198,7 @@ class PythonStateWatcher:
             f"it, {_FIX}", _loc(frame))
 
     def _entered(self, frame: Any, code: types.CodeType) -> None:
+        self._frames.add(id(frame))
         t = self.tracer
         g = frame.f_globals
         loc: Any = None
@@ -241,6 +243,10 @@ class PythonStateWatcher:
         for n in code.co_freevars:
             if n in loc:
                 v = loc[n]
+                if self._fresh_cell(frame, n) or (isinstance(v, Tensor) and self._made(v)):
+                    continue  # a closure made during this call (a comprehension over an
+                    # argument): its cell is new on every call, and guarding it would keep
+                    # its tensor alive as if the function had stored it
                 if _guardable(v) or isinstance(v, (Tensor, self._module_type)):
                     wanted[n] = v
         if not wanted:
@@ -264,6 +270,18 @@ class PythonStateWatcher:
                                CellGuard(cells[n], n, v, ident, _where(code)))
                 if isinstance(v, self._module_type):
                     t.use_module(v)
+
+
+    def _fresh_cell(self, frame: Any, n: str) -> bool:
+        """Is free variable `n` of this frame a cell of the frame that called it, entered
+        during this trace (a comprehension or lambda made and run by the traced code)?"""
+        back = frame.f_back
+        return back is not None and id(back) in self._frames and n in back.f_code.co_cellvars
+
+    def _made(self, v: Tensor) -> bool:
+        """Was `v` made by the traced call (not an argument, not lifted)?"""
+        t = self.tracer
+        return id(v) not in t.param_of and id(v._data) in t.env
 
 
 def _loc(frame: Any) -> str:
