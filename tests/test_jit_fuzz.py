@@ -113,8 +113,13 @@ def test_random_chains_jit_matches_eager(chain: list[str], rows: int, cols: int,
         got = _flat(jf(x, a))
         want = _flat(fn(x, a))
         for g, w in zip(got, want):
-            np.testing.assert_allclose(g.detach().numpy(), w.detach().numpy(), rtol=2e-4,
-                                       atol=2e-5, err_msg=f"chain={chain} call={call + 1}")
+            wn = w.detach().numpy()
+            # huge inputs make float32 cancellation noise scale with the output: then the
+            # tolerance does too (NaN and infinity positions still have to match exactly)
+            finite = np.abs(wn[np.isfinite(wn)])
+            scale = max(1.0, float(finite.max())) if special and finite.size else 1.0
+            np.testing.assert_allclose(g.detach().numpy(), wn, rtol=2e-4, atol=2e-5 * scale,
+                                       err_msg=f"chain={chain} call={call + 1}")
         # outputs never share memory unless eager's do (h and h.reshape(-1) may: reshape is a
         # view or a copy depending on the layout, in torch too)
         for i, g in enumerate(got):
