@@ -221,3 +221,17 @@ def test_a_comprehension_over_an_argument_does_not_hold_it() -> None:
         assert float(jf(x)) == pytest.approx(9.0 * k)
     assert jf.cache_info().traces == 1 and _compiled(jf)
     assert "closure variable x" not in str(jf.explain())
+
+
+def test_changing_a_saved_output_in_place_is_an_error_as_in_eager() -> None:
+    f = tj.jit(lambda x: x.tanh())  # tanh saves its output for backward
+    for _ in range(3):  # traced, then compiled
+        x = tj.randn(3, requires_grad=True)
+        y = f(x)
+        y.mul_(2.0)  # the compiled backward would read the changed values
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+    assert _compiled(f)
+    x = tj.randn(3, requires_grad=True)
+    f(x).sum().backward()  # unchanged: fine
+    np.testing.assert_allclose(x.grad.numpy(), 1 - np.tanh(_np(x)) ** 2, rtol=1e-5)

@@ -375,7 +375,8 @@ class JitFunction:
         keep = [o for o in outputs if o is not None]
         bgraph = run_pipeline(bg.replace(outputs=tuple(keep)))
         return BackwardInfo(bgraph, [i for i, _ in diff], saved, [s for _, s in leaves],
-                            leaf_map=[None if o is None else keep.index(o) for o in outputs])
+                            leaf_map=[None if o is None else keep.index(o) for o in outputs],
+                            param_sources=[p.source for p in result.params])
 
     def _record_breaks(self, result: TraceResult) -> None:
         for b in result.breaks:

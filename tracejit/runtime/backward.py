@@ -5,7 +5,7 @@ compiled backward, so eager `loss.backward()` through `jit(model)(x)` gives eage
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,20 @@ class BackwardInfo:
     leaves: list[Source]  # whose gradients the graph returns, in order
     leaf_map: list[int | None]  # leaf -> index into the graph's outputs (None: no gradient)
     program: Any = None
+    param_sources: list[Source] = field(default_factory=list)  # where each forward param is
+
+    def _saved_tensors(self, flat: list[Any], tensors: list[Tensor]) -> list[Tensor]:
+        """The tensors whose buffers the backward reads, to check their versions later."""
+        out = []
+        for kind, i in self.saved:
+            if kind == "out":
+                out.append(tensors[i])
+            elif kind == "param":
+                if i < len(self.param_sources):
+                    out.append(self.param_sources[i].get(flat))
+            else:
+                out.append(i.get(flat))
+        return out
 
     def attach(self, flat: list[Any], params: list[np.ndarray], tensors: list[Tensor],
                outs: list[Any]) -> None:
@@ -33,6 +47,8 @@ class BackwardInfo:
         leaves = [s.get(flat) for s in self.leaves]
         node = CompiledFunctionBackward(self, saved, [tensors[i]._type() for i in
                                                        self.diff_outputs])
+        watched = self._saved_tensors(flat, tensors)
+        node.watched = [(t, t._version.v) for t in watched]
         node.next_functions = tuple(_edge(t) for t in leaves)
         for k, i in enumerate(self.diff_outputs):
             t = tensors[i]
@@ -54,6 +70,17 @@ class BackwardInfo:
 class CompiledFunctionBackward(Node):
     def __init__(self, info: BackwardInfo, saved: list[Any], out_types: list[Any]) -> None:
         self.info, self.saved, self.out_types = info, saved, out_types
+        self.watched: list[tuple[Tensor, int]] = []  # saved tensors and their versions
+
+    def _check_versions(self) -> None:
+        for t, v in self.watched:  # as eager's saved tensors: an in-place change is an error
+            if t._version.v != v:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: [{t.dtype.name} {list(t.shape)}], which is saved by "
+                    f"{self.name()}, is at version {t._version.v}; expected version {v} "
+                    "instead. Hint: replace the in-place operation (x += ..., x[...] = ..., "
+                    "x.add_(...)) with an out-of-place one")
 
     def apply(self, grads: list[Any], create_graph: bool) -> list[Any]:
         if self.saved is None:
@@ -62,6 +89,7 @@ class CompiledFunctionBackward(Node):
         if create_graph:
             raise RuntimeError("higher-order gradients through a @jit function are not "
                                "supported yet; call it under tracejit.disable_jit() for those")
+        self._check_versions()
         gs = []
         for g, t in zip(list(grads) + [None] * len(self.out_types), self.out_types):
             gs.append(np.zeros(t.shape, t.dtype.np) if g is None else
