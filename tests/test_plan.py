@@ -235,3 +235,21 @@ def test_changing_a_saved_output_in_place_is_an_error_as_in_eager() -> None:
     x = tj.randn(3, requires_grad=True)
     f(x).sum().backward()  # unchanged: fine
     np.testing.assert_allclose(x.grad.numpy(), 1 - np.tanh(_np(x)) ** 2, rtol=1e-5)
+
+
+def test_a_compiled_backward_that_saved_a_lifted_scalar_runs() -> None:
+    from tracejit.dispatch import read_value
+
+    cfg = {"scale": 2.0}
+
+    def f(x: tj.Tensor) -> tj.Tensor:
+        return (x * read_value(cfg, "scale")).tanh()  # the backward saves the lifted scalar
+
+    jf = tj.jit(f)
+    for scale in (2.0, 2.0, 0.5):  # traced, compiled, then a new value without retracing
+        cfg["scale"] = scale
+        x = tj.randn(3, requires_grad=True)
+        jf(x).sum().backward()
+        t = np.tanh(_np(x).astype(np.float64) * scale)
+        np.testing.assert_allclose(x.grad.numpy(), scale * (1 - t * t), rtol=1e-5, atol=1e-6)
+    assert _compiled(jf) and jf.cache_info().traces == 1

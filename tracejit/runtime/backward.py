@@ -25,30 +25,29 @@ class BackwardInfo:
     leaves: list[Source]  # whose gradients the graph returns, in order
     leaf_map: list[int | None]  # leaf -> index into the graph's outputs (None: no gradient)
     program: Any = None
-    param_sources: list[Source] = field(default_factory=list)  # where each forward param is
-
-    def _saved_tensors(self, flat: list[Any], tensors: list[Tensor]) -> list[Tensor]:
-        """The tensors whose buffers the backward reads, to check their versions later."""
-        out = []
-        for kind, i in self.saved:
-            if kind == "out":
-                out.append(tensors[i])
-            elif kind == "param":
-                if i < len(self.param_sources):
-                    out.append(self.param_sources[i].get(flat))
-            else:
-                out.append(i.get(flat))
-        return out
+    # where each forward param is found on a call (set by jit.py; the saved ("param", i) index it)
+    param_sources: list[Source] = field(default_factory=list)
 
     def attach(self, flat: list[Any], params: list[np.ndarray], tensors: list[Tensor],
                outs: list[Any]) -> None:
-        saved = [outs[i] if kind == "out" else params[i] if kind == "param" else i.get(flat)._data
-                 for kind, i in self.saved]
+        saved: list[Any] = []  # the arrays the backward graph reads
+        watched: list[tuple[Tensor, int]] = []  # the tensors behind them, and their versions
+        for kind, i in self.saved:
+            if kind == "out":
+                saved.append(outs[i])
+                owner: Any = tensors[i]
+            elif kind == "param":
+                saved.append(params[i])
+                owner = self.param_sources[i].get(flat)  # (a lifted scalar is no tensor)
+            else:
+                owner = i.get(flat)
+                saved.append(owner._data)
+            if isinstance(owner, Tensor):
+                watched.append((owner, owner._version.v))
         leaves = [s.get(flat) for s in self.leaves]
         node = CompiledFunctionBackward(self, saved, [tensors[i]._type() for i in
                                                        self.diff_outputs])
-        watched = self._saved_tensors(flat, tensors)
-        node.watched = [(t, t._version.v) for t in watched]
+        node.watched = watched
         node.next_functions = tuple(_edge(t) for t in leaves)
         for k, i in enumerate(self.diff_outputs):
             t = tensors[i]
