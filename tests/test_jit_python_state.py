@@ -326,3 +326,17 @@ def test_a_tensor_passed_twice_is_not_taken_for_two_different_tensors() -> None:
     np.testing.assert_array_equal(f(y, x).numpy(), np.full(3, 10.0, np.float32))
     np.testing.assert_array_equal(f(y, y).numpy(), np.zeros(3, np.float32))
     assert f.cache_info().traces == 2  # (x, x) and (y, y) share one; (x, y), (y, x) another
+
+
+def test_warnings_from_code_run_with_python_c_point_at_its_line() -> None:
+    # `python -c` code has no source file: the warning must still be raised, not crash
+    import subprocess
+    import sys
+
+    code = ("import tracejit as tj\n"
+            "f = tj.jit(lambda x: print('p') or x + 1)\n"
+            "print(float(f(tj.ones(2)).sum()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.splitlines()[-1] == "4.0"
+    assert "<string>:3: JitWarning" in out.stderr and "print() while tracing" in out.stderr

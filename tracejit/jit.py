@@ -9,10 +9,7 @@ import dataclasses
 import functools
 import gc
 import inspect
-import os
-import sys
 import types
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -21,7 +18,7 @@ import numpy as np
 
 from .autograd import OpNode
 from .dispatch import STATE, user_location
-from .errors import _SKIP as _INTERNAL
+from .errors import warn_at_user
 from .flags import get as get_flag
 from .ir.printer import print_graph
 from .passes import run_pipeline
@@ -59,20 +56,7 @@ class JitWarning(UserWarning):
 
 
 def _warn(msg: str) -> None:
-    """A JitWarning pointing at the user's line: the innermost frame outside tracejit (a fixed
-    stacklevel points elsewhere, or at sys:1, when the call comes through a method, a module
-    or another path)."""
-    f: Any = sys._getframe(1)
-    while f is not None and (os.path.abspath(f.f_code.co_filename).startswith(_INTERNAL)
-                             or f.f_code.co_filename.startswith("<frozen")):
-        f = f.f_back
-    if f is None:
-        warnings.warn(msg, JitWarning, stacklevel=2)
-        return
-    g = f.f_globals
-    registry = g.setdefault("__warningregistry__", {})
-    warnings.warn_explicit(msg, JitWarning, f.f_code.co_filename, f.f_lineno,
-                           module=g.get("__name__"), registry=registry, module_globals=g)
+    warn_at_user(msg, JitWarning)
 
 
 _MAX_DEPTH = 4  # objects nested deeper than this inside an argument are keyed by identity

@@ -21,11 +21,10 @@ import stat
 import sys
 import tempfile
 import types
-import warnings
 
 import numba
 
-from ..errors import _SKIP
+from ..errors import warn_at_user
 from ..flags import get as get_flag
 
 VERSION = "0.1.0"
@@ -65,20 +64,11 @@ def cache_dir() -> str | None:
     return None if why else d
 
 
-def _user_stacklevel() -> int:
-    """The `stacklevel` that makes a warning raised by the caller of this function point at
-    the user's line: the first frame outside tracejit, Numba and generated modules."""
-    f: types.FrameType | None = sys._getframe(2)  # the caller of _warn (which warns)
-    level = 2
-    while f is not None:
-        fn = f.f_code.co_filename
-        if not (fn.startswith(("<frozen", _GENERATED)) or
-                os.path.abspath(fn).startswith(_SKIP + (_NUMBA_DIR, _KERNELS_DIR)) or
-                os.path.dirname(os.path.abspath(fn)) in _verdicts):
-            return level
-        f = f.f_back
-        level += 1
-    return 1
+def _not_users(fn: str) -> bool:
+    """Frames that are not the user's line either: Numba, tracejit's kernels, generated
+    modules (compiled in memory, or files in a cache directory)."""
+    return (fn.startswith(_GENERATED) or os.path.abspath(fn).startswith((_NUMBA_DIR, _KERNELS_DIR))
+            or os.path.dirname(os.path.abspath(fn)) in _verdicts)
 
 
 def _kernels_dir() -> str:
@@ -100,7 +90,7 @@ def _warn(msg: str, key: str | None = None) -> None:
     if key in _reported:
         return
     _reported.add(key)
-    warnings.warn(msg, RuntimeWarning, stacklevel=_user_stacklevel())
+    warn_at_user(msg, RuntimeWarning, _not_users)
 
 
 # ---- is a directory or file ours alone? ----------------------------------------------------------
