@@ -382,13 +382,19 @@ _NUMBA_DIR = os.path.dirname(os.path.abspath(numba.__file__)) + os.sep
 _NUMBA_CACHING = os.path.join(_NUMBA_DIR, "core", "caching.py")
 
 
-def _not_compiled(fname: str, e: Exception) -> UnsupportedError | None:
-    """An error Numba raised while compiling (not one of tracejit's own), as the reason the
-    graph runs eagerly: one short line, never Numba's traceback."""
+def _failed(e: Exception, attempt: int, fname: str, kernels: list[Kernel]) -> None:
+    """What a failure to load or compile a program means. A corrupted Numba cache file, on the
+    first attempt: reported once and dropped, and this returns so the caller rebuilds. An
+    error Numba raised: UnsupportedError, the reason the graph runs eagerly, in one short line,
+    never Numba's traceback. Anything else (tracejit's own bug) propagates."""
+    if not attempt and _raised_in(e, _NUMBA_CACHING):
+        _report_and_clear(fname, kernels, e)
+        return
     if not (isinstance(e, numba.core.errors.NumbaError) or _raised_in(e, _NUMBA_DIR)):
-        return None
+        raise e
     first = (str(e).strip().splitlines() or [""])[0][:200]
-    return UnsupportedError(f"Numba could not compile {fname}: {type(e).__name__}: {first}")
+    raise UnsupportedError(f"Numba could not compile {fname}: {type(e).__name__}: "
+                           f"{first}") from None
 
 
 def _check_dtypes(g: Graph) -> None:
@@ -422,9 +428,7 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
     if consts:
         cache.register_constants(fname, consts)
     if not native:
-        prog = _python_program(g, src, fname, kernels, snapshot)
-        prog.plan = plan
-        return prog
+        return _python_program(g, src, fname, kernels, plan, snapshot)
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
     misses = 0
     for attempt in (0, 1):
@@ -439,21 +443,15 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
             raise UnsupportedError(f"Numba could not compile {fname}: "
                               f"{str(e).splitlines()[0]}") from None
-        except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
-            if not attempt and _raised_in(e, _NUMBA_CACHING):
-                _report_and_clear(fname, kernels, e)
-                continue
-            err = _not_compiled(fname, e)
-            if err is None:
-                raise
-            raise err from None
+        except Exception as e:
+            _failed(e, attempt, fname, kernels)  # returns only to try again
     cache.seal([fname] + [k.name for k in kernels])
     # no new miss: the machine code came from Numba's disk cache (or this process had it)
     from_disk = sum(fn.stats.cache_misses.values()) == misses
     return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels], plan=plan)
 
 
-def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel],
+def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan: BufferPlan,
                     snapshot: bool = False) -> Program:
     """Load a Python driver and run it once on copies of typical inputs, so its kernels are
     compiled (or loaded from Numba's cache) now rather than inside the first real call."""
@@ -476,15 +474,9 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel],
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
             raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
                                    f"{str(e).splitlines()[0]}") from None
-        except Exception as e:  # a corrupted Numba cache file: report once, drop it, rebuild
-            if not attempt and _raised_in(e, _NUMBA_CACHING):
-                _report_and_clear(fname, kernels, e)
-                continue
-            err = _not_compiled(fname, e)
-            if err is None:
-                raise
-            raise err from None
+        except Exception as e:
+            _failed(e, attempt, fname, kernels)  # returns only to try again
     cache.seal([k.name for k in kernels])
     after = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     return Program(fname, src, fn, from_disk=after == before,
-                   kernels=[k.name for k in kernels], native=False)
+                   kernels=[k.name for k in kernels], native=False, plan=plan)

@@ -62,8 +62,8 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
         g = keep_aliasing(traced, g)  # outputs share no buffer the trace's did not
         if VERIFY:
             verify(g)
-    if passes is None and wanted & {"plan_memory", "all"}:
-        print(print_graph(g, "# buffer plan of the final graph", make_plan(g)))
+        if wanted & {"plan_memory", "all"}:
+            print(print_graph(g, "# buffer plan of the final graph", make_plan(g)))
     return g
 
 
