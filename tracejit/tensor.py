@@ -772,6 +772,14 @@ class Tensor:
     def _index(self, *idx: Tensor, dims: tuple[int, ...]) -> Tensor:
         return dispatch(R["index"], (self, *idx), {"dims": dims})
 
+    def _check_index(self, size: int, *, op: str, style: str, dim: int = 0,
+                     ignore: int | None = None) -> Tensor:
+        """This index tensor, checked against [0, size) (`ignore` also allowed): an
+        IndexBoundsError naming `op` otherwise, eagerly and in compiled code (check_index)."""
+        return dispatch(R["check_index"], (self,), {"size": size, "negative": False,
+                                                    "ignore": ignore, "op": op, "style": style,
+                                                    "dim": dim})
+
     def _index_put(self, values: Any, *idx: Tensor, dims: tuple[int, ...],
                    accumulate: bool) -> Tensor:
         if not isinstance(values, Tensor):
@@ -809,9 +817,8 @@ class Tensor:
         if index.ndim > 1:
             raise ArgError("index_select: index must be 0-d or 1-d")
         # torch: no negative indices here (x[idx] accepts them); see ops/index.py check_index
-        idx = dispatch(R["check_index"], (index.reshape(-1),), {
-            "size": self.shape[d], "negative": False, "ignore": None, "op": "index_select",
-            "style": "range", "dim": d})
+        idx = index.reshape(-1)._check_index(self.shape[d], op="index_select", style="range",
+                                             dim=d)
         return self._index(idx, dims=(d,))
 
     def __getitem__(self, key: Any) -> Tensor:

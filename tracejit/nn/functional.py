@@ -12,8 +12,6 @@ from .. import dtypes as dt
 from .. import functional as _F  # noqa: N812
 from ..autograd import no_grad
 from ..creation import arange, bernoulli, full_like
-from ..dispatch import dispatch
-from ..ops import REGISTRY
 from ..tensor import Tensor
 
 __all__ = [
@@ -70,7 +68,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
     # torch: indices in [0, num_embeddings), negatives included in what is out of range
-    flat = _check_index(input.reshape(-1), n, op="embedding", style="range")
+    flat = input.reshape(-1)._check_index(n, op="embedding", style="range")
     if max_norm is not None:
         _embedding_renorm_(weight, flat, max_norm, norm_type)
     out = weight._index(flat, dims=(0,)).reshape(tuple(input.shape) + (weight.shape[1],))
@@ -79,15 +77,6 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
         keep = (input != padding_idx).unsqueeze(-1)
         out = out.where(keep, out.detach())
     return out
-
-
-def _check_index(t: Tensor, size: int, *, op: str, style: str, dim: int = 0,
-                 ignore: int | None = None) -> Tensor:
-    """The index tensor `t`, checked against [0, size) (`ignore` also allowed): an
-    IndexBoundsError naming `op` otherwise, eagerly and in compiled code (the check_index op)."""
-    return dispatch(REGISTRY["check_index"], (t,), {"size": size, "negative": False,
-                                                    "ignore": ignore, "op": op, "style": style,
-                                                    "dim": dim})
 
 
 def _embedding_renorm_(weight: Tensor, flat: Tensor, max_norm: float, norm_type: float) -> None:
@@ -258,8 +247,8 @@ def _checked_target(target: Tensor, n_classes: int, ignore_index: int, op: str) 
     """The class-index target, checked (eagerly and in compiled code): each in [0, n_classes)
     or equal to ignore_index, as torch requires ("Target -1 is out of bounds.")."""
     _target_dtype(target, op)
-    return _check_index(target, n_classes, op=op, dim=1, ignore=int(ignore_index),
-                        style="target")
+    return target._check_index(n_classes, op=op, dim=1, ignore=int(ignore_index),
+                               style="target")
 
 
 def _target_dtype(target: Tensor, op: str) -> None:
