@@ -17,6 +17,7 @@ type is safe):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..ops.registry import Kind, OpDef
@@ -169,8 +170,10 @@ def make_plan(g: Graph) -> BufferPlan:
     return BufferPlan(tuple(reuses))
 
 
-def _pick(n: Node, out: Value, used: set[int], root: dict[Value, Value], ok: object) -> int | None:
-    assert callable(ok)
+def _pick(n: Node, out: Value, used: set[int], root: dict[Value, Value],
+          ok: Callable[[Value], bool]) -> int | None:
+    """The first operand of n, not yet used, of out's type, that `ok` accepts and no other
+    operand reads through a view."""
     for j, w in enumerate(n.inputs):
         if isinstance(w, Value) and j not in used and w.type == out.type and ok(w) and \
                 not _shares(n, j, root):
