@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
+from .sources import _SCALAR_TYPES as _SCALARS
 from .sources import CellGuard, GlobalGuard, GlobalIdentityGuard
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,6 @@ _SKIP = tuple(os.path.normcase(os.path.abspath(p)) + os.sep for p in {
 _RANDOM_FILE = random.__file__
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _LOAD_OPS = _GLOBAL_OPS | {"LOAD_DEREF", "LOAD_FAST", "LOAD_CLASSDEREF"}
-_SCALARS = (bool, int, float, str, type(None))
 _CLOCKS = frozenset({"time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic",
                      "monotonic_ns", "process_time", "process_time_ns", "thread_time",
                      "thread_time_ns", "localtime", "gmtime", "ctime", "asctime", "strftime"})
