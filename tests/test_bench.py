@@ -84,7 +84,7 @@ def test_quick_json_schema_and_every_ran_impl_checked(tmp_path: Path,
     for wl in doc["workloads"]:
         by_impl = {r["impl"]: r for r in wl["results"]}
         assert by_impl["numpy"]["status"] == "ok", (wl["name"], by_impl["numpy"]["reason"])
-        if wl["name"] in ("gelu", "softmax", "layernorm"):
+        if wl["name"] in ("gelu", "softmax", "layernorm", "softmax-xent-bwd", "layernorm-bwd"):
             assert wl["roofline"]["bandwidth_gbs"] > 0
             assert by_impl["numpy"]["roofline_fraction"] > 0
     # the table went to stdout with every workload in it
@@ -144,6 +144,93 @@ def test_jit_probe_reports_fallbacks_and_retraces() -> None:
         warm(pb, lambda: jb(x))
     reason = pb.problem("check") or ""
     assert "fell back" in reason and "graph break" in reason
+
+
+BACKWARD_WORKLOADS = ("softmax-xent-bwd", "layernorm-bwd")
+
+
+def test_backward_workloads_every_available_impl_checked(tmp_path: Path) -> None:
+    """Quick size, every implementation but torch.compile (seconds to compile): each one that
+    can run here passes its check against the float64 reference, and the jit's result and
+    timed calls were compiled code's (else the runner reports it skipped)."""
+    impls = ["tracejit-jit", "tracejit-eager", "numpy", "torch", "jax"]
+    args = [a for n in BACKWARD_WORKLOADS for a in ("--workload", n)]
+    rc, doc = run_main(tmp_path, *args, *[a for i in impls for a in ("--impl", i)],
+                       "--repeat", "1")
+    assert rc == 0
+    check_schema(doc)
+    assert [wl["name"] for wl in doc["workloads"]] == list(BACKWARD_WORKLOADS)
+    for wl in doc["workloads"]:
+        by_impl = {r["impl"]: r for r in wl["results"]}
+        assert list(by_impl) == impls
+        for impl, res in by_impl.items():
+            if res["status"] == "skipped" and impl in ("torch", "jax"):
+                assert "not installed" in res["reason"], (wl["name"], impl, res["reason"])
+                continue
+            assert res["status"] == "ok", (wl["name"], impl, res["reason"])
+            assert res["max_error"] <= res["tolerance"]
+        assert wl["roofline"]["bandwidth_gbs"] > 0
+
+
+def _central_differences(f: Any, arrays: list[np.ndarray], h: float = 1e-6) -> list[np.ndarray]:
+    """d f / d a for each array a, by central differences of the scalar f(*arrays)."""
+    grads = []
+    for a in arrays:
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + h
+            up = f(*arrays)
+            a[i] = old - h
+            down = f(*arrays)
+            a[i] = old
+            g[i] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+def test_xent_bwd_reference_matches_finite_differences() -> None:
+    from tracejit.benchmarks import xent_bwd
+
+    inp = xent_bwd.make_inputs({"rows": 5, "cols": 7})
+    loss, grad = xent_bwd.reference(inp)
+    x, t = inp["x"].astype(np.float64), inp["t"]
+    assert x.dtype == np.float64 and grad.shape == x.shape and loss.shape == ()
+
+    def xent(x: np.ndarray) -> float:  # -log softmax(x)[t], written independently
+        p = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+        return float(-np.log(p[np.arange(len(t)), t]).mean())
+
+    assert float(loss) == pytest.approx(xent(x), rel=1e-12)
+    (fd,) = _central_differences(xent, [x.copy()])
+    np.testing.assert_allclose(grad, fd, rtol=0, atol=1e-8)
+    assert np.abs(grad).max() > 1e-2  # not a vacuous comparison
+    # the float32 hand implementation is the same formula
+    loss32, grad32 = xent_bwd.numpy_xent_grad(inp["x"], t)
+    assert grad32.dtype == np.float32
+    np.testing.assert_allclose(grad32, grad, atol=1e-6)
+
+
+def test_layernorm_bwd_reference_matches_finite_differences() -> None:
+    from tracejit.benchmarks import layernorm_bwd
+
+    inp = layernorm_bwd.make_inputs({"rows": 4, "cols": 6})
+    x, w, b, g = (inp[k].astype(np.float64) for k in ("x", "w", "b", "g"))
+    dx, dw, db = layernorm_bwd.reference(inp)
+    assert dx.shape == x.shape and dw.shape == db.shape == w.shape
+
+    def loss(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> float:  # sum(layer_norm * g)
+        c = x - x.mean(axis=1, keepdims=True)
+        y = c / np.sqrt((c * c).mean(axis=1, keepdims=True) + layernorm_bwd.EPS) * w + b
+        return float((y * g).sum())
+
+    fd = _central_differences(loss, [x.copy(), w.copy(), b.copy()])
+    for got, want in zip((dx, dw, db), fd):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7 * max(1.0, np.abs(want).max()))
+        assert np.abs(want).max() > 1e-2
+    dx32, dw32, db32 = layernorm_bwd.numpy_layernorm_bwd(*(inp[k] for k in ("x", "w", "b", "g")))
+    assert dx32.dtype == np.float32
+    np.testing.assert_allclose(dx32, dx, atol=1e-5)
 
 
 def _planted(offset: float, fail: bool = False) -> core.Factory:
