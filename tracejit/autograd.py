@@ -296,6 +296,8 @@ def assign_inplace(target: Tensor, result: Tensor) -> Tensor:
         )
     if STATE.grad_enabled and result._requires_grad:
         _keep_original(result._grad_fn, target)
+    if STATE.tracer is not None:
+        STATE.tracer.before_write(target)  # (an inspection trace keeps the old value)
     np.copyto(target._data, result._data, casting="unsafe")
     target._version.v += 1
     if STATE.tracer is not None:

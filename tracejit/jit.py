@@ -26,7 +26,7 @@ from .runtime.entry import Entry
 from .runtime.log import log
 from .tensor import Tensor
 from .trace.pystate import PythonStateWatcher
-from .trace.tracer import Tracer, TraceResult
+from .trace.tracer import Tracer, TraceResult, UndoLog
 
 
 class CacheInfo(NamedTuple):
@@ -208,7 +208,7 @@ class JitFunction:
             self._give_up()
             self._stats["fallbacks"] += 1
             return self.fn(*args, **kwargs)
-        return self._trace(k, flat, names, args, kwargs)
+        return self._trace(k, flat, names, args, kwargs)[0]
 
     # ---- internals ---------------------------------------------------------------------------
     def _flatten_args(self, args: tuple, kwargs: dict, flat: list[Any], names: list[str],
@@ -245,9 +245,15 @@ class JitFunction:
         log("recompiles", msg)
         _warn(msg)
 
-    def _trace(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
-               kwargs: dict) -> Any:
+    def _trace(self, k: tuple, flat: list[Any], names: list[str], args: tuple, kwargs: dict,
+               undo: UndoLog | None = None) -> tuple[Any, Entry | None]:
+        """Trace a call (running it eagerly) and keep its entry if it can be reused. Returns
+        the call's result and the entry. With `undo` (an inspection: ir/source/explain on
+        inputs not seen yet) the tracer records into it what it changes, and an entry that is
+        not kept (a graph break under fallback=False, new tensors stored into Python state) is
+        still made and returned, for printing."""
         tracer = Tracer(self.name, _tensor_names(self.fn, args))
+        tracer.undo = undo
         tracer.add_inputs(flat, names)
         held = [a for a in flat if not isinstance(a, Tensor)]  # keyed by id: kept alive
         for a in held:
@@ -271,12 +277,14 @@ class JitFunction:
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
             self._record_breaks(result)
+            entry = Entry(result, result.graph, failed="graph break", held=held)
             if not self.fallback:
+                if undo is not None:
+                    return out, entry  # shown, not kept: a call raises
                 raise RuntimeError(f"tracejit: {self.name} cannot be compiled (fallback=False): "
                                    + "; ".join(map(str, result.breaks)))
-            entry = Entry(result, result.graph, failed="graph break", held=held)
             self._entries.setdefault(k, []).append(entry)
-            return out
+            return out, entry
         keep = _alive_ids(out, result, tracer)
         escaped = tracer.escaped(out, keep)
         if escaped:  # maybe only garbage in a reference cycle: collect, then look again
@@ -289,12 +297,17 @@ class JitFunction:
                     f"Python state ({escaped[0]}, ...); traced again on the next call")
             self._events.append(note)
             log("recompiles", f"{self.name}: {note}")
-            return out
+            if undo is None:
+                return out, None
+            entry = Entry(result, run_pipeline(result.graph), backward=backward, held=held)
+            entry.notes.append(f"not cached: this trace stored {len(escaped)} new tensor(s) "
+                               f"into Python state ({escaped[0]}, ...), so a call traces again")
+            return out, entry
         graph = run_pipeline(result.graph)
         entry = Entry(result, graph, backward=backward, held=held)
         self._entries.setdefault(k, []).append(entry)
         log("ir", f"{self.name}:\n{print_graph(graph)}")
-        return out
+        return out, entry
 
     def _trace_backward(self, tracer: Tracer, result: TraceResult, out: Any) -> Any:
         """Capture the backward of outputs that require grad as a second graph (so a jitted
@@ -412,42 +425,195 @@ class JitFunction:
 
     # ---- introspection -----------------------------------------------------------------------
     def _entry_for(self, args: tuple, kwargs: dict) -> Entry:
+        """The entry these inputs run (guards checked as a call checks them); inputs not seen
+        yet are traced now (`_inspect`), as `jax.jit(f).lower(x)` does."""
         flat: list[Any] = []
+        names: list[str] = []
         key: list[Any] = [STATE.grad_enabled]
-        self._flatten_args(args, kwargs, flat, [], key)
-        for e in self._entries.get(tuple(key), []):
+        self._flatten_args(args, kwargs, flat, names, key)
+        k = tuple(key)
+        for e in self._entries.get(k, []):
             if e.guards_hold(flat) is None:
                 return e
-        raise LookupError(f"{self.name} has not been traced for these inputs yet: call it first "
-                          "(twice to compile)")
+        return self._inspect(k, flat, names, args, kwargs)
+
+    def _inspect(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
+                 kwargs: dict) -> Entry:
+        """Trace for ir()/source()/explain() without changing the caller's state.
+
+        Tracing runs the function eagerly (that is how tracejit captures it), so a training
+        step really computes its loss, its gradients and its update here. Whatever that
+        changes in state tracejit can see is put back afterwards, even if the function raises:
+        the contents of every tensor that existed before and was written in place (parameters,
+        buffers, optimizer moments), with its version counter; every `.grad` assigned; the
+        per-parameter state, param groups and attributes of the optimizers and learning-rate
+        schedulers the function can reach (its arguments, closure, globals and bound object),
+        so Adam's lazily created moments are gone again; and tracejit's random generators. The
+        call's result is dropped. Other Python side effects (a print, a list appended to, a
+        counter in your own object) happen once, as they do while JAX traces.
+
+        The entry is kept, exactly as a first call would keep it, when it can be reused: the
+        state is back to what its guards describe, so the next real call with these inputs
+        runs it without tracing again (and compiles it: it is then met for the second time)."""
+        if STATE.tracer is not None:
+            raise RuntimeError(f"tracejit: {self.name}.ir()/source()/explain() cannot trace "
+                               "inside another traced function")
+        undo = UndoLog()
+        saved = _PythonState(self.fn, flat)
+        try:
+            _, entry = self._trace(k, flat, names, args, kwargs, undo=undo)
+        finally:
+            undo.restore()
+            saved.restore()
+        assert entry is not None
+        return entry
 
     def ir(self, *args: Any, **kwargs: Any) -> str:
-        """The optimised IR for these inputs, as text, with the buffer plan it compiles with."""
+        """The optimised IR for these inputs, as text, with the buffer plan it compiles with.
+        Inputs not seen yet are traced first, leaving your tensors as they were (`_inspect`)."""
         from .ir.plan import make_plan
 
-        g = self._entry_for(args, kwargs).graph
-        return print_graph(g, plan=make_plan(g))
+        e = self._entry_for(args, kwargs)
+        g = e.graph
+        text = print_graph(g, plan=make_plan(g))
+        notes = [f"# graph break at {b.loc}: {b.reason}" for b in e.breaks] + \
+            [f"# {n}" for n in e.notes]
+        return "\n".join([text, *notes])
 
     def source(self, *args: Any, **kwargs: Any) -> str:
-        """The generated Numba source for these inputs (compiling it if needed)."""
+        """The generated Numba source for these inputs (compiling it if needed): the driver,
+        then every kernel it calls, each under a `# ---- kernel NAME` header. Inputs not seen
+        yet are traced first, as ir() does."""
+        from .runtime import cache
+
         e = self._entry_for(args, kwargs)
         if e.program is None and not e.failed:
             self._compile(e)
-        return e.source_text or f"# not compiled: {e.failed}"
+        if not e.source_text:
+            return f"# not compiled: {e.failed}"
+        parts = [e.source_text.rstrip("\n") + "\n"]
+        for name in getattr(e.program, "kernels", None) or ():
+            text = cache.kernel_source(name)
+            parts.append(f"# ---- kernel {name} " + "-" * max(0, 80 - len(name) - 15) + "\n"
+                         + (text.rstrip("\n") + "\n" if text is not None
+                            else "# (source not registered)\n"))
+        return "\n\n".join(parts)
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
-        return Explanation(self, args, kwargs)
+        """What @jit did with this function. Given inputs, they are traced first if not seen
+        yet (as ir() does) and their entry is marked."""
+        entry = self._entry_for(args, kwargs) if args or kwargs else None
+        return Explanation(self, args, kwargs, entry)
+
+
+class _PythonState:
+    """Python-side state an inspection trace may change that tracejit knows how to put back:
+    the optimizers and learning-rate schedulers a function can reach (its arguments, the
+    object it is bound to, its closure and the globals it names, and the attributes of plain
+    objects among those), and random generators (the default one, and those passed in)."""
+
+    def __init__(self, fn: Any, flat: list[Any]) -> None:
+        from .creation import Generator, default_generator
+        from .optim.lr_scheduler import LRScheduler
+        from .optim.optimizer import Optimizer
+
+        kinds = (Optimizer, LRScheduler)
+        found: dict[int, Any] = {}
+        gens: dict[int, Any] = {id(default_generator): default_generator}
+
+        def visit(obj: Any, depth: int) -> None:
+            if isinstance(obj, kinds):
+                found.setdefault(id(obj), obj)
+                if isinstance(obj, LRScheduler):
+                    visit(obj.optimizer, depth)
+            elif isinstance(obj, Generator):
+                gens.setdefault(id(obj), obj)
+            elif depth <= 0 or isinstance(obj, (Tensor, str, bytes, int, float, type,
+                                                types.ModuleType)):
+                return
+            elif isinstance(obj, (list, tuple)):
+                for x in obj[:_MAX_ATTRS]:
+                    visit(x, depth - 1)
+            elif isinstance(obj, dict):
+                for x in list(obj.values())[:_MAX_ATTRS]:
+                    visit(x, depth - 1)
+            elif _contents_type(type(obj)):
+                d = getattr(obj, "__dict__", None)
+                if type(d) is dict and len(d) <= _MAX_ATTRS:
+                    for x in d.values():
+                        visit(x, depth - 1)
+
+        roots: list[Any] = list(flat)
+        target = getattr(fn, "__self__", None)
+        if target is not None:
+            roots.append(target)
+            roots.extend(getattr(target, "__dict__", {}).values())
+        code_fn = getattr(fn, "__func__", fn)
+        glb = getattr(code_fn, "__globals__", {})
+        code = getattr(code_fn, "__code__", None)
+        if code is not None:
+            roots.extend(glb[n] for n in code.co_names if n in glb)
+            for cell in getattr(code_fn, "__closure__", None) or ():
+                try:
+                    roots.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+        for r in roots:
+            visit(r, 2)
+        self._objects = [(o, {k: _snap(v, 3) for k, v in vars(o).items()})
+                         for o in found.values()]
+        self._gens = [(g, g._seed, g._rng, g._rng.bit_generator.state) for g in gens.values()]
+
+    def restore(self) -> None:
+        for o, attrs in self._objects:
+            d = vars(o)
+            for k in [k for k in d if k not in attrs]:
+                del d[k]
+            for k, s in attrs.items():
+                d[k] = _unsnap(s)
+        for g, seed, rng, state in self._gens:
+            g._seed, g._rng = seed, rng
+            rng.bit_generator.state = state
+
+
+def _snap(v: Any, depth: int) -> tuple[Any, Any]:
+    """(v, a copy of its contents, `depth` levels of dicts and lists down)."""
+    if depth and isinstance(v, dict):
+        return v, [(k, _snap(x, depth - 1)) for k, x in v.items()]
+    if depth and isinstance(v, list):
+        return v, [_snap(x, depth - 1) for x in v]
+    return v, None
+
+
+def _unsnap(s: tuple[Any, Any]) -> Any:
+    """Put the contents back into the same objects (others may hold them: an optimizer's
+    param group, a parameter's state dict)."""
+    v, inner = s
+    if inner is None:
+        return v
+    if isinstance(v, dict):
+        items = [(k, _unsnap(x)) for k, x in inner]
+        v.clear()
+        v.update(items)
+    else:
+        v[:] = [_unsnap(x) for x in inner]
+    return v
 
 
 class Explanation:
     """What @jit did with a function: guards, graph breaks, fused kernels, fallbacks and what
     changed between traces. Printable."""
 
-    def __init__(self, jf: JitFunction, args: tuple, kwargs: dict) -> None:
+    def __init__(self, jf: JitFunction, args: tuple, kwargs: dict,
+                 entry: Entry | None = None) -> None:
         self.info = jf.cache_info()
+        self.entry = entry  # the entry of the inputs explain() was given (None without)
         self.events = list(jf._events)
         self.changes = jf._changes.most_common()
         self.entries = [e for es in jf._entries.values() for e in es]
+        self.cached = len(self.entries)
+        if entry is not None and not any(e is entry for e in self.entries):
+            self.entries.append(entry)  # traced for inspection and not cached (see its note)
         self.graph_breaks = [b for e in self.entries for b in e.breaks]
         self.name = jf.name
         self.fused = [
@@ -457,13 +623,16 @@ class Explanation:
 
     def __str__(self) -> str:
         i = self.info
-        lines = [f"tracejit.explain({self.name}): {len(self.entries)} cache entr"
-                 f"{'y' if len(self.entries) == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
+        c = self.cached
+        lines = [f"tracejit.explain({self.name}): {c} cache entr"
+                 f"{'y' if c == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
                  f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"]
         for n, e in enumerate(self.entries):
             state = "compiled" if e.program else (
                 "eager: " + e.failed if e.failed else "traced, not yet compiled")
-            lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, {state}")
+            mark = "  <- these inputs" if e is self.entry else ""
+            lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, {state}{mark}")
+            lines += [f"  note: {x}" for x in e.notes]
             for g in e.trace.guards:
                 lines.append(f"  guard: {g.describe()}")
         if self.graph_breaks:

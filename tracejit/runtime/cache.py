@@ -369,6 +369,11 @@ def register_kernel(name: str, source: str) -> None:
     _KERNEL_SOURCES[name] = source
 
 
+def kernel_source(name: str) -> str | None:
+    """The source registered for kernel `name` (None if none was)."""
+    return _KERNEL_SOURCES.get(name)
+
+
 def kernel(name: str) -> object:
     """Called by a generated driver module: the njit function of kernel `name`."""
     return getattr(load_module(name, _KERNEL_SOURCES[name]), name)

@@ -88,6 +88,9 @@ class Tracer:
         # a backward tracer reads the forward's values: (forward value, its param here)
         self.parent: Tracer | None = None
         self.from_parent: list[tuple[Value, Value]] = []
+        # an inspection trace (jit's ir/source/explain on unseen inputs) keeps what it changes
+        # in tensors that existed before it, to put back afterwards
+        self.undo: UndoLog | None = None
 
     # ---- values ------------------------------------------------------------------------------
     def _bind(self, arr: np.ndarray, v: Value) -> None:
@@ -214,10 +217,17 @@ class Tracer:
             self.add_param(g, src, f"{p.value.name}_grad")
             self.guards.append(TensorMetaGuard(src, g._data.shape, g._dtype))
 
+    def before_write(self, t: Tensor) -> None:
+        """`t`'s storage is about to be written in place (called before the write)."""
+        if self.undo is not None:
+            self.undo.before_write(t, self)
+
     def write_grad(self, t: Tensor, value: Tensor | None) -> None:
         p = self._param_for_grad(t)
         if p is None:
             return
+        if self.undo is not None:
+            self.undo.before_grad_write(t)
         if value is not None:
             self.value_of(value)
         self.grad_writes[id(t)] = GradWrite(p.source, value)
@@ -311,3 +321,45 @@ class Tracer:
             if t is not None and id(t) not in keep_alive and id(t._data) in self.env:
                 found.append(f"a {t.dtype.name} tensor of shape {list(t.shape)}")
         return found
+
+
+class UndoLog:
+    """What a trace changed in tensors that existed before it began, recorded just before each
+    change, so `restore()` can put everything back: the storage of every tensor written in place
+    (a copy taken before its first write, with its version counter and autograd fields), and
+    every `.grad` assigned (the tensor it held before). Tensors the trace itself made are not
+    recorded (nothing outside the trace can see their old values)."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, tuple[Tensor, np.ndarray, np.ndarray, int, Any, int, bool]] = {}
+        self.grads: dict[int, tuple[Tensor, Tensor | None]] = {}
+
+    def before_write(self, t: Tensor, tracer: Tracer) -> None:
+        root = t
+        while root._base is not None:  # a view writes into its base's memory: keep the base
+            root = root._base
+        k = id(root._data)
+        if k in self.data or (k in tracer.env and k not in tracer.initial):
+            return  # recorded already, or made by the trace
+        self.data[k] = (root, root._data, root._data.copy(), root._version.v, root._grad_fn,
+                        root._out_nr, root._requires_grad)
+        if root is not t:  # the view's own autograd fields change too
+            self.data.setdefault(id(t._data), (t, t._data, t._data.copy(), t._version.v,
+                                               t._grad_fn, t._out_nr, t._requires_grad))
+
+    def before_grad_write(self, t: Tensor) -> None:
+        self.grads.setdefault(id(t), (t, t._grad))
+
+    def restore(self) -> None:
+        for t, old in self.grads.values():
+            t._grad = old
+        for t, arr, copy, version, grad_fn, out_nr, requires_grad in reversed(
+                list(self.data.values())):
+            t._data = arr
+            np.copyto(arr, copy, casting="no")
+            # the values are back as they were: so are the version counters, which a saved
+            # tensor or a compiled backward compares
+            t._version.v = version
+            t._grad_fn, t._out_nr, t._requires_grad = grad_fn, out_nr, requires_grad
+        self.data.clear()
+        self.grads.clear()
