@@ -39,6 +39,12 @@ FLAGS: dict[str, Flag] = {
              "seed step, no faster per call in our measurements); auto: native up to 64 nodes."),
         Flag("print_after", "", "TRACEJIT_PRINT_AFTER=fuse,dce (or all): print the IR after "
              "those passes."),
+        Flag("pool", True, "TRACEJIT_POOL=0: large output buffers (tracejit.runtime.pool.empty, "
+             "32 MiB and more) come from plain np.empty instead of a pool of blocks that dead "
+             "arrays released."),
+        Flag("pool_max_bytes", 1 << 30, "TRACEJIT_POOL_MAX_BYTES=512M: the most bytes of free "
+             "blocks the buffer pool keeps (a byte count, or K/M/G/T suffixed; default 1 GiB); "
+             "beyond it the least recently freed are dropped."),
     )
 }
 
