@@ -1,5 +1,6 @@
 """Golden files: what each stage of @jit produces for three fixed programs (the seed's training
-step, a row softmax, a layernorm; tests/golden/programs.py), compared with
+step, a row softmax, a layernorm; tests/golden/programs.py): the graph IR, the kernel IR and
+the generated source, compared with
 tests/golden/<program>.<stage>.txt, so a change to tracing, the passes or code generation shows
 up as a readable diff of what users see.
 
@@ -55,8 +56,15 @@ PROGRAMS: dict[str, Callable[[], tuple[Any, tuple[Any, ...]]]] = _load_programs(
 
 
 def stage_ir(jf: Any, args: tuple[Any, ...]) -> str:
-    """The optimised graph IR with its buffer plan (`step.ir(...)`)."""
-    return jf.ir(*args)
+    """The optimised graph IR with its buffer plan (`step.ir(...)`, before its kernels)."""
+    return jf.ir(*args).split("\nkernels:\n")[0] + "\n"
+
+
+def stage_kir(jf: Any, args: tuple[Any, ...]) -> str:
+    """The kernel IR of every fused group and reduction (the `kernels:` part of `step.ir`)."""
+    text = jf.ir(*args)
+    return "kernels:\n" + text.split("\nkernels:\n", 1)[1] if "\nkernels:\n" in text \
+        else "(no kernels)\n"
 
 
 def stage_source(jf: Any, args: tuple[Any, ...]) -> str:
@@ -66,6 +74,7 @@ def stage_source(jf: Any, args: tuple[Any, ...]) -> str:
 
 STAGES: dict[str, Callable[[Any, tuple[Any, ...]], str]] = {
     "ir": stage_ir,
+    "kir": stage_kir,
     "source": stage_source,
 }
 

@@ -151,19 +151,18 @@ def test_no_effect_is_committed_before_a_node_that_may_raise() -> None:
 
 
 def test_check_mode_blames_the_node_that_is_wrong_with_the_plan_on() -> None:
-    from tracejit.ops import REGISTRY
+    from tracejit.codegen import cpu
 
-    op = REGISTRY["sin"]
-    original = op.expr
+    original = cpu.SCALAR["sin"]
     fn = tj.jit(lambda x: ((x * 3).exp().reshape(-1) + 1).sin() * 2, check=True)
     x = tj.randn(2, 3)
     fn(x)
-    object.__setattr__(op, "expr", "cos({0})")  # the planted bug: sin compiled as cos
+    cpu.SCALAR["sin"] = "cos({0})"  # the planted bug: sin compiled as cos
     try:
         with pytest.raises(CheckError, match=r"fused, user code test_plan.py:\d+") as e:
             fn(x)
     finally:
-        object.__setattr__(op, "expr", original)
+        cpu.SCALAR["sin"] = original
     g = next(e for es in fn._entries.values() for e in es).graph
     wrong = next(k for k, n in enumerate(g.nodes) if n.name == "fused" and
                  any(m.name == "sin" for m in n.attrs["body"].nodes))

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import builtins as _builtins  # `bool`, `int` and `float` are dtypes below, as in torch
 
-from . import autograd, functional, nn, ops, optim, utils  # noqa: F401  # noqa: E402, F401 - after Tensor and the factories they build on
+from . import (  # noqa: F401  # noqa: E402, F401 - after Tensor and the factories they build on
+    _vector_width,  # first: it must run before anything imports Numba
+    autograd,
+    functional,
+    nn,
+    ops,
+    optim,
+    utils,
+)
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
     Generator,

@@ -37,8 +37,13 @@ FLAGS: dict[str, Flag] = {
              "compile time depends only on the distinct kernels; native: one njit driver (Numba "
              "re-optimises every kernel inlined at every call site: 6x slower to compile the "
              "seed step, no faster per call in our measurements); auto: native up to 64 nodes."),
+        Flag("vector_width", "auto", "TRACEJIT_VECTOR_WIDTH=auto|512|256: on a CPU with "
+             "AVX-512, let LLVM vectorise with 512-bit registers (auto, 512; it otherwise "
+             "prefers 256 on Intel servers); read once, before Numba is imported, by setting "
+             "NUMBA_CPU_FEATURES (not when you set that yourself or imported numba first)."),
         Flag("print_after", "", "TRACEJIT_PRINT_AFTER=fuse,dce (or all): print the IR after "
-             "those passes."),
+             "those passes; plan_memory: the final graph with its buffer plan; kir: the "
+             "kernel IR of each fused group and reduction."),
         Flag("pool", True, "TRACEJIT_POOL=0: large output buffers (tracejit.runtime.pool.empty, "
              "32 MiB and more) come from plain np.empty instead of a pool of blocks that dead "
              "arrays released."),

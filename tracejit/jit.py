@@ -469,13 +469,18 @@ class JitFunction:
         return entry
 
     def ir(self, *args: Any, **kwargs: Any) -> str:
-        """The optimised IR for these inputs, as text, with the buffer plan it compiles with.
+        """The optimised IR for these inputs, as text, with the buffer plan it compiles with,
+        then the kernel IR of each fused group and reduction (`kernel %i`: node i's).
         Inputs not seen yet are traced first, leaving your tensors as they were (`_inspect`)."""
         from .ir.plan import make_plan
+        from .kir.lower import format_graph_kernels
 
         e = self._entry_for(args, kwargs)
         g = e.graph
         text = print_graph(g, plan=make_plan(g))
+        kernels = format_graph_kernels(g)
+        if kernels:
+            text += "\n" + kernels.rstrip("\n")
         notes = [f"# graph break at {b.loc}: {b.reason}" for b in e.breaks] + \
             [f"# {n}" for n in e.notes]
         return "\n".join([text, *notes])

@@ -6,6 +6,7 @@ the number of distinct kernels, not with the size of the graph. Never imports te
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -15,14 +16,16 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..dtypes import DType, float64
+from .. import kir
+from ..dtypes import DType, int64
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value
 from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
 from ..ir.printer import print_graph
+from ..kir.lower import lower_fused, lower_reduce
 from ..ops.registry import Kind, OpDef, lit, np_name
-from ..runtime import cache
-from .lower import UnsupportedError, render_expr
+from ..runtime import cache, pool
+from .lower import UnsupportedError
 from .writer import Writer
 
 PRELUDE = """import numpy as np
@@ -31,6 +34,10 @@ from tracejit.kernels.cpu.scalar import *  # noqa: F403
 from tracejit.kernels.cpu.contract import matmul2d, matmul_batched, as_blas  # noqa: F401
 from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first, put_first  # noqa
 from tracejit.kernels.cpu.index import check_range, check_target  # noqa: F401
+from tracejit.kernels.cpu.vmath import exp as vexp, log as vlog, tanh as vtanh  # noqa: F401
+from tracejit.kernels.cpu.vmath import sigmoid as vsigmoid, erf as verf, rsqrt as vrsqrt  # noqa
+from tracejit.kernels.cpu.vmath import ipow  # noqa: F401
+from tracejit.kernels.cpu.accum import radd, rmul, rmax, rmin  # noqa: F401
 """
 JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
 
@@ -54,6 +61,7 @@ class Program:
     from_disk: bool
     effects_done: bool = True
     kernels: list[str] = field(default_factory=list)
+    kernel_ir: dict[str, kir.Kernel] = field(default_factory=dict)  # name -> its kernel IR
     native: bool = True
     plan: BufferPlan = field(default_factory=BufferPlan)
 
@@ -62,19 +70,96 @@ class Program:
         return list(out), None
 
 
-# ---- kernels ------------------------------------------------------------------------------------
+# ---- the renderer: kernel IR -> Numba source ----------------------------------------------------
+
+# how Numba spells each kernel IR scalar op; {0}.. are operands, {name} attributes
+SCALAR = {
+    "neg": "-{0}", "exp": "vexp({0})", "log": "vlog({0})", "log1p": "log1p({0})",
+    "expm1": "expm1({0})", "sqrt": "sqrt({0})", "rsqrt": "vrsqrt({0})", "abs": "abs({0})",
+    "sin": "sin({0})", "cos": "cos({0})", "tanh": "vtanh({0})", "sigmoid": "vsigmoid({0})",
+    "erf": "verf({0})", "relu": "relu({0})", "sign": "sign({0})", "floor": "floor({0})",
+    "ceil": "ceil({0})", "round": "rint({0})", "logical_not": "not {0}", "cast": "{dtype}({0})",
+    "clamp": "clamp({0}, {min}, {max})", "ipow": "ipow({0}, {n})",
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
+    "pow": "pow({0}, {1})", "maximum": "maximum({0}, {1})", "minimum": "minimum({0}, {1})",
+    "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
+    "gt": "({0} > {1})", "ge": "({0} >= {1})", "logical_and": "({0} and {1})",
+    "logical_or": "({0} or {1})", "where": "({1} if {0} else {2})",
+}
+# accumulator updates, reorderable (kernels/cpu/accum.py)
+ACCUM = {"add": "radd", "mul": "rmul", "max": "rmax", "min": "rmin"}
 
 
-def _index(rank_out: int, t: Any) -> str:
-    """Index expression reading operand type `t` inside loops i0..i{r-1} (right-aligned,
-    broadcast dims read at 0)."""
-    if not t.shape:
-        return "[()]"
-    lead = rank_out - len(t.shape)
-    parts = []
-    for j, n in enumerate(t.shape):
-        parts.append(f"i{lead + j}" if n != 1 else "0")
-    return "[" + ", ".join(parts) + "]"
+def _r_lit(e: kir.Lit) -> str:
+    return lit(e.value, e.dtype)
+
+
+def render_expr(e: kir.Expr) -> str:
+    if isinstance(e, kir.Var):
+        return e.name
+    if isinstance(e, kir.Lit):
+        return _r_lit(e) if e.dtype is not int64 or not isinstance(e.value, int) else str(e.value)
+    if isinstance(e, kir.Dim):
+        return f"shape[{e.k}]"
+    if isinstance(e, kir.Load):
+        return f"{e.buf}[{_r_index(e.index)}]"
+    fmt: dict[str, str] = {}
+    for k, v in e.attrs:
+        if isinstance(v, DType):
+            fmt[k] = np_name(v)
+        elif isinstance(v, kir.Lit):
+            fmt[k] = _r_lit(v)
+        else:
+            fmt[k] = repr(v)
+    text = SCALAR[e.op].format(*(render_expr(a) for a in e.args), **fmt)
+    if e.op == "cast":
+        return text
+    return f"{np_name(e.dtype)}({text})"
+
+
+def _r_index(index: tuple[kir.Expr, ...]) -> str:
+    return ", ".join(render_expr(i) for i in index) if index else "()"
+
+
+def _r_body(body: tuple[kir.Stmt, ...], w: Writer) -> None:
+    for s in body:
+        if isinstance(s, kir.Let):
+            note = f"  # {s.note}" if s.note else ""
+            w.line(f"{s.var.name} = {render_expr(s.value)}{note}")
+        elif isinstance(s, kir.Store):
+            w.line(f"{s.buf}[{_r_index(s.index)}] = {render_expr(s.value)}")
+        elif isinstance(s, kir.Accum):
+            v = render_expr(s.value)
+            if s.combine in ACCUM:
+                w.line(f"{s.var.name} = {ACCUM[s.combine]}({s.var.name}, {v})")
+            else:  # and / or over bools
+                w.line(f"{s.var.name} = {s.var.name} {'&' if s.combine == 'and' else '|'} {v}")
+        elif isinstance(s, kir.Alloc):
+            shape = "(" + "".join(f"{render_expr(d)}, " for d in s.shape) + ")"
+            if s.fill is None:
+                w.line(f"{s.buf} = np.empty({shape}, {np_name(s.dtype)})")
+            else:
+                w.line(f"{s.buf} = np.full({shape}, {_r_lit(s.fill)}, {np_name(s.dtype)})")
+        else:
+            step = f", {s.step}" if s.step != 1 else ""
+            span = render_expr(s.extent) if s.start is None and not step else \
+                f"{render_expr(s.start or kir.Lit(0, int64))}, {render_expr(s.extent)}"
+            w.line(f"for {s.var.name} in range({span}{step}):")
+            with w.indent():
+                _r_body(s.body, w)
+                if not s.body:
+                    w.line("pass")
+
+
+def render_kernel(k: kir.Kernel) -> str:
+    """The Numba source of a kernel, a function named KERNEL (renamed by its content hash)."""
+    w = Writer()
+    w.line(f"def KERNEL(shape, {', '.join(p.name for p in k.params)}):")
+    with w.indent():
+        if k.note:
+            w.line(f"# {k.note}")
+        _r_body(k.body, w)
+    return w.text()
 
 
 def _named(prefix: str, body: str, hint: str) -> Kernel:
@@ -83,106 +168,15 @@ def _named(prefix: str, body: str, hint: str) -> Kernel:
     return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 
 
-def fused_kernel(n: Node, inplace: dict[int, int] | None = None) -> Kernel:
-    """The loop nest of a fused node; `inplace` maps a result to the operand whose buffer the
-    buffer plan lets it write into."""
-    body: Region = n.attrs["body"]
-    inplace = inplace or {}
-    shape = n.outs[0].type.shape
-    r = len(shape)
-    w = Writer()
-    args = ", ".join(f"a{i}" for i in range(len(body.params)))
-    w.line(f"def KERNEL(shape, {args}):")
-    with w.indent():
-        for k, o in enumerate(body.results):
-            if k in inplace:
-                w.line(f"o{k} = a{inplace[k]}")
-            else:
-                w.line(f"o{k} = np.empty(shape, {np_name(o.type.dtype)})")
-        for d in range(r):
-            w.line(f"for i{d} in range(shape[{d}]):")
-            w._indent += 1
-        names: dict[Value, str] = {}
-        for i, p in enumerate(body.params):
-            names[p] = f"x{i}"
-            w.line(f"x{i} = a{i}{_index(r, p.type)}")
-        for j, m in enumerate(body.nodes):
-            assert isinstance(m.op, OpDef)
-            argv = [names[v] if isinstance(v, Value) else "" for v in m.inputs]
-            names[m.out] = f"t{j}"
-            w.line(f"t{j} = {render_expr(m, argv)}")
-        for k, o in enumerate(body.results):
-            w.line(f"o{k}{_index(r, o.type)} = {names[o]}")
-        w._indent -= r
-        outs = ", ".join(f"o{k}" for k in range(len(body.results)))
-        w.line(f"return {outs}" + ("," if len(body.results) > 1 else ""))
-    hint = "_".join(m.name for m in body.nodes)[:30]
-    return _named("k", w.text(), hint)
+def fused_kernel(n: Node) -> tuple[Kernel, kir.Kernel]:
+    """The kernel of a fused node: its kernel IR and its source."""
+    k = lower_fused(n)
+    return _named("k", render_kernel(k), k.hint[:30]), k
 
 
-def _init_literal(init: str, d: DType) -> str:
-    if init in ("inf", "-inf") and not d.is_floating_point:
-        info = np.iinfo(d.np) if d.category == 1 else None
-        if info is None:
-            return "False" if init == "-inf" else "True"
-        return str(info.min if init == "-inf" else info.max)
-    if init in ("inf", "-inf"):
-        return f"{np_name(d)}({'-' if init[0] == '-' else ''}np.inf)"
-    return init
-
-
-def reduce_kernel(n: Node) -> Kernel:
-    assert isinstance(n.op, OpDef) and n.op.reduce is not None
-    spec = n.op.reduce
-    x = n.inputs[0]
-    assert isinstance(x, Value)
-    xt, out = x.type, n.out.type
-    r = len(xt.shape)
-    if spec.index:
-        dim = n.attrs["dim"]
-        dims = tuple(range(r)) if dim is None else (dim,)
-        flat = dim is None
-    else:
-        dims = n.attrs["dims"]
-        flat = False
-    keep = tuple(1 if i in dims else f"x.shape[{i}]" for i in range(r))
-    keep_shape = "(" + "".join(f"{s}, " for s in keep) + ")"
-    oidx = "[" + ", ".join("0" if i in dims else f"i{i}" for i in range(r)) + "]" if r else "[()]"
-    xidx = "[" + ", ".join(f"i{i}" for i in range(r)) + "]" if r else "[()]"
-    w = Writer()
-    w.line("def KERNEL(x):")
-    with w.indent():
-        if spec.index:
-            w.line(f"best = np.full({keep_shape}, {_init_literal(spec.init, xt.dtype)}, x.dtype)")
-            w.line(f"acc = np.zeros({keep_shape}, np.int64)")
-            if flat:
-                w.line("k = 0")
-        else:
-            # float sums and products accumulate in float64 (NumPy sums pairwise instead)
-            acc_d = float64 if out.dtype.is_floating_point and spec.init in ("0", "1") \
-                else out.dtype
-            w.line(f"acc = np.full({keep_shape}, {_init_literal(spec.init, out.dtype)}, "
-                   f"{np_name(acc_d)})")
-        for d in range(r):
-            w.line(f"for i{d} in range(x.shape[{d}]):")
-            w._indent += 1
-        if spec.index:
-            cond = spec.combine.format("v", acc="best" + oidx)
-            w.line(f"v = x{xidx}")
-            w.line(f"if {cond}:")
-            with w.indent():
-                w.line(f"best{oidx} = v")
-                w.line(f"acc{oidx} = {'k' if flat else f'i{dims[0]}' if r else '0'}")
-            if flat:
-                w.line("k += 1")
-        else:
-            v = f"x{xidx}"
-            w.line(f"acc{oidx} = " + spec.combine.format(v, acc=f"acc{oidx}"))
-        w._indent -= r
-        final = "(" + "".join(f"{s}, " for i, s in enumerate(keep)
-                              if n.attrs.get("keepdim") or i not in dims) + ")"
-        w.line(f"return acc.astype({np_name(out.dtype)}).reshape({final})")
-    return _named("r", w.text(), n.name)
+def reduce_kernel(n: Node) -> tuple[Kernel, kir.Kernel]:
+    k = lower_reduce(n)
+    return _named("r", render_kernel(k), k.hint[:30]), k
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -209,22 +203,40 @@ class _Gen:
         self.kernels: dict[str, Kernel] = {}
         self.consts: list[np.ndarray] = []
         self.const_of: dict[Value, str] = {}
+        self.kir: dict[str, kir.Kernel] = {}  # kernel name -> its kernel IR
+        self.native = True
 
     def ref(self, o: Operand, dtype: DType | None = None) -> str:
         if isinstance(o, Const):
             return lit(o.value, dtype or o.dtype)
         return self.names[o]
 
-    def kernel(self, k: Kernel) -> str:
+    def kernel(self, k: Kernel, ir: kir.Kernel) -> str:
         self.kernels[k.name] = k
+        self.kir[k.name] = ir
         return k.name
+
+    def alloc(self, outs: list[str], types: list[Any], reuse: dict[int, int],
+              args: list[str]) -> None:
+        """The buffers a kernel writes: fresh, or (the buffer plan) an operand's."""
+        for k, (o, t) in enumerate(zip(outs, types)):
+            shape, dtype = tuple(t.shape), np_name(t.dtype)
+            if k in reuse:
+                self.w.line(f"{o} = {args[reuse[k]]}")
+            elif not self.native and math.prod(shape) * t.dtype.np.itemsize >= \
+                    pool.THRESHOLD_BYTES:
+                # a large buffer: from the pool of blocks dead arrays released (glibc maps
+                # each fresh one anew, and its first touch faults every page)
+                self.w.line(f"{o} = _pool_empty({shape!r}, {dtype})")
+            else:
+                self.w.line(f"{o} = np.empty({shape!r}, {dtype})")
 
     def node(self, i: int, n: Node) -> None:
         out = f"v{i}"
         origin = f"%{i} {n.loc}"
         for j, o in enumerate(n.outs):
             self.names[o] = out if len(n.outs) == 1 else f"v{i}_{j}"
-        outs = ", ".join(self.names[o] for o in n.outs) + ("," if len(n.outs) > 1 else "")
+
         args = [self.ref(v) for v in n.inputs]
         comment = f"  # %{i} {n.name} {n.loc}"
         if n.name == "constant":
@@ -239,22 +251,25 @@ class _Gen:
                 self.w.line(f"{out} = {c}{comment}", origin)
             return
         if n.name == "fused":
-            k = self.kernel(fused_kernel(n, self.plan.for_node(i)))
-            shape = repr(tuple(n.outs[0].type.shape))
-            self.w.line(f"{outs} = {k}({shape}, {', '.join(args)})"
+            k = self.kernel(*fused_kernel(n))
+            shape = repr(tuple(n.attrs.get("domain", n.outs[0].type.shape)))
+            onames = [self.names[o] for o in n.outs]
+            self.alloc(onames, [o.type for o in n.outs], self.plan.for_node(i), args)
+            self.w.line(f"{k}({shape}, {', '.join(args + onames)})"
                         f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
             return
         assert isinstance(n.op, OpDef)
         if n.op.dynamic_shape:
             raise UnsupportedError(f"{n.name} has a data-dependent output shape")
-        if n.op.kind is Kind.ELEMENTWISE and n.op.expr is not None:
+        if n.op.kind is Kind.ELEMENTWISE and n.op.scalar is not None:
             from ..passes.fuse import _make_fused
 
             self.node(i, _make_fused(_Single(n), set(n.outs), 0))  # a group of one
             return
         if n.op.kind is Kind.REDUCE and n.op.reduce is not None:
-            k = self.kernel(reduce_kernel(n))
-            self.w.line(f"{out} = {k}({args[0]}){comment}", origin)
+            k = self.kernel(*reduce_kernel(n))
+            self.alloc([out], [n.out.type], {}, args)
+            self.w.line(f"{k}({args[0]}.shape, {args[0]}, {out}){comment}", origin)
             return
         ins = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
         text = _rule(n.op)(args, n.attrs, n.out.type, ins)
@@ -269,6 +284,7 @@ class _Gen:
             self.w.line(f"{out} = {text}{comment}", origin)
 
     def generate(self, fname: str, native: bool = True) -> str:
+        self.native = native
         g = self.g
         for k, v in enumerate(g.params):
             self.names[v] = f"p{k}"
@@ -325,7 +341,8 @@ def use_native_driver(g: Graph) -> bool:
 
 
 def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
-             snapshot: bool = False) -> tuple[str, list[Kernel], list[np.ndarray], str]:
+             snapshot: bool = False) -> tuple[str, list[Kernel], list[np.ndarray], str,
+                                              dict[str, kir.Kernel]]:
     """Source of the driver module (without kernels), its kernels, constants, and name.
     A native driver is one njit function; a Python one runs the same statements in the
     interpreter, calling the njit kernels (LLVM then never re-optimises every kernel inlined at
@@ -351,9 +368,10 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
     blas = "" if native else (
         "# matmuls run in the interpreter through NumPy's BLAS: the library (and thread count)\n"
         "# eager mode uses, not the second OpenBLAS that Numba's np.dot reaches through SciPy\n"
-        "matmul2d = np.dot\nmatmul_batched = np.matmul\n")
+        "matmul2d = np.dot\nmatmul_batched = np.matmul\n"
+        "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
     src = header + PRELUDE + blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
-    return src, list(gen.kernels.values()), gen.consts, fname
+    return src, list(gen.kernels.values()), gen.consts, fname, gen.kir
 
 
 def _report_and_clear(fname: str, kernels: list[Kernel], e: Exception) -> None:
@@ -422,13 +440,15 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
     _check_dtypes(g)
     plan = make_plan(g)
     verify_plan(g, plan)
-    src, kernels, consts, fname = generate(g, native, plan, snapshot)
+    src, kernels, consts, fname, kernel_ir = generate(g, native, plan, snapshot)
     for k in kernels:
         cache.register_kernel(k.name, k.source)
     if consts:
         cache.register_constants(fname, consts)
     if not native:
-        return _python_program(g, src, fname, kernels, plan, snapshot)
+        prog = _python_program(g, src, fname, kernels, plan, snapshot)
+        prog.kernel_ir = kernel_ir
+        return prog
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
     misses = 0
     for attempt in (0, 1):
@@ -448,7 +468,8 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
     cache.seal([fname] + [k.name for k in kernels])
     # no new miss: the machine code came from Numba's disk cache (or this process had it)
     from_disk = sum(fn.stats.cache_misses.values()) == misses
-    return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels], plan=plan)
+    return Program(fname, src, fn, from_disk, kernels=[k.name for k in kernels], plan=plan,
+                   kernel_ir=kernel_ir)
 
 
 def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan: BufferPlan,

@@ -172,11 +172,14 @@ def make_plan(g: Graph) -> BufferPlan:
 
 def _pick(n: Node, out: Value, used: set[int], root: dict[Value, Value],
           ok: Callable[[Value], bool]) -> int | None:
-    """The first operand of n, not yet used, of out's type, that `ok` accepts and no other
-    operand reads through a view."""
+    """The first operand of n, not yet used, of out's type, that `ok` accepts, no other
+    operand reads through a view, and the kernel does not read after writing the result (a
+    kernel of several passes over rows lists those pairs in `unsafe_reuse`)."""
+    r = n.outs.index(out)
+    unsafe = n.attrs.get("unsafe_reuse", ())
     for j, w in enumerate(n.inputs):
         if isinstance(w, Value) and j not in used and w.type == out.type and ok(w) and \
-                not _shares(n, j, root):
+                not _shares(n, j, root) and (r, j) not in unsafe:
             return j
     return None
 
@@ -218,6 +221,9 @@ def verify_plan(g: Graph, plan: BufferPlan) -> None:
             raise PlanError(f"{where}: writes into a constant shared by every call")
         if _shares(n, r.operand, root):
             raise PlanError(f"{where}: another operand reads the same buffer through a view")
+        if (r.result, r.operand) in n.attrs.get("unsafe_reuse", ()):
+            raise PlanError(f"{where}: the kernel reads operand {r.operand} again after it "
+                            f"stores result {r.result}")
         if r.effect:
             if w not in params or effect_of.get(w) is not out:
                 raise PlanError(f"{where}: an in-place effect must write a parameter's own new "

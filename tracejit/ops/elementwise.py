@@ -1,5 +1,5 @@
-"""Elementwise ops: one stanza each. `expr` is the scalar template codegen splices into fused
-loops; its helper functions live in tracejit.kernels.cpu.scalar (shared with CUDA later).
+"""Elementwise ops: one stanza each. `scalar` names the kernel IR operation fused loops compute
+(kir/ir.py's SCALAR_OPS); how each device spells it is its renderer's business (codegen/).
 VJPs use Tensor methods only, so backward traces like forward."""
 
 from __future__ import annotations
@@ -68,17 +68,19 @@ def _rule(result: str, name: str) -> Any:
     return infer
 
 
-def unary(name: str, eager: Any, vjp: Any, expr: str, saves: tuple = (), result: str = "float",
+def unary(name: str, eager: Any, vjp: Any, saves: tuple = (), result: str = "float",
           **kw: Any) -> Any:
-    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp, expr=expr,
+    kw.setdefault("scalar", name)
+    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp,
                  saves=saves, compute_dtype=promoted_float if result == "float" else promoted,
                  **kw)
 
 
-def binary(name: str, eager: Any, vjp: Any, expr: str, saves: tuple = (0, 1),
+def binary(name: str, eager: Any, vjp: Any, saves: tuple = (0, 1),
            result: str = "same", **kw: Any) -> Any:
     compute = promoted_float if result == "float" else promoted
-    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp, expr=expr,
+    kw.setdefault("scalar", name)
+    return defop(name, E, infer=_rule(result, name), eager=eager, vjp=vjp,
                  saves=saves, compute_dtype=compute, **kw)
 
 
@@ -118,30 +120,28 @@ def _quiet(f: Any) -> Any:
 
 
 # ---- unary --------------------------------------------------------------------------------------
-neg_op = unary("neg", np.negative, lambda c, g: (-g,), "-{0}", result="nobool")
-exp_op = unary("exp", _quiet(np.exp), lambda c, g: (g * c.out,), "exp({0})", saves=("out",))
-log_op = unary("log", _quiet(np.log), lambda c, g: (g / c.inputs[0],), "log({0})", saves=(0,))
-log1p_op = unary("log1p", _quiet(np.log1p), lambda c, g: (g / (c.inputs[0] + 1),),
-                 "log1p({0})", saves=(0,))
-expm1_op = unary("expm1", _quiet(np.expm1), lambda c, g: (g * (c.out + 1),), "expm1({0})",
+neg_op = unary("neg", np.negative, lambda c, g: (-g,), result="nobool")
+exp_op = unary("exp", _quiet(np.exp), lambda c, g: (g * c.out,), saves=("out",))
+log_op = unary("log", _quiet(np.log), lambda c, g: (g / c.inputs[0],), saves=(0,))
+log1p_op = unary("log1p", _quiet(np.log1p), lambda c, g: (g / (c.inputs[0] + 1),), saves=(0,))
+expm1_op = unary("expm1", _quiet(np.expm1), lambda c, g: (g * (c.out + 1),),
                  saves=("out",))
-sqrt_op = unary("sqrt", _quiet(np.sqrt), lambda c, g: (g / (2 * c.out),), "sqrt({0})",
+sqrt_op = unary("sqrt", _quiet(np.sqrt), lambda c, g: (g / (2 * c.out),),
                 saves=("out",))
-rsqrt_op = unary("rsqrt", _rsqrt, lambda c, g: (g * c.out.pow(3) * -0.5,), "rsqrt({0})",
+rsqrt_op = unary("rsqrt", _rsqrt, lambda c, g: (g * c.out.pow(3) * -0.5,),
                  saves=("out",))
-abs_op = unary("abs", np.abs, lambda c, g: (g * c.inputs[0].sign(),), "abs({0})", saves=(0,),
+abs_op = unary("abs", np.abs, lambda c, g: (g * c.inputs[0].sign(),), saves=(0,),
                result="same")  # abs: gradient 0 at x == 0, as torch (sign(0) == 0)
-sin_op = unary("sin", _quiet(np.sin), lambda c, g: (g * c.inputs[0].cos(),), "sin({0})",
+sin_op = unary("sin", _quiet(np.sin), lambda c, g: (g * c.inputs[0].cos(),),
                saves=(0,))
-cos_op = unary("cos", _quiet(np.cos), lambda c, g: (-g * c.inputs[0].sin(),), "cos({0})",
+cos_op = unary("cos", _quiet(np.cos), lambda c, g: (-g * c.inputs[0].sin(),),
                saves=(0,))
-tanh_op = unary("tanh", np.tanh, lambda c, g: (g * (1 - c.out * c.out),), "tanh({0})",
+tanh_op = unary("tanh", np.tanh, lambda c, g: (g * (1 - c.out * c.out),),
                 saves=("out",))
-sigmoid_op = unary("sigmoid", _sigmoid, lambda c, g: (g * c.out * (1 - c.out),),
-                   "sigmoid({0})", saves=("out",))
+sigmoid_op = unary("sigmoid", _sigmoid, lambda c, g: (g * c.out * (1 - c.out),), saves=("out",))
 erf_op = unary("erf", _erf,
                lambda c, g: (g * (c.inputs[0] * c.inputs[0] * -1).exp() * 1.1283791670955126,),
-               "erf({0})", saves=(0,))
+               saves=(0,))
 def _sign(x: np.ndarray) -> np.ndarray:
     out = np.sign(x)
     if x.dtype.kind == "f":  # torch: sign(nan) is 0 (NumPy's is nan)
@@ -154,13 +154,13 @@ def _sign(x: np.ndarray) -> np.ndarray:
 # second: relu(-0.0) is -0.0 and clamp keeps x on a tie, as in torch.
 # relu: gradient 0 at x == 0, as torch
 relu_op = unary("relu", lambda x: np.maximum(x.dtype.type(0), x),
-                lambda c, g: (g * (c.out > 0),), "relu({0})", saves=("out",), result="same")
-sign_op = unary("sign", _sign, lambda c, g: (g * 0,), "sign({0})", result="same")
-floor_op = unary("floor", np.floor, lambda c, g: (g * 0,), "floor({0})", result="same")
-ceil_op = unary("ceil", np.ceil, lambda c, g: (g * 0,), "ceil({0})", result="same")
+                lambda c, g: (g * (c.out > 0),), saves=("out",), result="same")
+sign_op = unary("sign", _sign, lambda c, g: (g * 0,), result="same")
+floor_op = unary("floor", np.floor, lambda c, g: (g * 0,), result="same")
+ceil_op = unary("ceil", np.ceil, lambda c, g: (g * 0,), result="same")
 # round: half to even, as torch and NumPy
-round_op = unary("round", np.round, lambda c, g: (g * 0,), "rint({0})", result="same")
-logical_not_op = unary("logical_not", np.logical_not, None, "not {0}", result="bool",
+round_op = unary("round", np.round, lambda c, g: (g * 0,), result="same")
+logical_not_op = unary("logical_not", np.logical_not, None, result="bool",
                        differentiable=False)
 
 
@@ -172,7 +172,7 @@ def _cast_infer(ops: Sequence[Operand], *, dtype: DType) -> TensorType:
 
 cast_op = defop("cast", E, infer=_cast_infer, attrs=("dtype",),
                 eager=lambda x, *, dtype: x.astype(dtype.np),
-                vjp=lambda c, g: (g.to(c.in_types[0].dtype),), expr="{dtype}({0})")
+                vjp=lambda c, g: (g.to(c.in_types[0].dtype),), scalar="cast")
 
 
 def _clamp_infer(ops: Sequence[Operand], *, min: Any, max: Any) -> TensorType:
@@ -206,20 +206,19 @@ def _clamp_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
 
 clamp_op = defop("clamp", E, infer=_clamp_infer, eager=_clamp_eager, vjp=_clamp_vjp,
                  attrs=("min", "max"), saves=(0,), compute_dtype=None,
-                 expr="clamp({0}, {min}, {max})")
+                 scalar="clamp")
 
 # ---- binary -------------------------------------------------------------------------------------
-add_op = binary("add", np.add, lambda c, g: (g, g), "({0} + {1})", saves=())
-sub_op = binary("sub", np.subtract, lambda c, g: _pick(c, lambda: g, lambda: -g), "({0} - {1})",
+add_op = binary("add", np.add, lambda c, g: (g, g), saves=())
+sub_op = binary("sub", np.subtract, lambda c, g: _pick(c, lambda: g, lambda: -g),
                 saves=(),
                 result="nobool")
 mul_op = binary("mul", np.multiply,
-                lambda c, g: _pick(c, lambda: g * c.inputs[1], lambda: g * c.inputs[0]),
-                "({0} * {1})")
+                lambda c, g: _pick(c, lambda: g * c.inputs[1], lambda: g * c.inputs[0]))
 div_op = binary("div", _quiet(np.true_divide),
                 lambda c, g: _pick(c, lambda: g / c.inputs[1],
                                    lambda: -g * c.inputs[0] / (c.inputs[1] * c.inputs[1])),
-                "({0} / {1})", result="float")
+                result="float")
 
 
 def _pow_eager(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -248,13 +247,11 @@ def _pow_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
     return _pick(c, da, db)
 
 
-pow_op = binary("pow", _pow_eager, _pow_vjp, "pow({0}, {1})", saves=(0, 1, "out"))
+pow_op = binary("pow", _pow_eager, _pow_vjp, saves=(0, 1, "out"))
 maximum_op = binary("maximum", np.maximum,
-                    lambda c, g: _tie_split(c, g, c.inputs[0] > c.inputs[1]),
-                    "maximum({0}, {1})")
+                    lambda c, g: _tie_split(c, g, c.inputs[0] > c.inputs[1]))
 minimum_op = binary("minimum", np.minimum,
-                    lambda c, g: _tie_split(c, g, c.inputs[0] < c.inputs[1]),
-                    "minimum({0}, {1})")
+                    lambda c, g: _tie_split(c, g, c.inputs[0] < c.inputs[1]))
 
 
 def _tie_split(c: VjpContext, g: Any, first_wins: Any) -> tuple[Any, ...]:
@@ -264,20 +261,19 @@ def _tie_split(c: VjpContext, g: Any, first_wins: Any) -> tuple[Any, ...]:
     return _pick(c, lambda: g * wa, lambda: g * (1 - wa))
 
 
-def _compare(name: str, f: Any, sym: str) -> Any:
-    return binary(name, f, None, f"({{0}} {sym} {{1}})", saves=(), result="bool",
-                  differentiable=False)
+def _compare(name: str, f: Any) -> Any:
+    return binary(name, f, None, saves=(), result="bool", differentiable=False)
 
 
-eq_op = _compare("eq", np.equal, "==")
-ne_op = _compare("ne", np.not_equal, "!=")
-lt_op = _compare("lt", np.less, "<")
-le_op = _compare("le", np.less_equal, "<=")
-gt_op = _compare("gt", np.greater, ">")
-ge_op = _compare("ge", np.greater_equal, ">=")
-logical_and_op = binary("logical_and", np.logical_and, None, "({0} and {1})", saves=(),
+eq_op = _compare("eq", np.equal)
+ne_op = _compare("ne", np.not_equal)
+lt_op = _compare("lt", np.less)
+le_op = _compare("le", np.less_equal)
+gt_op = _compare("gt", np.greater)
+ge_op = _compare("ge", np.greater_equal)
+logical_and_op = binary("logical_and", np.logical_and, None, saves=(),
                         result="bool", differentiable=False)
-logical_or_op = binary("logical_or", np.logical_or, None, "({0} or {1})", saves=(),
+logical_or_op = binary("logical_or", np.logical_or, None, saves=(),
                        result="bool", differentiable=False)
 
 
@@ -299,5 +295,5 @@ where_op = defop(
     # Tensor.where(cond, other) is torch's: cond ? self : other
     vjp=lambda c, g: _pick(c, None, lambda: g.where(c.inputs[0], 0),
                            lambda: g.where(c.inputs[0].logical_not(), 0)),
-    expr="({1} if {0} else {2})",
+    scalar="where",
 )

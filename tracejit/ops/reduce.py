@@ -3,6 +3,7 @@ logsumexp are composites in functional.py; these are the primitives."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,20 +97,20 @@ def _np_reduce(f: Any, int_out: bool = False) -> Any:
 
 RA = ("dims", "keepdim")
 sum_op = defop("sum", R, infer=_rule("sum", "sum"), eager=_np_reduce(np.sum, True), attrs=RA,
-               vjp=_sum_vjp, reduce=ReduceSpec("0", "{acc} + {0}"))
+               vjp=_sum_vjp, reduce=ReduceSpec(0, "add"))
 prod_op = defop("prod", R, infer=_rule("prod", "sum"), eager=_np_reduce(np.prod, True),
-                attrs=RA, vjp=_prod_vjp, saves=(0,), reduce=ReduceSpec("1", "{acc} * {0}"))
+                attrs=RA, vjp=_prod_vjp, saves=(0,), reduce=ReduceSpec(1, "mul"))
 # amax/amin: NaN propagates (torch, NumPy): the scalar maximum/minimum, not Python's max/min
 amax_op = defop("amax", R, infer=_rule("amax", "nonempty"), eager=_np_reduce(np.max), attrs=RA,
                 vjp=_extreme_vjp, saves=(0, "out"),
-                reduce=ReduceSpec("-inf", "maximum({acc}, {0})"))
+                reduce=ReduceSpec(-math.inf, "max"))
 amin_op = defop("amin", R, infer=_rule("amin", "nonempty"), eager=_np_reduce(np.min), attrs=RA,
                 vjp=_extreme_vjp, saves=(0, "out"),
-                reduce=ReduceSpec("inf", "minimum({acc}, {0})"))
+                reduce=ReduceSpec(math.inf, "min"))
 all_op = defop("all", R, infer=_rule("all", "bool"), eager=_np_reduce(np.all), attrs=RA,
-               differentiable=False, reduce=ReduceSpec("True", "{acc} and {0}"))
+               differentiable=False, reduce=ReduceSpec(True, "and"))
 any_op = defop("any", R, infer=_rule("any", "bool"), eager=_np_reduce(np.any), attrs=RA,
-               differentiable=False, reduce=ReduceSpec("False", "{acc} or {0}"))
+               differentiable=False, reduce=ReduceSpec(False, "or"))
 
 
 def _arg_infer(name: str) -> Any:
@@ -146,9 +147,7 @@ def _arg_eager(f: Any) -> Any:
 # arg-reductions keep the index of the first element that wins; NaN wins and stays, as NumPy
 argmax_op = defop("argmax", R, infer=_arg_infer("argmax"), eager=_arg_eager(np.argmax),
                   attrs=("dim", "keepdim"), differentiable=False,
-                  reduce=ReduceSpec("-inf", "({0} > {acc} or ({0} != {0} and {acc} == {acc}))",
-                                    index=True))
+                  reduce=ReduceSpec(-math.inf, "argmax", index=True))
 argmin_op = defop("argmin", R, infer=_arg_infer("argmin"), eager=_arg_eager(np.argmin),
                   attrs=("dim", "keepdim"), differentiable=False,
-                  reduce=ReduceSpec("inf", "({0} < {acc} or ({0} != {0} and {acc} == {acc}))",
-                                    index=True))
+                  reduce=ReduceSpec(math.inf, "argmin", index=True))

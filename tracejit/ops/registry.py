@@ -70,10 +70,12 @@ class ArgError(OpError, IndexError):
 
 @dataclass(frozen=True)
 class ReduceSpec:
-    """How a reduction combines, for codegen: `init` value and `combine` template."""
+    """How a reduction combines, for codegen: the identity `init` (a Python number; +-inf
+    means the dtype's extreme for integers) and the kernel IR combine (`add`, `mul`, `max`,
+    `min`, `and`, `or`; `argmax`/`argmin` for the arg-reductions, with index=True)."""
 
-    init: str
-    combine: str  # e.g. "{acc} + {0}"; with index=True, a condition for "the new one wins"
+    init: Any
+    combine: str
     index: bool = False  # an arg-reduction: the result is the winner's index
 
 
@@ -99,7 +101,9 @@ class OpDef:
     vjp: Callable[[VjpContext, Any], tuple[Any, ...]] | None = None
     attrs: tuple[str, ...] = ()
     saves: tuple[int | str, ...] = ()  # input indices and/or "out" kept for the VJP
-    expr: str | None = None  # elementwise scalar template, {0}, {1} the operands
+    # an elementwise op's scalar operation in the kernel IR (a key of kir.ir.SCALAR_OPS; its
+    # attributes are passed along): what it computes, never how a device spells it
+    scalar: str | None = None
     reduce: ReduceSpec | None = None
     # the dtype(s) the eager kernel computes in, given the operands: one DType for every
     # operand, a tuple with one entry (or None: leave as is) per operand, or None: no cast
@@ -126,7 +130,7 @@ def defop(name: str, kind: Kind, **kw: Any) -> OpDef:
     return op
 
 
-# ---- code-generation helpers (for `kernels` rules and `expr` attributes) -------------------------
+# ---- code-generation helpers (for `kernels` rules) ----------------------------------------------
 # A `kernels[device]` rule is `rule(args, attrs, out, ins) -> str | None`: `args` are the operand
 # expressions, `out` the output TensorType, `ins` the operand types. It returns an expression, or
 # statements that assign `{out}`, or None when this case has no compiled form (a graph break).

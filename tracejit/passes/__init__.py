@@ -2,7 +2,8 @@
 `run_pipeline`, which times them, verifies after each (in tests) and prints after those named
 in TRACEJIT_PRINT_AFTER. Memory planning is not a graph pass: the buffer plan
 (`ir/plan.py`) is a structure over the final schedule, made when the graph is compiled;
-`TRACEJIT_PRINT_AFTER=plan_memory` prints the final graph with it."""
+`TRACEJIT_PRINT_AFTER=plan_memory` prints the final graph with it, and `kir` the kernel IR
+each fused group and reduction lowers to."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
             verify(g)
         if wanted & {"plan_memory", "all"}:
             print(print_graph(g, "# buffer plan of the final graph", make_plan(g)))
+        if wanted & {"kir", "all"}:
+            from ..kir.lower import format_graph_kernels
+
+            print("# kernel IR of the final graph\n" + format_graph_kernels(g))
     return g
 
 

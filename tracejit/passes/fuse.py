@@ -1,7 +1,18 @@
-"""Elementwise fusion: chains of elementwise nodes with the same output shape become one
-`fused` node whose region lists its members; codegen emits one loop nest for it. A group stays
-open while only its own members read its values; the first outside reader closes it, so every
-fused node can sit where its last member was."""
+"""Fusion: groups of elementwise nodes and the reductions between them become one `fused` node
+whose region lists its members; codegen lowers each to one kernel (kir/lower.py).
+
+A group has a *domain*, the shape of its full-size members, and may reduce the domain's last
+`rdims` dimensions (softmax, layernorm, mse: reductions over rows). Its members are
+- full members: elementwise nodes whose result has the domain's shape;
+- reductions (sum, prod, amax, amin, all, any) over the trailing `rdims` dimensions of a full
+  member or of an input of the domain's shape, with or without keepdim;
+- row members: elementwise nodes over reduction results (and inputs broadcast to a row), whose
+  result has a row's shape (the domain with the reduced dimensions 1, or dropped).
+A node joins an open group it reads from, or (siblings) one that reads the same input, when it
+fits the group's domain; otherwise it starts a group of its own. A group stays open while only
+its own members read its values; the first outside reader closes it, so every fused node can
+sit where its last member was. Lowering orders a group into passes over each row: a reduction
+ends a pass, and what reads its result runs in a later pass."""
 
 from __future__ import annotations
 
@@ -9,19 +20,88 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node, Region, Value
+from ..kir.schedule import unsafe_reuse
 from ..ops.registry import Kind, OpDef
+
+FUSED_REDUCTIONS = ("sum", "prod", "amax", "amin", "all", "any")
 
 
 @dataclass(eq=False)
 class _Group:
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the domain
+    rdims: int = 0  # trailing dimensions reduced (0: no reduction yet)
     members: list[Node] = field(default_factory=list)
     defined: set[Value] = field(default_factory=set)
+    rows: set[Value] = field(default_factory=set)  # row-shaped values (reduction results, ...)
+    inputs: set[Value] = field(default_factory=set)  # values read from outside
     open: bool = True
 
 
 def fusible(n: Node) -> bool:
-    return isinstance(n.op, OpDef) and n.op.kind is Kind.ELEMENTWISE and n.op.expr is not None
+    return isinstance(n.op, OpDef) and n.op.kind is Kind.ELEMENTWISE and n.op.scalar is not None
+
+
+def _reduce_dims(n: Node) -> tuple[int, ...] | None:
+    """The dims of a reduction a group can hold, else None."""
+    if not (isinstance(n.op, OpDef) and n.op.kind is Kind.REDUCE and
+            n.op.name in FUSED_REDUCTIONS):
+        return None
+    x = n.inputs[0]
+    if not isinstance(x, Value) or not x.type.shape:
+        return None
+    dims = tuple(n.attrs["dims"])
+    r = len(x.type.shape)
+    if not dims or dims != tuple(range(r - len(dims), r)):
+        return None  # not a trailing block of dimensions
+    return dims
+
+
+def row_shapes(shape: tuple[int, ...], rdims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The two shapes a row value may have: keepdim, and with the reduced dims dropped."""
+    m = len(shape) - rdims
+    return shape[:m] + (1,) * rdims, shape[:m]
+
+
+def _fits(gr: _Group, n: Node) -> str | None:
+    """How n would join gr: 'full', 'row', 'reduce', or None."""
+    reads_group = [v for v in n.values_in() if v in gr.defined]
+    reads_rows = [v for v in reads_group if v in gr.rows]
+    if fusible(n):
+        out = n.out.type.shape
+        if gr.rdims and reads_group and len(reads_rows) == len(reads_group) and \
+                out in row_shapes(gr.shape, gr.rdims):
+            # every input the group made is a row value: a row member, if its other inputs
+            # broadcast to a row too
+            if all(_broadcasts_to(v.type.shape, out) for v in n.values_in()):
+                return "row"
+            return None
+        if out == gr.shape and all(_per_row(v.type.shape, gr.shape, gr.rdims)
+                                   for v in reads_rows):
+            return "full"
+        return None
+    dims = _reduce_dims(n)
+    if dims is None:
+        return None
+    x = n.inputs[0]
+    assert isinstance(x, Value)
+    if x.type.shape != gr.shape or x in gr.rows:
+        return None
+    if gr.rdims and len(dims) != gr.rdims:
+        return None
+    return "reduce"
+
+
+def _per_row(s: tuple[int, ...], domain: tuple[int, ...], rdims: int) -> bool:
+    """Does a value of shape s, broadcast against the domain, give each row its own value?"""
+    m = len(domain) - rdims
+    aligned = (1,) * (len(domain) - len(s)) + s
+    return len(s) <= len(domain) and aligned[m:] == (1,) * rdims and aligned[:m] == domain[:m]
+
+
+def _broadcasts_to(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    if len(a) > len(b):
+        return False
+    return all(x == 1 or x == y for x, y in zip(a[::-1], b[::-1]))
 
 
 def fuse(g: Graph) -> Graph:
@@ -32,20 +112,37 @@ def fuse(g: Graph) -> Graph:
         # an ordered list, not a set: the grouping (and so the program's hash, which keys the
         # disk cache) must not depend on object ids
         readers = list(dict.fromkeys(group_of[v] for v in n.values_in() if v in group_of))
-        target = None
-        if fusible(n):
-            cands = [gr for gr in readers if gr.open and gr.shape == n.out.type.shape]
-            target = cands[-1] if cands else None
+        target, how = None, None
+        if fusible(n) or _reduce_dims(n) is not None:
+            cands = [gr for gr in readers if gr.open]
+            if not readers:  # siblings: an open group reading the same input
+                ins = list(n.values_in())
+                cands = [gr for gr in groups if gr.open and any(v in gr.inputs for v in ins)]
+            for gr in reversed(cands):
+                how = _fits(gr, n)
+                if how is not None:
+                    target = gr
+                    break
         for gr in readers:
             if gr is not target and gr.open:
                 gr.open = False  # an outside reader: the group's values must exist now
-        if target is None and fusible(n):
-            target = _Group(n.out.type.shape)
+        if target is None and (fusible(n) or _reduce_dims(n) is not None):
+            x = n.inputs[0] if not fusible(n) else None
+            dom = x.type.shape if isinstance(x, Value) else n.out.type.shape
+            target = _Group(dom)
+            how = "full" if fusible(n) else "reduce"
             groups.append(target)
             order.append(target)
         if target is not None:
+            if how == "reduce":
+                dims = _reduce_dims(n)
+                assert dims is not None
+                target.rdims = len(dims)
             target.members.append(n)
             target.defined.update(n.outs)
+            target.inputs.update(v for v in n.values_in() if v not in target.defined)
+            if how in ("reduce", "row"):
+                target.rows.update(n.outs)
             for o in n.outs:
                 group_of[o] = target
             # keep the group's place in order at its newest member
@@ -63,6 +160,9 @@ def fuse(g: Graph) -> Graph:
             nodes.append(item)
             continue
         assert isinstance(item, _Group)
+        if len(item.members) == 1 and item.rdims:
+            nodes.append(item.members[0])  # a lone reduction: the reduction kernel
+            continue
         nodes.append(_make_fused(item, live_out, index))
         index += 1
     return g.replace(nodes=tuple(nodes))
@@ -102,5 +202,8 @@ def _make_fused(gr: Any, live_out: set[Value], index: int) -> Node:
     # the fused node defines the same Values its members did (so readers need no rewrite);
     # inside the region they are the members' outputs
     body = Region(tuple(params), tuple(members), results)
-    return Node("fused", tuple(inputs), results, {"body": body, "index": index},
-                gr.members[-1].loc)
+    attrs: dict[str, Any] = {"body": body, "index": index, "domain": tuple(gr.shape),
+                             "rdims": getattr(gr, "rdims", 0)}
+    if attrs["rdims"]:
+        attrs["unsafe_reuse"] = unsafe_reuse(body, attrs["domain"], attrs["rdims"])
+    return Node("fused", tuple(inputs), results, attrs, gr.members[-1].loc)

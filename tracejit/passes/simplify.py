@@ -1,5 +1,8 @@
 """Algebraic simplification: x*1, x-0, x/1 -> x; identity reshape/expand/cast/permute;
-reshape of reshape and permute of permute composed. Only rewrites that keep the exact type."""
+reshape of reshape and permute of permute composed; an elementwise op reads the operand of an
+`expand` directly when its own broadcasting gives the same result shape (so a row value
+broadcast back over its row, as VJPs of reductions do, fuses with the work reading it). Only
+rewrites that keep the exact type."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import math
 
 from ..ir.graph import Const, Graph, Node, Operand, Value, substitute
 from ..ops import REGISTRY as R
+from ..ops.registry import OpDef, ShapeError, broadcast_shapes
 from .cse import rewrite
 
 # x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
@@ -34,6 +38,28 @@ def _identity_input(n: Node) -> Operand | None:
     return None
 
 
+def _skip_expands(n: Node, producer: dict[Value, Node]) -> Node:
+    op = n.op
+    if not isinstance(op, OpDef) or op.scalar is None:
+        return n
+    ins = list(n.inputs)
+    for k, v in enumerate(ins):
+        src = producer.get(v) if isinstance(v, Value) else None
+        if src is None or src.name != "expand" or not isinstance(src.inputs[0], Value):
+            continue
+        trial = ins[:k] + [src.inputs[0]] + ins[k + 1:]
+        shapes = [t.type.shape for t in trial if isinstance(t, Value)]
+        try:
+            same = broadcast_shapes(n.name, *shapes) == n.out.type.shape
+        except ShapeError:
+            same = False
+        if same:
+            ins = trial
+    if ins == list(n.inputs):
+        return n
+    return Node(n.op, tuple(ins), n.outs, n.attrs, n.loc)
+
+
 def simplify(g: Graph) -> Graph:
     env: dict[Value, Operand] = {}
     producer: dict[Value, Node] = {}
@@ -45,6 +71,7 @@ def simplify(g: Graph) -> Graph:
         if same is not None:
             env[n.out] = same
             continue
+        n = _skip_expands(n, producer)
         src = producer.get(n.inputs[0]) if n.inputs and isinstance(n.inputs[0], Value) else None
         if src is not None and n.name == "reshape" and src.name == "reshape":
             n = Node(R["reshape"], src.inputs, n.outs, {"shape": n.out.type.shape}, n.loc)

@@ -1,0 +1,397 @@
+"""Lowering: a `fused` node of the graph IR, or a lone reduction, becomes a kernel IR Kernel.
+
+A fused group lowers to loops over its domain's leading (row) dimensions and, inside, one loop
+nest per pass over the reduced dimensions (kir/schedule.py); a group without reductions is one
+loop nest. Scalar expressions come from the members' ops (`OpDef.scalar` names a kernel IR
+scalar op), with operands converted to the op's compute dtype and typed literals, as eager
+mode computes them. Values computed in one pass and read in a later one are kept in a scratch
+row (or read back from the result they were stored to)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..dtypes import DType
+from ..ir.graph import Const, Node, Region, Value
+from ..ops.registry import OpDef, ReduceSpec
+from .ir import Accum, Alloc, Dim, Expr, Kernel, Let, Lit, Load, Loop, Op, Param, Stmt, Store, Var
+from .schedule import Schedule, is_reduction, schedule
+
+I64 = dt.int64
+CHUNK = 256  # elements per float32 partial sum (see _Fused._chunked)
+
+
+class LoweringError(Exception):
+    """A node this lowering does not handle (the caller turns it into a graph break)."""
+
+
+# ---- scalar expressions ---------------------------------------------------------------------
+
+
+def compute_dtypes(n: Node) -> list[DType | None]:
+    """The dtype each operand is converted to before the op's scalar expression runs."""
+    assert isinstance(n.op, OpDef)
+    if n.op.compute_dtype is None:
+        return [None] * len(n.inputs)
+    types = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
+    cd = n.op.compute_dtype(types)
+    return list(cd) if isinstance(cd, tuple) else [cd] * len(n.inputs)
+
+
+def _dtype_of(e: Expr) -> DType:
+    return e.dtype
+
+
+def cast(e: Expr, d: DType) -> Expr:
+    if _dtype_of(e) is d:
+        return e
+    if isinstance(e, Lit):
+        return Lit(_convert(e.value, d), d)
+    return Op("cast", (e,), d, (("dtype", d),))
+
+
+def _convert(v: Any, d: DType) -> Any:
+    if d is dt.bool_:
+        return bool(v)
+    if d.is_floating_point:
+        return float(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return v  # an integer cast of inf/nan: left to the renderer's conversion
+    return int(v)
+
+
+def scalar_expr(m: Node, args: list[Expr | None]) -> Expr:
+    """The member's scalar computation over operand expressions (None where the operand is a
+    Const), in the op's compute dtypes, giving the output dtype."""
+    assert isinstance(m.op, OpDef) and m.op.scalar is not None
+    cds = compute_dtypes(m)
+    ops: list[Expr] = []
+    for o, a, cd in zip(m.inputs, args, cds):
+        if isinstance(o, Const):
+            d = cd or o.dtype
+            ops.append(Lit(_convert(o.value, d), d))
+        else:
+            assert a is not None
+            ops.append(cast(a, cd) if cd is not None else a)
+    out = m.out.type.dtype
+    attrs: list[tuple[str, Any]] = []
+    for k, v in m.attrs.items():
+        if isinstance(v, DType):
+            attrs.append((k, v))
+        elif isinstance(v, (bool, int, float)) or v is None:
+            attrs.append((k, None if v is None else Lit(_convert(v, out), out)))
+    name = m.op.scalar
+    if name == "pow" and isinstance(ops[1], Lit) and float(ops[1].value).is_integer() and \
+            abs(ops[1].value) <= 8 and (ops[0].dtype.is_floating_point or ops[1].value >= 0) \
+            and ops[0].dtype is not dt.bool_:
+        # x ** 3: multiplications, not a libm call (vectorisable)
+        return cast(Op("ipow", (ops[0],), ops[0].dtype, (("n", int(ops[1].value)),)), out)
+    return Op(name, tuple(ops), out, tuple(attrs))
+
+
+# ---- reductions -----------------------------------------------------------------------------
+
+COMBINE_OP = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum",
+              "and": "logical_and", "or": "logical_or"}
+
+
+def acc_dtype(spec: ReduceSpec, out: DType) -> DType:
+    # float sums and products accumulate in float64 (NumPy sums pairwise instead)
+    if out.is_floating_point and spec.combine in ("add", "mul"):
+        return dt.float64
+    return out
+
+
+def init_lit(spec: ReduceSpec, d: DType) -> Lit:
+    v = spec.init
+    if d is dt.bool_:
+        return Lit(bool(v) if not isinstance(v, float) else v > 0, d)
+    if isinstance(v, float) and math.isinf(v) and not d.is_floating_point:
+        info = np.iinfo(d.np)
+        return Lit(int(info.min if v < 0 else info.max), d)
+    return Lit(_convert(v, d), d)
+
+
+# ---- fused groups ---------------------------------------------------------------------------
+
+
+def _aligned_index(shape: tuple[int, ...], rank: int, idx: list[Expr]) -> tuple[Expr, ...]:
+    """Index reading an array of `shape` broadcast (right-aligned) against loops `idx` over a
+    shape of `rank` dimensions; broadcast dimensions read at 0."""
+    lead = rank - len(shape)
+    return tuple(idx[lead + j] if n != 1 else Lit(0, I64) for j, n in enumerate(shape))
+
+
+class _Fused:
+    def __init__(self, n: Node) -> None:
+        self.n = n
+        body: Region = n.attrs["body"]
+        self.body = body
+        domain = tuple(n.attrs.get("domain", n.outs[0].type.shape))
+        self.s: Schedule = schedule(body, domain, n.attrs.get("rdims", 0))
+        self.r = len(domain)
+        self.m = self.s.outer
+        self.idx: list[Expr] = [Var(f"i{d}", I64) for d in range(self.r)]
+        self.pname = {p: f"a{j}" for j, p in enumerate(body.params)}
+        self.oname = {v: f"o{k}" for k, v in enumerate(body.results)}
+        self.tname = {m.out: f"t{j}" for j, m in enumerate(body.nodes)}
+        self.member = {m.out: m for m in body.nodes}
+        self.number = {m.out: j for j, m in enumerate(body.nodes)}
+        # full values read in a pass after their own (kept in a scratch row unless stored)
+        self.kept: dict[Value, str] = {}
+        for m in body.nodes:
+            if self.s.kind[m.out] == "row":
+                continue
+            here = self.s.pass_of[m.out]
+            for v in m.values_in():
+                if self.s.kind.get(v) == "full" and self.s.pass_of[v] < here and \
+                        v not in self.oname and v not in self.kept:
+                    self.kept[v] = f"s{len(self.kept)}"
+
+    def _var(self, v: Value) -> Var:
+        return Var(self.tname[v], v.type.dtype)
+
+    def _full_operand(self, v: Value, p: int, out: list[Stmt], cache: dict[Value, Var]) -> Expr:
+        if v in cache:
+            return cache[v]
+        kind = self.s.kind.get(v)
+        if kind in ("row", "reduce"):
+            return self._var(v)
+        if kind == "full" and self.s.pass_of[v] == p:
+            return self._var(v)
+        if kind == "full":  # an earlier pass's value: read back
+            if v in self.oname:
+                load = Load(self.oname[v], tuple(self.idx), v.type.dtype)
+            else:
+                load = Load(self.kept[v], tuple(self.idx[self.m:]), v.type.dtype)
+            var = Var(f"r{self.number[v]}", v.type.dtype)
+        else:  # a parameter
+            j = self.body.params.index(v)
+            load = Load(self.pname[v], _aligned_index(v.type.shape, self.r, self.idx),
+                        v.type.dtype)
+            var = Var(f"x{j}", v.type.dtype)
+        out.append(Let(var, load))
+        cache[v] = var
+        return var
+
+    def _pass_body(self, p: int) -> list[Stmt]:
+        out: list[Stmt] = []
+        cache: dict[Value, Var] = {}
+        for j, m in enumerate(self.body.nodes):
+            v = m.out
+            if self.s.kind[v] == "row" or self.s.pass_of[v] != p:
+                continue
+            args = [self._full_operand(i, p, out, cache) if isinstance(i, Value) else None
+                    for i in m.inputs]
+            note = f"%{j} {m.name}"
+            if is_reduction(m):
+                assert isinstance(m.op, OpDef) and m.op.reduce is not None
+                a = args[0]
+                assert a is not None
+                if self._chunked(m):  # into the chunk's float32 partial
+                    part = Var(f"acc{j}c", m.out.type.dtype)
+                    out.append(Accum(part, m.op.reduce.combine, cast(a, part.dtype)))
+                    continue
+                acc = Var(f"acc{j}", acc_dtype(m.op.reduce, v.type.dtype))
+                out.append(Accum(acc, m.op.reduce.combine, cast(a, acc.dtype)))
+                continue
+            out.append(Let(self._var(v), scalar_expr(m, args), note))
+        for v in self.body.results:
+            if self.s.kind[v] == "full" and self.s.pass_of[v] == p:
+                out.append(Store(self.oname[v], tuple(self.idx), self._var(v)))
+        for v, buf in self.kept.items():
+            if self.s.pass_of[v] == p:
+                out.append(Store(buf, tuple(self.idx[self.m:]), self._var(v)))
+        return out
+
+    def _row_operand(self, v: Value, shape: tuple[int, ...], out: list[Stmt]) -> Expr:
+        if v in self.s.kind:
+            return self._var(v)
+        j = self.body.params.index(v)
+        # a parameter broadcast to the row's shape: index by the row loops only
+        if len(shape) == self.r:
+            idx = self.idx[:self.m] + [Lit(0, I64)] * self.s.rdims
+        else:
+            idx = self.idx[:self.m]
+        var = Var(f"y{j}_{len(out)}", v.type.dtype)
+        out.append(Let(var, Load(self.pname[v], _aligned_index(v.type.shape, len(shape), idx),
+                                 v.type.dtype)))
+        return var
+
+    def _between(self, ready: int) -> list[Stmt]:
+        """Row values that become ready before pass `ready`: reductions' results, then the
+        row members over them, then their stores."""
+        out: list[Stmt] = []
+        for j, m in enumerate(self.body.nodes):
+            v = m.out
+            if self.s.kind[v] == "full" or self.s.ready[v] != ready:
+                continue
+            note = f"%{j} {m.name}"
+            if is_reduction(m):
+                acc = Var(f"acc{j}", acc_dtype(m.op.reduce, v.type.dtype))  # type: ignore
+                out.append(Let(self._var(v), cast(acc, v.type.dtype), note))
+                continue
+            args = [self._row_operand(i, m.out.type.shape, out) if isinstance(i, Value)
+                    else None for i in m.inputs]
+            out.append(Let(self._var(v), scalar_expr(m, args), note))
+        for v in self.body.results:
+            if self.s.kind[v] != "full" and self.s.ready[v] == ready:
+                keep = len(v.type.shape) == self.r
+                idx = tuple(self.idx[:self.m]) + ((Lit(0, I64),) * self.s.rdims if keep else ())
+                out.append(Store(self.oname[v], idx, self._var(v)))
+        return out
+
+    def _inits(self, p: int) -> list[Stmt]:
+        out: list[Stmt] = []
+        for j, m in enumerate(self.body.nodes):
+            if is_reduction(m) and self.s.pass_of[m.out] == p:
+                assert isinstance(m.op, OpDef) and m.op.reduce is not None
+                d = acc_dtype(m.op.reduce, m.out.type.dtype)
+                out.append(Let(Var(f"acc{j}", d), init_lit(m.op.reduce, d)))
+        return out
+
+    def _chunked(self, m: Node) -> bool:
+        """A float32 sum or product accumulates in float64 through float32 partial results,
+        one per CHUNK elements of the innermost reduced loop: a float64 accumulator fed by
+        float32 work (exp) keeps LLVM from vectorising the loop; a float32 one alone would
+        lose accuracy over long rows."""
+        assert isinstance(m.op, OpDef) and m.op.reduce is not None
+        return acc_dtype(m.op.reduce, m.out.type.dtype) is not m.out.type.dtype and \
+            m.out.type.dtype is dt.float32
+
+    def _reduced_loops(self, p: int, inner: list[Stmt]) -> list[Stmt]:
+        """The loop nest of pass p over the reduced dimensions around its body."""
+        chunked = [(j, m) for j, m in enumerate(self.body.nodes)
+                   if is_reduction(m) and self.s.pass_of[m.out] == p and self._chunked(m)]
+        last = self.r - 1
+        if chunked:
+            c = Var(f"c{last}", I64)
+            stop = Op("minimum", (Op("add", (c, Lit(CHUNK, I64)), I64), Dim(last)), I64)
+            head: list[Stmt] = [Let(Var(f"acc{j}c", dt.float32), init_lit(m.op.reduce,  # type: ignore
+                                                                          dt.float32))
+                                for j, m in chunked]
+            tail: list[Stmt] = [Accum(Var(f"acc{j}", dt.float64), m.op.reduce.combine,  # type: ignore
+                                      cast(Var(f"acc{j}c", dt.float32), dt.float64))
+                                for j, m in chunked]
+            body = head + [Loop(self.idx[last], stop, tuple(inner), start=c)] + tail  # type: ignore
+            inner = [Loop(c, Dim(last), tuple(body), step=CHUNK)]
+            dims = range(self.m, last)
+        else:
+            dims = range(self.m, self.r)
+        for d in reversed(dims):
+            inner = [Loop(self.idx[d], Dim(d), tuple(inner))]  # type: ignore[arg-type]
+        return inner
+
+    def kernel(self) -> Kernel:
+        body = self.body
+        params = [Param(f"a{j}", p.type.dtype, len(p.type.shape))
+                  for j, p in enumerate(body.params)]
+        params += [Param(f"o{k}", v.type.dtype, len(v.type.shape), out=True)
+                   for k, v in enumerate(body.results)]
+        top: list[Stmt] = [Alloc(buf, tuple(Dim(d) for d in range(self.m, self.r)),
+                                 v.type.dtype) for v, buf in self.kept.items()]
+        row: list[Stmt] = []
+        for p in range(self.s.npasses):
+            row += self._inits(p)
+            row += self._reduced_loops(p, self._pass_body(p))
+            row += self._between(p + 1)
+        nest = row
+        for d in reversed(range(self.m)):
+            nest = [Loop(self.idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
+        hint = "_".join(m.name for m in body.nodes)
+        note = " ; ".join(m.name for m in body.nodes)
+        return Kernel(hint, tuple(params), tuple(top + nest), note, self.r)
+
+
+def lower_fused(n: Node) -> Kernel:
+    return _Fused(n).kernel()
+
+
+# ---- a lone reduction -----------------------------------------------------------------------
+
+
+def lower_reduce(n: Node) -> Kernel:
+    """Any reduction over any dims (and the arg-reductions): loops over the input in order,
+    accumulating into an array of the kept shape, then a loop storing the result. (Trailing
+    reductions fused with elementwise work go through lower_fused instead.)"""
+    assert isinstance(n.op, OpDef) and n.op.reduce is not None
+    spec = n.op.reduce
+    x = n.inputs[0]
+    assert isinstance(x, Value)
+    xt, out = x.type, n.out.type
+    r = len(xt.shape)
+    if spec.index:
+        dim = n.attrs["dim"]
+        dims = tuple(range(r)) if dim is None else ((dim,) if r else ())
+    else:
+        dims = tuple(n.attrs["dims"])
+    keepdim = bool(n.attrs.get("keepdim"))
+    idx: list[Expr] = [Var(f"i{d}", I64) for d in range(r)]
+    zero = Lit(0, I64)
+    kidx = tuple(zero if d in dims else idx[d] for d in range(r))
+    kshape = tuple(Lit(1, I64) if d in dims else Dim(d) for d in range(r))
+    xd = xt.dtype
+    v = Var("v", xd)
+    body: list[Stmt] = [Let(v, Load("a0", tuple(idx), xd))]
+    top: list[Stmt] = []
+    if spec.index:
+        top.append(Alloc("best", kshape, xd, init_lit(spec, xd)))
+        top.append(Alloc("acc", kshape, I64, Lit(0, I64)))
+        best = Var("b", xd)
+        body.append(Let(best, Load("best", kidx, xd)))
+        wins = Op("gt" if spec.combine == "argmax" else "lt", (v, best), dt.bool_)
+        nan = Op("logical_and", (Op("ne", (v, v), dt.bool_), Op("eq", (best, best), dt.bool_)),
+                 dt.bool_)
+        cond = Var("w", dt.bool_)
+        body.append(Let(cond, Op("logical_or", (wins, nan), dt.bool_)))
+        if dim is None:  # the flat position
+            pos: Expr = Lit(0, I64)
+            for d in range(r):
+                pos = Op("add", (Op("mul", (pos, Dim(d)), I64), idx[d]), I64)
+        else:
+            pos = idx[dims[0]] if r else Lit(0, I64)
+        body.append(Store("best", kidx, Op("where", (cond, v, best), xd)))
+        body.append(Store("acc", kidx, Op("where", (cond, pos, Load("acc", kidx, I64)), I64)))
+        result: Expr = Load("acc", kidx, I64)
+    else:
+        ad = acc_dtype(spec, out.dtype)
+        top.append(Alloc("acc", kshape, ad, init_lit(spec, ad)))
+        body.append(Store("acc", kidx, Op(COMBINE_OP[spec.combine],
+                                          (Load("acc", kidx, ad), cast(v, ad)), ad)))
+        result = cast(Load("acc", kidx, ad), out.dtype)
+    nest: list[Stmt] = body
+    for d in reversed(range(r)):
+        nest = [Loop(idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
+    oidx = tuple(zero if d in dims else idx[d] for d in range(r) if keepdim or d not in dims)
+    final: list[Stmt] = [Store("o0", oidx, result)]
+    for d in reversed(range(r)):
+        if d not in dims:
+            final = [Loop(idx[d], Dim(d), tuple(final))]  # type: ignore[arg-type]
+    params = (Param("a0", xd, r), Param("o0", out.dtype, len(out.shape), out=True))
+    return Kernel(n.name, params, tuple(top + nest + final), n.name, r)
+
+
+# ---- a whole graph ---------------------------------------------------------------------------
+
+
+def graph_kernels(g: Any) -> list[tuple[int, Kernel]]:
+    """The kernel IR of every node of a graph that codegen lowers through it (fused groups and
+    reductions), with the node's index, as `step.ir()` shows them."""
+    out = []
+    for i, n in enumerate(g.nodes):
+        if n.name == "fused":
+            out.append((i, lower_fused(n)))
+        elif isinstance(n.op, OpDef) and n.op.reduce is not None:
+            out.append((i, lower_reduce(n)))
+    return out
+
+
+def format_graph_kernels(g: Any) -> str:
+    from .ir import format_kernel
+
+    parts = [format_kernel(k, f"%{i}") for i, k in graph_kernels(g)]
+    return "kernels:\n" + "\n".join(parts) if parts else ""
