@@ -144,8 +144,14 @@ def _r_body(body: tuple[kir.Stmt, ...], w: Writer) -> None:
             step = f", {s.step}" if s.step != 1 else ""
             span = render_expr(s.extent) if s.start is None and not step else \
                 f"{render_expr(s.start or kir.Lit(0, int64))}, {render_expr(s.extent)}"
-            w.line(f"for {s.var.name} in range({span}{step}):")
+            if s.start is None:
+                w.line(f"for {s.var.name} in range({span}{step}):")
+            else:  # LLVM cannot tell the index is not negative: Numba's wraparound check per
+                # element then keeps the loop scalar; an unsigned index has none
+                w.line(f"for {s.var.name}_ in range({span}{step}):")
             with w.indent():
+                if s.start is not None:
+                    w.line(f"{s.var.name} = np.uint64({s.var.name}_)")
                 _r_body(s.body, w)
                 if not s.body:
                     w.line("pass")

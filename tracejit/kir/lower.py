@@ -32,6 +32,11 @@ class LoweringError(Exception):
 # ---- scalar expressions ---------------------------------------------------------------------
 
 
+def _spec(m: Node) -> ReduceSpec:
+    assert isinstance(m.op, OpDef) and m.op.reduce is not None
+    return m.op.reduce
+
+
 def compute_dtypes(n: Node) -> list[DType | None]:
     """The dtype each operand is converted to before the op's scalar expression runs."""
     assert isinstance(n.op, OpDef)
@@ -192,6 +197,13 @@ class _Fused:
                 assert isinstance(m.op, OpDef) and m.op.reduce is not None
                 a = args[0]
                 assert a is not None
+                if self.s.kind[v] == "col":  # a column total: one accumulator per column
+                    d = acc_dtype(m.op.reduce, v.type.dtype)
+                    idx = tuple(self.idx[self.m:])
+                    out.append(Store(f"cacc{j}", idx, Op(COMBINE_OP[m.op.reduce.combine],
+                                                         (Load(f"cacc{j}", idx, d), cast(a, d)),
+                                                         d)))
+                    continue
                 if self._chunked(m):  # into the chunk's float32 partial
                     part = Var(f"acc{j}c", m.out.type.dtype)
                     out.append(Accum(part, m.op.reduce.combine, cast(a, part.dtype)))
@@ -228,7 +240,7 @@ class _Fused:
         out: list[Stmt] = []
         for j, m in enumerate(self.body.nodes):
             v = m.out
-            if self.s.kind[v] == "full" or self.s.ready[v] != ready:
+            if self.s.kind[v] in ("full", "col") or self.s.ready[v] != ready:
                 continue
             note = f"%{j} {m.name}"
             if is_reduction(m):
@@ -239,7 +251,7 @@ class _Fused:
                     else None for i in m.inputs]
             out.append(Let(self._var(v), scalar_expr(m, args), note))
         for v in self.body.results:
-            if self.s.kind[v] != "full" and self.s.ready[v] == ready:
+            if self.s.kind[v] in ("row", "reduce") and self.s.ready[v] == ready:
                 keep = len(v.type.shape) == self.r
                 idx = tuple(self.idx[:self.m]) + ((Lit(0, I64),) * self.s.rdims if keep else ())
                 out.append(Store(self.oname[v], idx, self._var(v)))
@@ -248,7 +260,7 @@ class _Fused:
     def _inits(self, p: int) -> list[Stmt]:
         out: list[Stmt] = []
         for j, m in enumerate(self.body.nodes):
-            if is_reduction(m) and self.s.pass_of[m.out] == p:
+            if is_reduction(m) and self.s.pass_of[m.out] == p and self.s.kind[m.out] != "col":
                 assert isinstance(m.op, OpDef) and m.op.reduce is not None
                 d = acc_dtype(m.op.reduce, m.out.type.dtype)
                 out.append(Let(Var(f"acc{j}", d), init_lit(m.op.reduce, d)))
@@ -266,7 +278,8 @@ class _Fused:
     def _reduced_loops(self, p: int, inner: list[Stmt]) -> list[Stmt]:
         """The loop nest of pass p over the reduced dimensions around its body."""
         chunked = [(j, m) for j, m in enumerate(self.body.nodes)
-                   if is_reduction(m) and self.s.pass_of[m.out] == p and self._chunked(m)]
+                   if is_reduction(m) and self.s.pass_of[m.out] == p and
+                   self.s.kind[m.out] == "reduce" and self._chunked(m)]
         last = self.r - 1
         if chunked:
             c = Var(f"c{last}", I64)
@@ -294,7 +307,12 @@ class _Fused:
                    for k, v in enumerate(body.results)]
         top: list[Stmt] = [Alloc(buf, tuple(Dim(d) for d in range(self.m, self.r)),
                                  v.type.dtype) for v, buf in self.kept.items()]
-        row: list[Stmt] = []
+        cols = [(j, m) for j, m in enumerate(body.nodes) if self.s.kind[m.out] == "col"]
+        for j, m in cols:
+            ad = acc_dtype(_spec(m), m.out.type.dtype)
+            top.append(Alloc(f"cacc{j}", tuple(Dim(k) for k in range(self.m, self.r)), ad,
+                             init_lit(_spec(m), ad)))
+        row: list[Stmt] = self._between(0)  # per-row scalars of the inputs alone
         for p in range(self.s.npasses):
             row += self._inits(p)
             row += self._reduced_loops(p, self._pass_body(p))
@@ -302,6 +320,18 @@ class _Fused:
         nest = row
         for d in reversed(range(self.m)):
             nest = [Loop(self.idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
+        for j, m in cols:  # every row is done: store the column totals
+            if m.out not in self.oname:
+                continue
+            ad = acc_dtype(_spec(m), m.out.type.dtype)
+            idx = tuple(self.idx[self.m:])
+            keep = len(m.out.type.shape) == self.r
+            oidx = ((Lit(0, I64),) * self.m if keep else ()) + idx
+            fin: list[Stmt] = [Store(self.oname[m.out], oidx,
+                                     cast(Load(f"cacc{j}", idx, ad), m.out.type.dtype))]
+            for k in reversed(range(self.m, self.r)):
+                fin = [Loop(self.idx[k], Dim(k), tuple(fin))]  # type: ignore[arg-type]
+            nest += fin
         hint = "_".join(m.name for m in body.nodes)
         note = " ; ".join(m.name for m in body.nodes)
         return Kernel(hint, tuple(params), tuple(top + nest), note, self.r)

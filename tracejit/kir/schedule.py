@@ -16,7 +16,8 @@ from ..ops.registry import Kind, OpDef
 class Schedule:
     domain: tuple[int, ...]
     rdims: int
-    kind: dict[Value, str] = field(default_factory=dict)  # member output -> full/row/reduce
+    # member output -> full, row, reduce (over a row) or col (a column total over the rows)
+    kind: dict[Value, str] = field(default_factory=dict)
     # a full value or reduction: the pass computing it; a row value: the first pass that may
     # read it (computed between passes `ready - 1` and `ready`)
     pass_of: dict[Value, int] = field(default_factory=dict)
@@ -40,13 +41,16 @@ def schedule(body: Region, domain: tuple[int, ...], rdims: int) -> Schedule:
         if is_reduction(m):
             x = m.inputs[0]
             p = s.pass_of.get(x, 0) if isinstance(x, Value) else 0
-            s.kind[m.out] = "reduce"
+            m_outer = len(domain) - rdims
+            col = tuple(m.attrs["dims"]) == tuple(range(m_outer)) and m_outer > 0 and \
+                tuple(m.attrs["dims"]) != tuple(range(m_outer, len(domain)))
+            s.kind[m.out] = "col" if col else "reduce"
             s.pass_of[m.out] = p
             s.ready[m.out] = p + 1
-        elif ins and all(s.kind[v] in ("row", "reduce") for v in ins) and \
-                _row_shaped(m, domain, rdims):
+        elif all(s.kind[v] in ("row", "reduce") for v in ins) and \
+                _row_shaped(m, domain, rdims) and (ins or m.out.type.shape != domain):
             s.kind[m.out] = "row"
-            s.ready[m.out] = max(s.ready[v] for v in ins)
+            s.ready[m.out] = max((s.ready[v] for v in ins), default=0)
         else:
             s.kind[m.out] = "full"
             s.pass_of[m.out] = max((s.pass_of[v] if s.kind[v] == "full" else s.ready[v]

@@ -7,7 +7,9 @@ A group has a *domain*, the shape of its full-size members, and may reduce the d
 - reductions (sum, prod, amax, amin, all, any) over the trailing `rdims` dimensions of a full
   member or of an input of the domain's shape, with or without keepdim;
 - row members: elementwise nodes over reduction results (and inputs broadcast to a row), whose
-  result has a row's shape (the domain with the reduced dimensions 1, or dropped).
+  result has a row's shape (the domain with the reduced dimensions 1, or dropped);
+- column totals: sum/prod/amax/amin over the leading (row) dimensions of a full member, kept in
+  an accumulator row and stored once every row is done (the bias gradient of a layernorm).
 A node joins an open group it reads from, or (siblings) one that reads the same input, when it
 fits the group's domain; otherwise it starts a group of its own. A group stays open while only
 its own members read its values; the first outside reader closes it, so every fused node can
@@ -33,6 +35,7 @@ class _Group:
     members: list[Node] = field(default_factory=list)
     defined: set[Value] = field(default_factory=set)
     rows: set[Value] = field(default_factory=set)  # row-shaped values (reduction results, ...)
+    cols: set[Value] = field(default_factory=set)  # reductions over the rows (column totals)
     inputs: set[Value] = field(default_factory=set)  # values read from outside
     open: bool = True
 
@@ -62,14 +65,29 @@ def row_shapes(shape: tuple[int, ...], rdims: int) -> tuple[tuple[int, ...], tup
     return shape[:m] + (1,) * rdims, shape[:m]
 
 
+def _col_dims(n: Node, gr: _Group) -> bool:
+    """Is n a sum/prod/amax/amin over the leading (row) dimensions of gr's domain?"""
+    if not (isinstance(n.op, OpDef) and n.op.kind is Kind.REDUCE and
+            n.op.name in FUSED_REDUCTIONS) or not gr.rdims:
+        return False
+    x = n.inputs[0]
+    m = len(gr.shape) - gr.rdims
+    return isinstance(x, Value) and x.type.shape == gr.shape and x not in gr.rows and \
+        tuple(n.attrs["dims"]) == tuple(range(m))
+
+
 def _fits(gr: _Group, n: Node) -> str | None:
-    """How n would join gr: 'full', 'row', 'reduce', or None."""
+    """How n would join gr: 'full', 'row', 'reduce', 'col', or None."""
+    if any(v in gr.cols for v in n.values_in()):
+        return None  # a column total exists only after every row
     reads_group = [v for v in n.values_in() if v in gr.defined]
     reads_rows = [v for v in reads_group if v in gr.rows]
+    if _col_dims(n, gr):
+        return "col"
     if fusible(n):
         out = n.out.type.shape
-        if gr.rdims and reads_group and len(reads_rows) == len(reads_group) and \
-                out in row_shapes(gr.shape, gr.rdims):
+        if gr.rdims and len(reads_rows) == len(reads_group) and \
+                out in row_shapes(gr.shape, gr.rdims) and (reads_group or out != gr.shape):
             # every input the group made is a row value: a row member, if its other inputs
             # broadcast to a row too
             if all(_broadcasts_to(v.type.shape, out) for v in n.values_in()):
@@ -113,11 +131,16 @@ def fuse(g: Graph) -> Graph:
         # disk cache) must not depend on object ids
         readers = list(dict.fromkeys(group_of[v] for v in n.values_in() if v in group_of))
         target, how = None, None
-        if fusible(n) or _reduce_dims(n) is not None:
+        if fusible(n) or _reduce_dims(n) is not None or \
+                any(_col_dims(n, gr) for gr in readers if gr.open):
             cands = [gr for gr in readers if gr.open]
-            if not readers:  # siblings: an open group reading the same input
+            if not readers:  # siblings: an open group reading the same input, or (a per-row
+                # scalar of outside values) the newest open group over rows
                 ins = list(n.values_in())
                 cands = [gr for gr in groups if gr.open and any(v in gr.inputs for v in ins)]
+                rowed = [gr for gr in groups if gr.open and gr.rdims]
+                if rowed and fusible(n) and rowed[-1] not in cands:
+                    cands.append(rowed[-1])
             for gr in reversed(cands):
                 how = _fits(gr, n)
                 if how is not None:
@@ -143,6 +166,8 @@ def fuse(g: Graph) -> Graph:
             target.inputs.update(v for v in n.values_in() if v not in target.defined)
             if how in ("reduce", "row"):
                 target.rows.update(n.outs)
+            if how == "col":
+                target.cols.update(n.outs)
             for o in n.outs:
                 group_of[o] = target
             # keep the group's place in order at its newest member

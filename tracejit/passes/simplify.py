@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from .. import dtypes as dt
 from ..ir.graph import Const, Graph, Node, Operand, Value, substitute
 from ..ops import REGISTRY as R
-from ..ops.registry import OpDef, ShapeError, broadcast_shapes
+from ..ops.registry import OpDef, ShapeError, TensorType, broadcast_shapes
 from .cse import rewrite
 
 # x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
@@ -60,10 +63,63 @@ def _skip_expands(n: Node, producer: dict[Value, Node]) -> Node:
     return Node(n.op, tuple(ins), n.outs, n.attrs, n.loc)
 
 
+def _one_hot(n: Node, producer: dict[Value, Node]) -> list[Node] | None:
+    """scatter_add(zeros, idx, src, dim=d) with one index per slice along d (a loss VJP's
+    one-hot): `where(arange == idx, src, 0) + 0` instead, elementwise, so it fuses with what
+    reads it instead of writing a dense zero tensor and scattering into it. The indices are
+    checked as scatter_add checks them; `+ 0` makes a -0.0 source +0.0, as 0 + src does."""
+    if n.name != "scatter_add" or not all(isinstance(v, Value) for v in n.inputs):
+        return None
+    base, idx, src = n.inputs
+    assert isinstance(base, Value) and isinstance(idx, Value) and isinstance(src, Value)
+    z = producer.get(base)
+    out = n.out.type
+    d = n.attrs["dim"] % max(out.ndim, 1)
+    if z is None or out.ndim == 0 or idx.type.shape[d] != 1 or \
+            src.type.shape != idx.type.shape or \
+            any(a != b for k, (a, b) in enumerate(zip(idx.type.shape, out.shape)) if k != d):
+        return None
+    if z.name == "full":
+        v = z.attrs["value"]
+        if v != 0 or (isinstance(v, float) and math.copysign(1, v) < 0):
+            return None
+    elif z.name == "constant":  # a small `full` that fold evaluated
+        v = np.asarray(z.attrs["value"])
+        if v.shape != out.shape or np.any(v != 0) or np.any(np.signbit(v)):
+            return None
+    else:
+        return None
+    i64 = idx.type.dtype
+    size = out.shape[d]
+    check = Value(idx.type)
+    ar = Value(TensorType((size,), i64, out.device))
+    nodes = [Node(R["check_index"], (idx,), (check,),
+                  {"size": size, "negative": False, "ignore": None, "op": "scatter_add",
+                   "style": "index", "dim": d}, n.loc),
+             Node(R["arange"], (), (ar,), {"start": 0, "end": size, "step": 1, "dtype": i64},
+                  n.loc)]
+    pos: Value = ar
+    if d != out.ndim - 1:
+        pos = Value(TensorType(tuple(size if k == d else 1 for k in range(out.ndim)), i64,
+                               out.device))
+        nodes.append(Node(R["reshape"], (ar,), (pos,), {"shape": pos.type.shape}, n.loc))
+    hit = Value(TensorType(out.shape, dt.bool_, out.device))
+    nodes.append(Node(R["eq"], (pos, check), (hit,), {}, n.loc))
+    zero = Const(0.0 if out.dtype.is_floating_point else 0, out.dtype)
+    if out.dtype.is_floating_point:
+        picked = Value(out)
+        nodes.append(Node(R["where"], (hit, src, zero), (picked,), {}, n.loc))
+        nodes.append(Node(R["add"], (picked, zero), n.outs, {}, n.loc))
+    else:
+        nodes.append(Node(R["where"], (hit, src, zero), n.outs, {}, n.loc))
+    return nodes
+
+
 def simplify(g: Graph) -> Graph:
     env: dict[Value, Operand] = {}
     producer: dict[Value, Node] = {}
     nodes: list[Node] = []
+    uses = g.uses()
     for n in g.nodes:
         if env:
             n = Node(n.op, substitute(n.inputs, env), n.outs, n.attrs, n.loc)
@@ -72,9 +128,23 @@ def simplify(g: Graph) -> Graph:
             env[n.out] = same
             continue
         n = _skip_expands(n, producer)
+        hot = _one_hot(n, producer)
+        if hot is not None:
+            for m in hot:
+                producer[m.outs[0]] = m
+            nodes += hot
+            continue
         src = producer.get(n.inputs[0]) if n.inputs and isinstance(n.inputs[0], Value) else None
         if src is not None and n.name == "reshape" and src.name == "reshape":
             n = Node(R["reshape"], src.inputs, n.outs, {"shape": n.out.type.shape}, n.loc)
+        elif src is not None and n.name == "reshape" and isinstance(src.op, OpDef) and \
+                src.op.reduce is not None and not src.op.reduce.index and \
+                src.attrs.get("keepdim") and uses.get(src.out, 0) == 1 and \
+                n.out.type.shape == tuple(d for k, d in enumerate(src.out.type.shape)
+                                          if k not in src.attrs["dims"]):
+            # reshape(sum(x, dims, keepdim=True)) dropping the kept dims: sum(.., keepdim=False)
+            # (a VJP's sum_to; its reshape would otherwise close a fused group)
+            n = Node(src.op, src.inputs, n.outs, {**src.attrs, "keepdim": False}, n.loc)
         elif src is not None and n.name == "permute" and src.name == "permute":
             inner, outer = src.attrs["dims"], n.attrs["dims"]
             n = Node(R["permute"], src.inputs, n.outs,
