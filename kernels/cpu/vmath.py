@@ -209,15 +209,27 @@ _T4 = _f(-0.008182673859993883)
 _T5 = _f(0.00214753686316216)
 
 
+_TANH_SAT = _f(20.0)  # 2|x| beyond it: 1 - 2 / (e**20 + 1) rounds to 1.0
+
+
 @_jit_inline
 def tanh_f32(x):  # type: ignore[no-untyped-def]
     a = abs(x)
     z = x * x
     q = _fma(z, _fma(z, _fma(z, _fma(z, _fma(z, _T5, _T4), _T3), _T2), _T1), _T0)
     small = _fma(x * z, q, x)
-    big = _ONE - _TWO / (exp_f32(a + a) + _ONE)  # exp -> inf saturates to 1; NaN stays NaN
+    # e**t for t = 2|x| in [1.25, 20]: exp_f32's reduction and polynomial with one 2**k
+    # factor (the result is never denormal and never overflows); inf and NaN clamp to 20
+    t = a + a
+    t = t if t < _TANH_SAT else _TANH_SAT
+    k = _fma(t, _LOG2E, _ROUND) - _ROUND
+    r = _fma(-k, _LN2_LO, _fma(-k, _LN2_HI, t))
+    p = _fma(r, _fma(r, _fma(r, _fma(r, _E4, _E3), _E2), _E1), _E0)
+    e = (_ONE + _fma(r * r, p, r)) * _pow2_f32(k)
+    big = _ONE - _TWO / (e + _ONE)
     big = -big if x < _ZERO else big
     y = small if a < _TANH_SPLIT else big
+    y = y if x == x else x  # NaN
     return y if x != _ZERO else x  # -0 + (-0 * z * P(z)) would be +0
 
 

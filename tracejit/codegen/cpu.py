@@ -38,6 +38,7 @@ from tracejit.kernels.cpu.vmath import exp as vexp, log as vlog, tanh as vtanh  
 from tracejit.kernels.cpu.vmath import sigmoid as vsigmoid, erf as verf, rsqrt as vrsqrt  # noqa
 from tracejit.kernels.cpu.vmath import ipow  # noqa: F401
 from tracejit.kernels.cpu.accum import radd, rmul, rmax, rmin  # noqa: F401
+from tracejit.kernels.cpu.prefetch import prefetch, prefetchw  # noqa: F401
 """
 JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
 
@@ -134,6 +135,11 @@ def _r_body(body: tuple[kir.Stmt, ...], w: Writer) -> None:
                 w.line(f"{s.var.name} = {ACCUM[s.combine]}({s.var.name}, {v})")
             else:  # and / or over bools
                 w.line(f"{s.var.name} = {s.var.name} {'&' if s.combine == 'and' else '|'} {v}")
+        elif isinstance(s, kir.Prefetch):
+            idx = "(" + "".join(f"np.int64({render_expr(i)}), " for i in s.index) + ")"
+            w.line(f"if {render_expr(s.guard)}:")
+            with w.indent():
+                w.line(f"prefetch{'w' if s.write else ''}({s.buf}, {idx})")
         elif isinstance(s, kir.Alloc):
             shape = "(" + "".join(f"{render_expr(d)}, " for d in s.shape) + ")"
             if s.fill is None:

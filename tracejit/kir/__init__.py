@@ -15,6 +15,7 @@ from .ir import (
     Loop,
     Op,
     Param,
+    Prefetch,
     Stmt,
     Store,
     Var,
@@ -22,4 +23,4 @@ from .ir import (
 )
 
 __all__ = ["COMBINES", "SCALAR_OPS", "Accum", "Alloc", "Dim", "Expr", "Kernel", "Let", "Lit",
-           "Load", "Loop", "Op", "Param", "Stmt", "Store", "Var", "format_kernel"]
+           "Load", "Loop", "Op", "Param", "Prefetch", "Stmt", "Store", "Var", "format_kernel"]

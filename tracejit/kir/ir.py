@@ -119,6 +119,17 @@ class Alloc:
 
 
 @dataclass(frozen=True)
+class Prefetch:
+    """A hint: bring buf[index] into cache (for writing with `write`), when `guard` holds (the
+    index is then inside the array). Changes no value."""
+
+    buf: str
+    index: tuple[Expr, ...]
+    guard: Expr
+    write: bool = False
+
+
+@dataclass(frozen=True)
 class Loop:
     """`for var in range(start, extent, step)` (start 0 unless given)."""
 
@@ -130,7 +141,7 @@ class Loop:
     step: int = 1
 
 
-Stmt = Let | Store | Accum | Alloc | Loop
+Stmt = Let | Store | Accum | Alloc | Prefetch | Loop
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,10 @@ def _format_body(body: tuple[Stmt, ...], indent: str, out: list[str]) -> None:
                        f"{format_expr(s.value)}")
         elif isinstance(s, Accum):
             out.append(f"{indent}{s.var.name} <{s.combine}= {format_expr(s.value)}")
+        elif isinstance(s, Prefetch):
+            out.append(f"{indent}prefetch{'w' if s.write else ''} {s.buf}"
+                       f"[{', '.join(format_expr(i) for i in s.index)}] if "
+                       f"{format_expr(s.guard)}")
         elif isinstance(s, Alloc):
             fill = f" fill {format_expr(s.fill)}" if s.fill is not None else ""
             out.append(f"{indent}{s.buf} = alloc {s.dtype.short}"

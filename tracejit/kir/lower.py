@@ -18,11 +18,32 @@ from .. import dtypes as dt
 from ..dtypes import DType
 from ..ir.graph import Const, Node, Region, Value
 from ..ops.registry import OpDef, ReduceSpec
-from .ir import Accum, Alloc, Dim, Expr, Kernel, Let, Lit, Load, Loop, Op, Param, Stmt, Store, Var
+from .ir import (
+    Accum,
+    Alloc,
+    Dim,
+    Expr,
+    Kernel,
+    Let,
+    Lit,
+    Load,
+    Loop,
+    Op,
+    Param,
+    Prefetch,
+    Stmt,
+    Store,
+    Var,
+)
 from .schedule import Schedule, is_reduction, schedule
 
 I64 = dt.int64
 CHUNK = 256  # elements per float32 partial sum (see _Fused._chunked)
+# software prefetch (see _Fused._streams, _prefetch_next_row): streams of at least PF_MIN_STREAM
+# elements go in steps of PF_STEP, asking for PF_AHEAD elements ahead; rows of at least
+# PF_MIN_ROW elements (PF_MIN_TOTAL in all) ask for the next row, one hint per PF_LINE elements
+PF_MIN_STREAM, PF_STEP, PF_AHEAD = 1 << 16, 16, 2048
+PF_MIN_ROW, PF_MIN_TOTAL, PF_LINE = 256, 1 << 18, 16
 
 
 class LoweringError(Exception):
@@ -299,6 +320,47 @@ class _Fused:
             inner = [Loop(self.idx[d], Dim(d), tuple(inner))]  # type: ignore[arg-type]
         return inner
 
+    # ---- software prefetch (kernels/cpu/prefetch.py): only for arrays far larger than cache
+
+    def _full_arrays(self) -> list[tuple[str, bool]]:
+        """(buffer, written) for the inputs and outputs of the domain's own shape."""
+        out = [(self.pname[p], False) for p in self.body.params if p.type.shape == self.s.domain]
+        out += [(self.oname[v], True) for v in self.body.results
+                if v.type.shape == self.s.domain]
+        return out
+
+    def _streams(self) -> bool:
+        """One pass over a long innermost dimension, no reductions: stream it in steps of
+        PF_STEP, prefetching PF_AHEAD elements ahead."""
+        dom = self.s.domain
+        return self.s.rdims == 0 and self.r >= 1 and dom[-1] >= PF_MIN_STREAM and \
+            bool(self._full_arrays())
+
+    def _prefetched_stream(self, body: list[Stmt]) -> list[Stmt]:
+        last = self.r - 1
+        c = Var(f"c{last}", I64)
+        ahead = Op("add", (c, Lit(PF_AHEAD, I64)), I64)
+        guard = Op("lt", (ahead, Dim(last)), dt.bool_)
+        hints: list[Stmt] = [Prefetch(buf, tuple(self.idx[:last]) + (ahead,), guard, write)
+                             for buf, write in self._full_arrays()]
+        stop = Op("minimum", (Op("add", (c, Lit(PF_STEP, I64)), I64), Dim(last)), I64)
+        inner = Loop(self.idx[last], stop, tuple(body), start=c)  # type: ignore[arg-type]
+        return [Loop(c, Dim(last), tuple(hints + [inner]), step=PF_STEP)]
+
+    def _prefetch_next_row(self) -> list[Stmt]:
+        """Rows of a 2-d domain reduced over its last dimension: ask for the next row's cache
+        lines while this row's passes compute (they read the row from cache)."""
+        dom = self.s.domain
+        if not (self.r == 2 and self.s.rdims == 1 and dom[0] > 1 and dom[1] >= PF_MIN_ROW and
+                dom[0] * dom[1] >= PF_MIN_TOTAL and self._full_arrays()):
+            return []
+        nxt = Op("add", (self.idx[0], Lit(1, I64)), I64)
+        guard = Op("lt", (nxt, Dim(0)), dt.bool_)
+        c = Var("c1", I64)
+        hints: tuple[Stmt, ...] = tuple(Prefetch(buf, (nxt, c), guard, write)
+                                        for buf, write in self._full_arrays())
+        return [Loop(c, Dim(1), hints, step=PF_LINE)]
+
     def kernel(self) -> Kernel:
         body = self.body
         params = [Param(f"a{j}", p.type.dtype, len(p.type.shape))
@@ -317,8 +379,13 @@ class _Fused:
             row += self._inits(p)
             row += self._reduced_loops(p, self._pass_body(p))
             row += self._between(p + 1)
+        row = self._prefetch_next_row() + row
         nest = row
-        for d in reversed(range(self.m)):
+        outer = range(self.m)
+        if self._streams():
+            nest = self._prefetched_stream(row)
+            outer = range(self.m - 1)
+        for d in reversed(outer):
             nest = [Loop(self.idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
         for j, m in cols:  # every row is done: store the column totals
             if m.out not in self.oname:
