@@ -129,7 +129,9 @@ def softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
     x = _float_only("softmax", x, dtype)
     d = norm_dim("softmax", dim, x.ndim)
     e = (x - x.detach().amax(d, keepdim=True)).exp()
-    return e / e.sum(d, keepdim=True)
+    # times the sum's reciprocal, as torch's CPU softmax computes (one division per row, not
+    # one per element: a row kernel's last pass is then a multiply)
+    return e * (1 / e.sum(d, keepdim=True))
 
 
 def log_softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:

@@ -470,7 +470,8 @@ class JitFunction:
 
     def ir(self, *args: Any, **kwargs: Any) -> str:
         """The optimised IR for these inputs, as text, with the buffer plan it compiles with,
-        then the kernel IR of each fused group and reduction (`kernel %i`: node i's).
+        then the kernel IR of each fused group and reduction (`kernel %5`: the node whose
+        first result is %5).
         Inputs not seen yet are traced first, leaving your tensors as they were (`_inspect`)."""
         from .ir.plan import make_plan
         from .kir.lower import format_graph_kernels

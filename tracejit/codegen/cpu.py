@@ -21,7 +21,7 @@ from ..dtypes import DType, int64
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value
 from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
-from ..ir.printer import print_graph
+from ..ir.printer import print_graph, value_numbers
 from ..kir.lower import lower_fused, lower_reduce
 from ..ops.registry import Kind, OpDef, lit, np_name
 from ..runtime import cache, pool
@@ -217,6 +217,7 @@ class _Gen:
         self.const_of: dict[Value, str] = {}
         self.kir: dict[str, kir.Kernel] = {}  # kernel name -> its kernel IR
         self.native = True
+        self.numbers = value_numbers(g)
 
     def ref(self, o: Operand, dtype: DType | None = None) -> str:
         if isinstance(o, Const):
@@ -245,12 +246,13 @@ class _Gen:
 
     def node(self, i: int, n: Node) -> None:
         out = f"v{i}"
-        origin = f"%{i} {n.loc}"
+        num = self.numbers[i]  # as ir() numbers this node's (first) result
+        origin = f"%{num} {n.loc}"
         for j, o in enumerate(n.outs):
             self.names[o] = out if len(n.outs) == 1 else f"v{i}_{j}"
 
         args = [self.ref(v) for v in n.inputs]
-        comment = f"  # %{i} {n.name} {n.loc}"
+        comment = f"  # %{num} {n.name} {n.loc}"
         if n.name == "constant":
             c = _const_name(len(self.consts))
             value = np.asarray(n.attrs["value"])  # (ascontiguousarray would make 0-d 1-d)

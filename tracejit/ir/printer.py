@@ -76,6 +76,16 @@ def _node_lines(n: Node, names: _Names, indent: str) -> list[str]:
     return lines
 
 
+def value_numbers(g: Graph) -> list[int]:
+    """The number print_graph gives each node's first result (`%5` is node i's when this
+    list's i-th entry is 5): generated source and the kernel IR name nodes by it."""
+    out, k = [], 0
+    for n in g.nodes:
+        out.append(k)
+        k += len(n.outs)
+    return out
+
+
 def print_region(r: Region, names: _Names, indent: str) -> list[str]:
     lines = []
     for n in r.nodes:

@@ -35,6 +35,7 @@ from .ir import (
     Store,
     Var,
 )
+from .passes import optimise
 from .schedule import Schedule, is_reduction, schedule
 
 I64 = dt.int64
@@ -405,7 +406,7 @@ class _Fused:
 
 
 def lower_fused(n: Node) -> Kernel:
-    return _Fused(n).kernel()
+    return optimise(_Fused(n).kernel())
 
 
 # ---- a lone reduction -----------------------------------------------------------------------
@@ -469,7 +470,7 @@ def lower_reduce(n: Node) -> Kernel:
         if d not in dims:
             final = [Loop(idx[d], Dim(d), tuple(final))]  # type: ignore[arg-type]
     params = (Param("a0", xd, r), Param("o0", out.dtype, len(out.shape), out=True))
-    return Kernel(n.name, params, tuple(top + nest + final), n.name, r)
+    return optimise(Kernel(n.name, params, tuple(top + nest + final), n.name, r))
 
 
 # ---- a whole graph ---------------------------------------------------------------------------
@@ -488,7 +489,9 @@ def graph_kernels(g: Any) -> list[tuple[int, Kernel]]:
 
 
 def format_graph_kernels(g: Any) -> str:
+    from ..ir.printer import value_numbers
     from .ir import format_kernel
 
-    parts = [format_kernel(k, f"%{i}") for i, k in graph_kernels(g)]
+    num = value_numbers(g)
+    parts = [format_kernel(k, f"%{num[i]}") for i, k in graph_kernels(g)]
     return "kernels:\n" + "\n".join(parts) if parts else ""

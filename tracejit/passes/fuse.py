@@ -185,9 +185,6 @@ def fuse(g: Graph) -> Graph:
             nodes.append(item)
             continue
         assert isinstance(item, _Group)
-        if len(item.members) == 1 and item.rdims:
-            nodes.append(item.members[0])  # a lone reduction: the reduction kernel
-            continue
         nodes.append(_make_fused(item, live_out, index))
         index += 1
     return g.replace(nodes=tuple(nodes))
