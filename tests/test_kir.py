@@ -169,3 +169,20 @@ def test_hoist_keeps_loads_of_buffers_the_loop_writes() -> None:
                              Store("o0", (i, j), Var("v", float32))))
     k = Kernel("t", (Param("o0", float32, 2, out=True),), (Loop(i, Dim(0), (inner,)),), "", 2)
     assert hoist(k) == k  # o0[i, 0] is written by the loop: it stays inside
+
+
+def test_vector_width_leaves_a_users_numba_settings_alone() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, tracejit; print(os.environ.get('NUMBA_CPU_FEATURES', '<unset>')[-16:])")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    for extra, want in [({"NUMBA_CPU_FEATURES": ""}, ""), ({"TRACEJIT_VECTOR_WIDTH": "256"},
+                                                           "<unset>")]:
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == want, (extra, out)
+    bad = subprocess.run([sys.executable, "-c", "import tracejit"], capture_output=True,
+                         text=True, env={**env, "TRACEJIT_VECTOR_WIDTH": "wide"})
+    assert bad.returncode != 0 and "TRACEJIT_VECTOR_WIDTH must be" in bad.stderr

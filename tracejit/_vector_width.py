@@ -20,7 +20,7 @@ def prefer_wide_vectors() -> None:
     want = os.environ.get("TRACEJIT_VECTOR_WIDTH", "auto").strip().lower()
     if want not in ("auto", "512", "256"):
         raise ValueError(f"TRACEJIT_VECTOR_WIDTH must be auto, 512 or 256, got {want!r}")
-    if want == "256" or "numba" in sys.modules or os.environ.get("NUMBA_CPU_FEATURES"):
+    if want == "256" or "numba" in sys.modules or "NUMBA_CPU_FEATURES" in os.environ:
         return
     try:
         import llvmlite.binding as ll
