@@ -109,8 +109,9 @@ def _rules(op: OpDef, types: list[Any], attrs: dict[str, Any]) -> tuple[TensorTy
     except TypeError:  # an unhashable attribute: derive the rule every time
         key, hit = None, None
     if hit is None:
-        hit = (op.infer(types, **attrs),
-               op.compute_dtype(types) if op.compute_dtype is not None else None)
+        t = op.infer(types, **attrs)
+        assert isinstance(t, TensorType), f"{op.name}: dispatch runs single-result ops only"
+        hit = (t, op.compute_dtype(types) if op.compute_dtype is not None else None)
         if key is not None:
             if len(_RULES) >= 4096:
                 _RULES.clear()

@@ -21,6 +21,7 @@ from .dispatch import STATE, user_location
 from .errors import warn_at_user
 from .flags import get as get_flag
 from .ir.printer import print_graph
+from .ops.structural import FUSED
 from .passes import run_pipeline
 from .runtime.entry import Entry
 from .runtime.log import log
@@ -624,7 +625,7 @@ class Explanation:
         self.name = jf.name
         self.fused = [
             (n.attrs.get("index", 0), [m.name for m in n.attrs["body"].nodes], n.loc)
-            for e in self.entries for n in e.graph.nodes if n.name == "fused"
+            for e in self.entries for n in e.graph.nodes if n.op is FUSED
         ]
 
     def __str__(self) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from . import dtypes as dt
 from .autograd import grad as autograd_grad
 from .dispatch import STATE
-from .ops.registry import OpDef
+from .ops.registry import OpDef, TensorType
 from .tensor import Tensor
 
 LAYOUTS = ("contiguous", "transposed", "strided")
@@ -63,6 +63,7 @@ class _InferCheck:
         self.seen.append(op.name)
         types = [a._type() if isinstance(a, Tensor) else a for a in args]
         want = op.infer(types, **attrs)
+        assert isinstance(want, TensorType), f"{op.name} has several results"
         shape_ok = op.dynamic_shape or tuple(want.shape) == tuple(out.shape)
         if not shape_ok or want.dtype is not out.dtype:
             raise AssertionError(

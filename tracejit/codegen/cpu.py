@@ -19,11 +19,12 @@ import numpy as np
 from .. import kir
 from ..dtypes import DType, int64
 from ..flags import get as get_flag
-from ..ir.graph import Const, Graph, Node, Operand, Region, Value
+from ..ir.graph import Const, Graph, Node, Operand, Value
 from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
 from ..ir.printer import print_graph, value_numbers
 from ..kir.lower import lower_fused, lower_reduce
 from ..ops.registry import Kind, OpDef, lit, np_name
+from ..ops.structural import CONSTANT, FUSED
 from ..runtime import cache, pool
 from .lower import UnsupportedError
 from .writer import Writer
@@ -253,7 +254,7 @@ class _Gen:
 
         args = [self.ref(v) for v in n.inputs]
         comment = f"  # %{num} {n.name} {n.loc}"
-        if n.name == "constant":
+        if n.op is CONSTANT:  # baked into the module, shared by every call
             c = _const_name(len(self.consts))
             value = np.asarray(n.attrs["value"])  # (ascontiguousarray would make 0-d 1-d)
             self.const_of[n.out] = c
@@ -264,7 +265,7 @@ class _Gen:
                 self.consts.append(np.ascontiguousarray(value))
                 self.w.line(f"{out} = {c}{comment}", origin)
             return
-        if n.name == "fused":
+        if n.op is FUSED:
             k = self.kernel(*fused_kernel(n))
             shape = repr(tuple(n.attrs.get("domain", n.outs[0].type.shape)))
             onames = [self.names[o] for o in n.outs]
@@ -272,7 +273,6 @@ class _Gen:
             self.w.line(f"{k}({shape}, {', '.join(args + onames)})"
                         f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
             return
-        assert isinstance(n.op, OpDef)
         if n.op.dynamic_shape:
             raise UnsupportedError(f"{n.name} has a data-dependent output shape")
         if n.op.kind is Kind.ELEMENTWISE and n.op.scalar is not None:
@@ -312,8 +312,7 @@ class _Gen:
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
                         f"np.copy({self.names[o]}), " for o in n.outs) + "))")
-            view_made = {o for n in g.nodes if isinstance(n.op, OpDef) and n.op.view
-                         for o in n.outs}
+            view_made = {o for n in g.nodes if n.op.view for o in n.outs}
             aliasable = set(g.params) | view_made
             in_place = self.plan.in_place_effects(g)
             root = roots(g)
@@ -435,8 +434,7 @@ def _check_dtypes(g: Graph) -> None:
     def values(nodes: Any) -> Any:
         for n in nodes:
             yield from n.outs
-            body = n.attrs.get("body")
-            if isinstance(body, Region):
+            for body in n.regions():
                 yield from body.params
                 yield from values(body.nodes)
 

@@ -1,6 +1,6 @@
 """Stage 2: the typed SSA IR. Values carry shape, dtype and device; nodes carry their op (an
-OpDef from the registry, or a structural op such as `fused`), attributes and the user's
-file:line. Graphs are immutable: passes build new ones (see passes/)."""
+OpDef from the registry, structural ones such as `constant` and `fused` included), attributes
+and the user's file:line. Graphs are immutable: passes build new ones (see passes/)."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ Operand = Value | Const
 
 @dataclass(frozen=True, eq=False)
 class Node:
-    """`outs = op(inputs, **attrs)`. `op` is an OpDef, or one of the structural ops:
-    'constant' (attrs: value, an ndarray) and 'fused' (attrs: body, a Region)."""
+    """`outs = op(inputs, **attrs)`. `op` is an OpDef from the registry, the structural ones
+    too (ops/structural.py: CONSTANT, attrs value, an ndarray; FUSED, attrs body, a Region)."""
 
-    op: OpDef | str
+    op: OpDef
     inputs: tuple[Operand, ...]
     outs: tuple[Value, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -57,10 +57,14 @@ class Node:
 
     @property
     def name(self) -> str:
-        return self.op if isinstance(self.op, str) else self.op.name
+        return self.op.name
 
     def values_in(self) -> Iterator[Value]:
         return (v for v in self.inputs if isinstance(v, Value))
+
+    def regions(self) -> Iterator[Region]:
+        """The regions this node holds (its op's `regions` attributes), in order."""
+        return (self.attrs[k] for k in self.op.regions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,9 +119,8 @@ def walk(nodes: Iterable[Node]) -> Iterator[Node]:
     """Every node, including those inside regions (fused bodies)."""
     for n in nodes:
         yield n
-        body = n.attrs.get("body")
-        if isinstance(body, Region):
-            yield from walk(body.nodes)
+        for r in n.regions():
+            yield from walk(r.nodes)
 
 
 def substitute(ops: Sequence[Operand], env: dict[Value, Operand]) -> tuple[Operand, ...]:

@@ -30,15 +30,18 @@ def _cast_args(op: OpDef, node: Node, vals: list[Any]) -> list[Any]:
 
 
 def run_node(n: Node, vals: list[Any]) -> list[np.ndarray]:
-    if n.name == "constant":
-        return [n.attrs["value"].copy()]
-    if n.name == "fused":
-        return run_region(n.attrs["body"], vals)
-    assert isinstance(n.op, OpDef)
-    out = n.op.eager(*_cast_args(n.op, n, vals), **n.attrs)
-    out = np.asarray(out)
-    want = n.out.type.dtype.np
-    return [out if out.dtype == want else out.astype(want)]
+    """One array per output of `n`, each in its output's dtype. (A constant's eager returns a
+    copy of its value; a fused node's runs its region with run_region below.)"""
+    res = n.op.eager(*_cast_args(n.op, n, vals), **n.attrs)
+    outs = list(res) if n.op.multiple_results else [res]
+    if len(outs) != len(n.outs):
+        raise AssertionError(f"{n.name}: eager gave {len(outs)} results for {len(n.outs)} outputs")
+    arrays = []
+    for x, v in zip(outs, n.outs):
+        x = np.asarray(x)
+        want = v.type.dtype.np
+        arrays.append(x if x.dtype == want else x.astype(want))
+    return arrays
 
 
 def run_region(r: Region, args: Sequence[Any]) -> list[Any]:

@@ -20,7 +20,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..ops.registry import Kind, OpDef
+from ..ops.registry import Kind
+from ..ops.structural import FUSED
 from .graph import Graph, Node, Value
 
 _INF = math.inf
@@ -73,12 +74,12 @@ class BufferPlan:
 
 def is_view(n: Node) -> bool:
     """Does this node's output share its first input's buffer?"""
-    return isinstance(n.op, OpDef) and (n.op.view or n.name == "expand")
+    return n.op.view or n.name == "expand"
 
 
 def may_raise(n: Node) -> bool:
     """Can this node raise at run time (an index out of range)?"""
-    return isinstance(n.op, OpDef) and n.op.kind is Kind.INDEX
+    return n.op.kind is Kind.INDEX
 
 
 def roots(g: Graph) -> dict[Value, Value]:
@@ -111,10 +112,9 @@ def last_reads(g: Graph, root: dict[Value, Value]) -> dict[Value, float]:
 
 
 def _owned(n: Node) -> bool:
-    """Does this node's output live in a fresh buffer nobody else can see?"""
-    if n.name == "fused":
-        return True
-    return isinstance(n.op, OpDef) and not is_view(n)
+    """Does this node's output live in a fresh buffer nobody else can see? (Not a view's, nor
+    a constant's, which every call shares.)"""
+    return not is_view(n) and not n.op.shared_result
 
 
 def _last_raise(g: Graph) -> float:
@@ -150,7 +150,7 @@ def make_plan(g: Graph) -> BufferPlan:
             into[e.source] = e.target
     reuses: list[Reuse] = []
     for i, n in enumerate(g.nodes):
-        if n.name != "fused":
+        if n.op is not FUSED:  # only fused kernels write into an operand's buffer
             continue
         used: set[int] = set()
         for r, out in enumerate(n.outs):
@@ -193,7 +193,7 @@ def verify_plan(g: Graph, plan: BufferPlan) -> None:
     root = roots(g)
     last = last_reads(g, root)
     params = set(g.params)
-    consts = {o for n in g.nodes if n.name == "constant" for o in n.outs}
+    consts = {o for n in g.nodes if n.op.shared_result for o in n.outs}
     effect_of = {e.target: e.source for e in g.effects}
     raise_at = _last_raise(g)
     seen: set[tuple[int, int]] = set()
@@ -203,7 +203,7 @@ def verify_plan(g: Graph, plan: BufferPlan) -> None:
         if not 0 <= r.node < len(g.nodes):
             raise PlanError(f"{where} does not exist")
         n = g.nodes[r.node]
-        if n.name != "fused" or not 0 <= r.result < len(n.outs) or \
+        if n.op is not FUSED or not 0 <= r.result < len(n.outs) or \
                 not 0 <= r.operand < len(n.inputs):
             raise PlanError(f"{where} ({n.name}) has no result {r.result} / operand {r.operand}"
                             " to reuse")

@@ -55,23 +55,17 @@ def fmt_attr(v: Any) -> str:
 
 def _node_lines(n: Node, names: _Names, indent: str) -> list[str]:
     outs = ", ".join(f"%{names.fresh(v)}: {v.type}" for v in n.outs)
-    attrs = {k: v for k, v in n.attrs.items()
-             if k not in ("body", "index") and not (k == "value" and n.name == "constant")}
-    label = n.name
-    if n.name == "fused":
-        label = f"fused.{n.attrs.get('index', 0)}"
-    head = label + (("[" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in attrs.items()) + "]")
-                    if attrs and n.name != "fused" else "")
+    attrs = {k: fmt_attr(v) for k, v in n.attrs.items() if k not in n.op.regions}
     args = ", ".join(names.ref(i) for i in n.inputs)
-    if n.name == "fused":
-        text = f"{indent}{outs} = {head}({args})"
-    elif n.name == "constant":
-        text = f"{indent}{outs} = constant {fmt_attr(n.attrs['value'])}"
+    if n.op.print_form is not None:  # constant, fused.3(...)
+        rhs = n.op.print_form(attrs, args)
     else:
-        text = f"{indent}{outs} = {head} {args}".rstrip()
+        head = n.name + ("[" + ", ".join(f"{k}={v}" for k, v in attrs.items()) + "]"
+                         if attrs else "")
+        rhs = f"{head} {args}".rstrip()
+    text = f"{indent}{outs} = {rhs}"
     lines = [f"{text:<56}  # {n.loc}" if n.loc else text]
-    body = n.attrs.get("body")
-    if isinstance(body, Region):
+    for body in n.regions():
         lines.append(indent + "    " + " ; ".join(m.name for m in body.nodes))
     return lines
 

@@ -1,9 +1,10 @@
-"""The IR verifier: SSA well-formedness and types. It re-runs each op's shape/dtype rule, so
+"""The IR verifier: SSA well-formedness and types. It re-runs each op's shape/dtype rule (the
+structural ops' too: a constant's type is its array's, a fused node's its region's results), so
 a pass that builds an ill-typed node is caught at the pass that did it."""
 
 from __future__ import annotations
 
-from ..ops.registry import OpDef, OpError
+from ..ops.registry import OpError, TensorType
 from .graph import Const, Graph, Node, Region, Value
 
 
@@ -15,40 +16,44 @@ def _check_node(n: Node, defined: set[Value], where: str) -> None:
     for v in n.values_in():
         if v not in defined:
             raise VerifyError(f"{where}: {n.name} reads {v!r} before it is defined")
-    if isinstance(n.op, OpDef):
-        if len(n.outs) != 1:
-            raise VerifyError(f"{where}: {n.name} must have exactly one output")
-        ops = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
-        try:
-            t = n.op.infer(ops, **n.attrs)
-        except OpError as e:
-            raise VerifyError(f"{where}: {n.name} is ill-typed: {e}") from None
-        if not n.op.dynamic_shape and (t.shape != n.out.type.shape or t.dtype is not
-                                       n.out.type.dtype):
-            raise VerifyError(f"{where}: {n.name} claims {n.out.type} but its rule gives "
-                              f"{t.dtype.short}{list(t.shape)}")
-    elif n.name == "fused":
-        body = n.attrs["body"]
-        if not isinstance(body, Region) or len(body.params) != len(n.inputs):
-            raise VerifyError(f"{where}: fused node's region does not match its inputs")
-        for p, w in zip(body.params, n.inputs):
-            if isinstance(w, Value) and p.type != w.type:
-                raise VerifyError(f"{where}: fused param {p!r} does not match input {w!r}")
-        inner = set(body.params)
-        for m in body.nodes:
-            _check_node(m, inner, where + "/fused")
-            inner.update(m.outs)
-        if len(body.results) != len(n.outs):
-            raise VerifyError(f"{where}: fused node has {len(n.outs)} outputs but its region "
-                              f"yields {len(body.results)}")
-        for r, o in zip(body.results, n.outs):
-            if r not in inner or r.type != o.type:
-                raise VerifyError(f"{where}: fused result {r!r} does not match output {o!r}")
-    elif n.name != "constant":
-        raise VerifyError(f"{where}: unknown structural op {n.name!r}")
+    for key in n.op.regions:  # before the rule, which reads the regions' params and results
+        _check_region(n, key, where)
+    ops = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
+    try:
+        t = n.op.infer(ops, **n.attrs)
+    except OpError as e:
+        raise VerifyError(f"{where}: {n.name} is ill-typed: {e}") from None
+    types = t if n.op.multiple_results else (t,)
+    if len(types) != len(n.outs):
+        raise VerifyError(f"{where}: {n.name} has {len(n.outs)} outputs but its rule gives "
+                          f"{len(types)}")
+    if not n.op.dynamic_shape:
+        for k, (r, o) in enumerate(zip(types, n.outs)):
+            assert isinstance(r, TensorType)
+            if r.shape != o.type.shape or r.dtype is not o.type.dtype:
+                which = f" output {k}" if len(n.outs) > 1 else ""
+                raise VerifyError(f"{where}: {n.name}{which} claims {o.type} but its rule gives "
+                                  f"{r.dtype.short}{list(r.shape)}")
     for o in n.outs:
         if o in defined:
             raise VerifyError(f"{where}: {o!r} is defined twice (not SSA)")
+
+
+def _check_region(n: Node, key: str, where: str) -> None:
+    """A region is well-formed on its own: its nodes read only its params and what earlier
+    members define, and its results are defined inside it. How params and results bind to the
+    node's operands and outputs is the op's rule (`infer`), checked with the node's types."""
+    body = n.attrs.get(key)
+    if not isinstance(body, Region):
+        raise VerifyError(f"{where}: {n.name}'s {key!r} attribute is not a region")
+    inner = set(body.params)
+    for m in body.nodes:
+        _check_node(m, inner, f"{where}/{n.name}")
+        inner.update(m.outs)
+    for r in body.results:
+        if r not in inner:
+            raise VerifyError(f"{where}: {n.name}'s region yields {r!r}, which it does not "
+                              "define")
 
 
 def verify(g: Graph) -> Graph:

@@ -17,7 +17,8 @@ import numpy as np
 from .. import dtypes as dt
 from ..dtypes import DType
 from ..ir.graph import Const, Node, Region, Value
-from ..ops.registry import OpDef, ReduceSpec
+from ..ops.registry import ReduceSpec
+from ..ops.structural import FUSED
 from .ir import (
     Accum,
     Alloc,
@@ -55,13 +56,12 @@ class LoweringError(Exception):
 
 
 def _spec(m: Node) -> ReduceSpec:
-    assert isinstance(m.op, OpDef) and m.op.reduce is not None
+    assert m.op.reduce is not None
     return m.op.reduce
 
 
 def compute_dtypes(n: Node) -> list[DType | None]:
     """The dtype each operand is converted to before the op's scalar expression runs."""
-    assert isinstance(n.op, OpDef)
     if n.op.compute_dtype is None:
         return [None] * len(n.inputs)
     types = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
@@ -94,7 +94,7 @@ def _convert(v: Any, d: DType) -> Any:
 def scalar_expr(m: Node, args: list[Expr | None]) -> Expr:
     """The member's scalar computation over operand expressions (None where the operand is a
     Const), in the op's compute dtypes, giving the output dtype."""
-    assert isinstance(m.op, OpDef) and m.op.scalar is not None
+    assert m.op.scalar is not None
     cds = compute_dtypes(m)
     ops: list[Expr] = []
     for o, a, cd in zip(m.inputs, args, cds):
@@ -216,7 +216,7 @@ class _Fused:
                     for i in m.inputs]
             note = f"%{j} {m.name}"
             if is_reduction(m):
-                assert isinstance(m.op, OpDef) and m.op.reduce is not None
+                assert m.op.reduce is not None
                 a = args[0]
                 assert a is not None
                 if self.s.kind[v] == "col":  # a column total: one accumulator per column
@@ -283,7 +283,7 @@ class _Fused:
         out: list[Stmt] = []
         for j, m in enumerate(self.body.nodes):
             if is_reduction(m) and self.s.pass_of[m.out] == p and self.s.kind[m.out] != "col":
-                assert isinstance(m.op, OpDef) and m.op.reduce is not None
+                assert m.op.reduce is not None
                 d = acc_dtype(m.op.reduce, m.out.type.dtype)
                 out.append(Let(Var(f"acc{j}", d), init_lit(m.op.reduce, d)))
         return out
@@ -293,7 +293,7 @@ class _Fused:
         one per CHUNK elements of the innermost reduced loop: a float64 accumulator fed by
         float32 work (exp) keeps LLVM from vectorising the loop; a float32 one alone would
         lose accuracy over long rows."""
-        assert isinstance(m.op, OpDef) and m.op.reduce is not None
+        assert m.op.reduce is not None
         return acc_dtype(m.op.reduce, m.out.type.dtype) is not m.out.type.dtype and \
             m.out.type.dtype is dt.float32
 
@@ -416,7 +416,7 @@ def lower_reduce(n: Node) -> Kernel:
     """Any reduction over any dims (and the arg-reductions): loops over the input in order,
     accumulating into an array of the kept shape, then a loop storing the result. (Trailing
     reductions fused with elementwise work go through lower_fused instead.)"""
-    assert isinstance(n.op, OpDef) and n.op.reduce is not None
+    assert n.op.reduce is not None
     spec = n.op.reduce
     x = n.inputs[0]
     assert isinstance(x, Value)
@@ -481,9 +481,9 @@ def graph_kernels(g: Any) -> list[tuple[int, Kernel]]:
     reductions), with the node's index, as `step.ir()` shows them."""
     out = []
     for i, n in enumerate(g.nodes):
-        if n.name == "fused":
+        if n.op is FUSED:
             out.append((i, lower_fused(n)))
-        elif isinstance(n.op, OpDef) and n.op.reduce is not None:
+        elif n.op.reduce is not None:
             out.append((i, lower_reduce(n)))
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.graph import Node, Region, Value
-from ..ops.registry import Kind, OpDef
+from ..ops.registry import Kind
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Schedule:
 
 
 def is_reduction(n: Node) -> bool:
-    return isinstance(n.op, OpDef) and n.op.kind is Kind.REDUCE
+    return n.op.kind is Kind.REDUCE
 
 
 def schedule(body: Region, domain: tuple[int, ...], rdims: int) -> Schedule:

@@ -1,8 +1,10 @@
 """The op registry: every op is declared once, here or in a sibling module, as an OpDef.
 
 Eager dispatch, autograd, tracing, the IR verifier, constant folding, the interpreter, codegen
-and the tests all read these records; none special-cases an op by name.
-Must not import tensor, dispatch or autograd (VJPs receive Tensors and use their methods).
+and the tests all read these records; none special-cases an op by name. The structural nodes
+of the IR (`constant`, `fused`: structural.py) are OpDefs too, described by the same fields.
+Must not import tensor, dispatch or autograd (VJPs receive Tensors and use their methods), nor
+ir at module level (ir imports this module).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class Kind(enum.Enum):
     CONTRACT = "contract"  # matmul
     INDEX = "index"  # gather/scatter/advanced indexing
     CREATION = "creation"  # no tensor inputs: full, arange
+    # graph structure rather than arithmetic: `constant`, `fused` (later `cond` and loops);
+    # they exist only in graphs (no Tensor method dispatches them), see structural.py
+    STRUCTURAL = "structural"
 
 
 class TensorType(NamedTuple):
@@ -96,8 +101,12 @@ class VjpContext:
 class OpDef:
     name: str
     kind: Kind
-    infer: Callable[..., TensorType]  # infer(operands, **attrs) -> TensorType, raises OpError
-    eager: Callable[..., np.ndarray]  # eager(*arrays, **attrs): NumPy, inputs cast by `cast_inputs`
+    # infer(operands, **attrs) -> TensorType (a tuple of them with `multiple_results`); raises
+    # OpError
+    infer: Callable[..., TensorType | tuple[TensorType, ...]]
+    # eager(*arrays, **attrs): NumPy, inputs cast by `compute_dtype` (a sequence of arrays, one
+    # per output, with `multiple_results`)
+    eager: Callable[..., np.ndarray | Sequence[np.ndarray]]
     vjp: Callable[[VjpContext, Any], tuple[Any, ...]] | None = None
     attrs: tuple[str, ...] = ()
     saves: tuple[int | str, ...] = ()  # input indices and/or "out" kept for the VJP
@@ -111,6 +120,23 @@ class OpDef:
     view: bool = False  # the output may alias the first input's memory (reshape, permute, ...)
     dynamic_shape: bool = False  # output shape depends on values (boolean-mask indexing)
     differentiable: bool = True
+    # A node may have several outputs: `infer` returns one type and `eager` one array per output
+    # (fused: one per result of its region). Dispatch only runs ops without it.
+    multiple_results: bool = False
+    # the attributes that hold a Region (fused: "body"; cond: its branches): the verifier checks
+    # them, `ir.graph.walk` and the printer descend into them
+    regions: tuple[str, ...] = ()
+    # cse may merge two such nodes with equal operands and attributes (not: constants, whose key
+    # would hash the whole array, and fused nodes, which have several outputs)
+    cse: bool = True
+    # fold may evaluate the node now when every operand is a constant
+    foldable: bool = True
+    # the result is one buffer that every call of a compiled program shares (a constant baked
+    # into it): the buffer plan never has a kernel write into it
+    shared_result: bool = False
+    # how the IR printer writes the node's right-hand side, from its attributes as printed
+    # (regions left out) and its operands joined by ", "; None: `name[k=v, ...] operands`
+    print_form: Callable[[dict[str, str], str], str] | None = None
     # device -> lowering rule (see "code-generation helpers" below)
     kernels: dict[str, Callable[..., str | None]] = field(default_factory=dict)
     doc: str = ""

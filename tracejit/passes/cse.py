@@ -1,5 +1,6 @@
-"""Common-subexpression elimination: two registry-op nodes with the same op, inputs and
-attributes compute the same value (ops are pure), so the later one is replaced."""
+"""Common-subexpression elimination: two nodes with the same op, inputs and attributes compute
+the same value (ops are pure), so the later one is replaced. Ops whose `cse` is False
+(constants, fused nodes) are left alone."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def cse(g: Graph) -> Graph:
     for n in g.nodes:
         if env:
             n = Node(n.op, substitute(n.inputs, env), n.outs, n.attrs, n.loc)
-        if n.name in ("constant", "fused"):
+        if not n.op.cse:
             nodes.append(n)
             continue
         k = node_key(n)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..ir.graph import Const, Graph, Node, Value
 from ..ir.interpret import run_node
+from ..ops.structural import CONSTANT
 
 FOLD_LIMIT = 4096
 
@@ -17,17 +18,16 @@ def fold(g: Graph) -> Graph:
     nodes: list[Node] = []
     changed = False
     for n in g.nodes:
-        if n.name == "constant":
+        if n.op is CONSTANT:
             consts[n.out] = n.attrs["value"]
             nodes.append(n)
             continue
-        if n.name != "fused" and all(isinstance(i, Const) or i in consts for i in n.inputs) \
-                and n.out.type.shape.__len__() >= 0 and _size(n.out) <= FOLD_LIMIT \
-                and not getattr(n.op, "dynamic_shape", False):
+        if n.op.foldable and all(isinstance(i, Const) or i in consts for i in n.inputs) \
+                and _size(n.out) <= FOLD_LIMIT and not n.op.dynamic_shape:
             vals = [i.value if isinstance(i, Const) else consts[i] for i in n.inputs]
             (value,) = run_node(n, vals)
             consts[n.out] = value
-            nodes.append(Node("constant", (), n.outs, {"value": value}, n.loc))
+            nodes.append(Node(CONSTANT, (), n.outs, {"value": value}, n.loc))
             changed = True
             continue
         nodes.append(n)

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..ir.graph import Graph, Node, Region, Value
 from ..kir.schedule import unsafe_reuse
-from ..ops.registry import Kind, OpDef
+from ..ops.registry import Kind
+from ..ops.structural import FUSED
 
 FUSED_REDUCTIONS = ("sum", "prod", "amax", "amin", "all", "any")
 
@@ -41,13 +42,12 @@ class _Group:
 
 
 def fusible(n: Node) -> bool:
-    return isinstance(n.op, OpDef) and n.op.kind is Kind.ELEMENTWISE and n.op.scalar is not None
+    return n.op.kind is Kind.ELEMENTWISE and n.op.scalar is not None
 
 
 def _reduce_dims(n: Node) -> tuple[int, ...] | None:
     """The dims of a reduction a group can hold, else None."""
-    if not (isinstance(n.op, OpDef) and n.op.kind is Kind.REDUCE and
-            n.op.name in FUSED_REDUCTIONS):
+    if not (n.op.kind is Kind.REDUCE and n.op.name in FUSED_REDUCTIONS):
         return None
     x = n.inputs[0]
     if not isinstance(x, Value) or not x.type.shape:
@@ -67,8 +67,7 @@ def row_shapes(shape: tuple[int, ...], rdims: int) -> tuple[tuple[int, ...], tup
 
 def _col_dims(n: Node, gr: _Group) -> bool:
     """Is n a sum/prod/amax/amin over the leading (row) dimensions of gr's domain?"""
-    if not (isinstance(n.op, OpDef) and n.op.kind is Kind.REDUCE and
-            n.op.name in FUSED_REDUCTIONS) or not gr.rdims:
+    if not (n.op.kind is Kind.REDUCE and n.op.name in FUSED_REDUCTIONS) or not gr.rdims:
         return False
     x = n.inputs[0]
     m = len(gr.shape) - gr.rdims
@@ -228,4 +227,4 @@ def _make_fused(gr: Any, live_out: set[Value], index: int) -> Node:
                              "rdims": getattr(gr, "rdims", 0)}
     if attrs["rdims"]:
         attrs["unsafe_reuse"] = unsafe_reuse(body, attrs["domain"], attrs["rdims"])
-    return Node("fused", tuple(inputs), results, attrs, gr.members[-1].loc)
+    return Node(FUSED, tuple(inputs), results, attrs, gr.members[-1].loc)

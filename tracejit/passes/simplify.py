@@ -13,7 +13,8 @@ import numpy as np
 from .. import dtypes as dt
 from ..ir.graph import Const, Graph, Node, Operand, Value, substitute
 from ..ops import REGISTRY as R
-from ..ops.registry import OpDef, ShapeError, TensorType, broadcast_shapes
+from ..ops.registry import ShapeError, TensorType, broadcast_shapes
+from ..ops.structural import CONSTANT
 from .cse import rewrite
 
 # x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
@@ -43,7 +44,7 @@ def _identity_input(n: Node) -> Operand | None:
 
 def _skip_expands(n: Node, producer: dict[Value, Node]) -> Node:
     op = n.op
-    if not isinstance(op, OpDef) or op.scalar is None:
+    if op.scalar is None:
         return n
     ins = list(n.inputs)
     for k, v in enumerate(ins):
@@ -83,7 +84,7 @@ def _one_hot(n: Node, producer: dict[Value, Node]) -> list[Node] | None:
         v = z.attrs["value"]
         if v != 0 or (isinstance(v, float) and math.copysign(1, v) < 0):
             return None
-    elif z.name == "constant":  # a small `full` that fold evaluated
+    elif z.op is CONSTANT:  # a small `full` that fold evaluated
         v = np.asarray(z.attrs["value"])
         if v.shape != out.shape or np.any(v != 0) or np.any(np.signbit(v)):
             return None
@@ -137,9 +138,9 @@ def simplify(g: Graph) -> Graph:
         src = producer.get(n.inputs[0]) if n.inputs and isinstance(n.inputs[0], Value) else None
         if src is not None and n.name == "reshape" and src.name == "reshape":
             n = Node(R["reshape"], src.inputs, n.outs, {"shape": n.out.type.shape}, n.loc)
-        elif src is not None and n.name == "reshape" and isinstance(src.op, OpDef) and \
-                src.op.reduce is not None and not src.op.reduce.index and \
-                src.attrs.get("keepdim") and uses.get(src.out, 0) == 1 and \
+        elif src is not None and n.name == "reshape" and src.op.reduce is not None and \
+                not src.op.reduce.index and src.attrs.get("keepdim") and \
+                uses.get(src.out, 0) == 1 and \
                 n.out.type.shape == tuple(d for k, d in enumerate(src.out.type.shape)
                                           if k not in src.attrs["dims"]):
             # reshape(sum(x, dims, keepdim=True)) dropping the kept dims: sum(.., keepdim=False)

@@ -16,6 +16,7 @@ from .. import dtypes as dt
 from ..dispatch import user_location
 from ..ir.graph import Const, Effect, Graph, Node, Value
 from ..ops.registry import OpDef, TensorType
+from ..ops.structural import CONSTANT
 from ..tensor import Tensor
 from .sources import (
     ArgSource,
@@ -145,7 +146,7 @@ class Tracer:
 
     def constant(self, t: Tensor) -> None:
         v = Value(t._type())
-        self.nodes.append(Node("constant", (), (v,), {"value": t._data.copy()}, user_location()))
+        self.nodes.append(Node(CONSTANT, (), (v,), {"value": t._data.copy()}, user_location()))
         self._bind(t._data, v)
         self.produced.append(weakref.ref(t))
 
