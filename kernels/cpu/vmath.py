@@ -102,6 +102,37 @@ def _fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
     return _types.float32(_types.float32, _types.float32, _types.float32), codegen
 
 
+def _host_has_avx512() -> bool:
+    try:
+        import llvmlite.binding as ll
+
+        return bool(ll.get_host_cpu_features().get("avx512f"))
+    except Exception:
+        return False
+
+
+# p * 2**k through llvm.ldexp, which LLVM turns into AVX-512's vscalefps in a vectorised loop
+# (exp: 0.33 -> 0.24 ns an element on the Xeon, bit for bit the same results); without AVX-512
+# it would be a libm call per element, so there exp keeps its two exact multiplications
+_USE_LDEXP = _host_has_avx512()
+
+
+@_intrinsic
+def _ldexp_f32(typingctx, p, k):  # type: ignore[no-untyped-def]
+    """p * 2**k for an integral float32 k (llvm.ldexp: correctly rounded, denormals and
+    overflow included)."""
+    if p != _types.float32 or k != _types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ki = builder.fptosi(args[1], _I32)
+        fnty = _ir.FunctionType(_ir.FloatType(), [_ir.FloatType(), _I32])
+        fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.ldexp.f32.i32")
+        return builder.call(fn, [args[0], ki])
+
+    return _types.float32(_types.float32, _types.float32), codegen
+
+
 # log's split of a positive normal x = 2**k * m with m in [sqrt(1/2), sqrt(2)): offsetting the
 # bits by those of sqrt(1/2) makes the exponent field count from there
 _SQRTH_BITS = 0x3F3504F3
@@ -163,9 +194,12 @@ def exp_f32(x):  # type: ignore[no-untyped-def]
     r = _fma(-k, _LN2_LO, _fma(-k, _LN2_HI, xc))
     q = _fma(r, _fma(r, _fma(r, _fma(r, _E4, _E3), _E2), _E1), _E0)
     p = _ONE + _fma(r * r, q, r)
-    # 2**k in two factors, each within the normal range, so one rounding makes a denormal
-    k1 = (k * _HALF + _ROUND) - _ROUND
-    y = (p * _pow2_f32(k1)) * _pow2_f32(k - k1)
+    if _USE_LDEXP:  # a constant: the other branch is never compiled in
+        y = _ldexp_f32(p, k)  # one instruction (vscalefps), rounded once, inf on overflow
+    else:
+        # 2**k in two factors, each within the normal range, so one rounding makes a denormal
+        k1 = (k * _HALF + _ROUND) - _ROUND
+        y = (p * _pow2_f32(k1)) * _pow2_f32(k - k1)
     return y if x == x else x
 
 
@@ -225,7 +259,10 @@ def tanh_f32(x):  # type: ignore[no-untyped-def]
     k = _fma(t, _LOG2E, _ROUND) - _ROUND
     r = _fma(-k, _LN2_LO, _fma(-k, _LN2_HI, t))
     p = _fma(r, _fma(r, _fma(r, _fma(r, _E4, _E3), _E2), _E1), _E0)
-    e = (_ONE + _fma(r * r, p, r)) * _pow2_f32(k)
+    if _USE_LDEXP:
+        e = _ldexp_f32(_ONE + _fma(r * r, p, r), k)
+    else:
+        e = (_ONE + _fma(r * r, p, r)) * _pow2_f32(k)
     big = _ONE - _TWO / (e + _ONE)
     big = -big if x < _ZERO else big
     y = small if a < _TANH_SPLIT else big
