@@ -36,7 +36,7 @@ def _make(rw: int):  # type: ignore[no-untyped-def]
             aty = sig.args[0]
             ary = context.make_array(aty)(context, builder, args[0])
             if isinstance(sig.args[1], _types.BaseTuple):
-                inds = cgutils_unpack(builder, args[1], len(idx_types))
+                inds = _cgutils.unpack_tuple(builder, args[1], len(idx_types))
             else:
                 inds = [args[1]]
             inds = [context.cast(builder, v, t, _types.intp) for v, t in zip(inds, idx_types)]
@@ -52,10 +52,6 @@ def _make(rw: int):  # type: ignore[no-untyped-def]
         return _types.none(arr, idx), codegen
 
     return pf
-
-
-def cgutils_unpack(builder, tup, n):  # type: ignore[no-untyped-def]
-    return [builder.extract_value(tup, i) for i in range(n)]
 
 
 prefetch = _make(0)

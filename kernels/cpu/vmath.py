@@ -76,16 +76,22 @@ def _pow2_f32(typingctx, k):  # type: ignore[no-untyped-def]
     return _types.float32(_types.float32), codegen
 
 
-def _host_has_fma() -> bool:
+def _target_has(feature: str) -> bool:
+    """Does the CPU Numba compiles for have `feature`? Its features are NUMBA_CPU_FEATURES when
+    set (tracejit/_vector_width.py sets it to the host's, less a tuning flag), else the host's."""
     try:
+        from numba.core import config
+
+        if config.CPU_FEATURES:
+            return f"+{feature}" in config.CPU_FEATURES.split(",")
         import llvmlite.binding as ll
 
-        return bool(ll.get_host_cpu_features().get("fma"))
+        return bool(ll.get_host_cpu_features().get(feature))
     except Exception:
         return False
 
 
-_HAS_FMA = _host_has_fma()
+_HAS_FMA = _target_has("fma")
 
 
 @_intrinsic
@@ -106,19 +112,10 @@ def _fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
     return _types.float32(_types.float32, _types.float32, _types.float32), codegen
 
 
-def _host_has_avx512() -> bool:
-    try:
-        import llvmlite.binding as ll
-
-        return bool(ll.get_host_cpu_features().get("avx512f"))
-    except Exception:
-        return False
-
-
 # p * 2**k through llvm.ldexp, which LLVM turns into AVX-512's vscalefps in a vectorised loop
 # (exp: 0.33 -> 0.24 ns an element on the Xeon, bit for bit the same results); without AVX-512
 # it would be a libm call per element, so there exp keeps its two exact multiplications
-_USE_LDEXP = _host_has_avx512()
+_USE_LDEXP = _target_has("avx512f")
 
 
 @_intrinsic

@@ -148,14 +148,13 @@ def _r_body(body: tuple[kir.Stmt, ...], w: Writer) -> None:
             else:
                 w.line(f"{s.buf} = np.full({shape}, {_r_lit(s.fill)}, {np_name(s.dtype)})")
         else:
-            step = f", {s.step}" if s.step != 1 else ""
-            span = render_expr(s.extent) if s.start is None and not step else \
-                f"{render_expr(s.start or kir.Lit(0, int64))}, {render_expr(s.extent)}"
+            stop, step = render_expr(s.extent), f", {s.step}" if s.step != 1 else ""
             if s.start is None:
-                w.line(f"for {s.var.name} in range({span}{step}):")
+                span = f"0, {stop}{step}" if step else stop
+                w.line(f"for {s.var.name} in range({span}):")
             else:  # LLVM cannot tell the index is not negative: Numba's wraparound check per
                 # element then keeps the loop scalar; an unsigned index has none
-                w.line(f"for {s.var.name}_ in range({span}{step}):")
+                w.line(f"for {s.var.name}_ in range({render_expr(s.start)}, {stop}{step}):")
             with w.indent():
                 if s.start is not None:
                     w.line(f"{s.var.name} = np.uint64({s.var.name}_)")

@@ -10,6 +10,7 @@ row (or read back from the result they were stored to)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,6 @@ PF_MIN_STREAM, PF_STEP, PF_AHEAD = 1 << 16, 16, 2048
 PF_MIN_ROW, PF_MIN_TOTAL, PF_LINE = 256, 1 << 18, 16
 
 
-class LoweringError(Exception):
-    """A node this lowering does not handle (the caller turns it into a graph break)."""
-
-
 # ---- scalar expressions ---------------------------------------------------------------------
 
 
@@ -69,12 +66,8 @@ def compute_dtypes(n: Node) -> list[DType | None]:
     return list(cd) if isinstance(cd, tuple) else [cd] * len(n.inputs)
 
 
-def _dtype_of(e: Expr) -> DType:
-    return e.dtype
-
-
 def cast(e: Expr, d: DType) -> Expr:
-    if _dtype_of(e) is d:
+    if e.dtype is d:
         return e
     if isinstance(e, Lit):
         return Lit(_convert(e.value, d), d)
@@ -146,7 +139,23 @@ def init_lit(spec: ReduceSpec, d: DType) -> Lit:
 # ---- fused groups ---------------------------------------------------------------------------
 
 
-def _aligned_index(shape: tuple[int, ...], rank: int, idx: list[Expr]) -> tuple[Expr, ...]:
+def _nest(idx: list[Var], dims: range | list[int], body: list[Stmt]) -> list[Stmt]:
+    """Loops over the domain's dimensions `dims` (outermost first) around `body`."""
+    for d in reversed(dims):
+        body = [Loop(idx[d], Dim(d), tuple(body))]
+    return body
+
+
+def _blocked(i: Var, c: Var, extent: Expr, step: int, head: list[Stmt], body: list[Stmt],
+             tail: list[Stmt]) -> Loop:
+    """`for c in range(0, extent, step)`: head, then `for i in c..min(c + step, extent)`:
+    body, then tail (chunked partial sums, prefetched streams)."""
+    stop = Op("minimum", (Op("add", (c, Lit(step, I64)), I64), extent), I64)
+    inner = Loop(i, stop, tuple(body), start=c)
+    return Loop(c, extent, (*head, inner, *tail), step=step)
+
+
+def _aligned_index(shape: tuple[int, ...], rank: int, idx: Sequence[Expr]) -> tuple[Expr, ...]:
     """Index reading an array of `shape` broadcast (right-aligned) against loops `idx` over a
     shape of `rank` dimensions; broadcast dimensions read at 0."""
     lead = rank - len(shape)
@@ -155,18 +164,16 @@ def _aligned_index(shape: tuple[int, ...], rank: int, idx: list[Expr]) -> tuple[
 
 class _Fused:
     def __init__(self, n: Node) -> None:
-        self.n = n
         body: Region = n.attrs["body"]
         self.body = body
         domain = tuple(n.attrs.get("domain", n.outs[0].type.shape))
         self.s: Schedule = schedule(body, domain, n.attrs.get("rdims", 0))
         self.r = len(domain)
         self.m = self.s.outer
-        self.idx: list[Expr] = [Var(f"i{d}", I64) for d in range(self.r)]
+        self.idx = [Var(f"i{d}", I64) for d in range(self.r)]
         self.pname = {p: f"a{j}" for j, p in enumerate(body.params)}
         self.oname = {v: f"o{k}" for k, v in enumerate(body.results)}
         self.tname = {m.out: f"t{j}" for j, m in enumerate(body.nodes)}
-        self.member = {m.out: m for m in body.nodes}
         self.number = {m.out: j for j, m in enumerate(body.nodes)}
         # full values read in a pass after their own (kept in a scratch row unless stored)
         self.kept: dict[Value, str] = {}
@@ -248,9 +255,9 @@ class _Fused:
         j = self.body.params.index(v)
         # a parameter broadcast to the row's shape: index by the row loops only
         if len(shape) == self.r:
-            idx = self.idx[:self.m] + [Lit(0, I64)] * self.s.rdims
+            idx: list[Expr] = [*self.idx[:self.m], *[Lit(0, I64)] * self.s.rdims]
         else:
-            idx = self.idx[:self.m]
+            idx = list(self.idx[:self.m])
         var = Var(f"y{j}_{len(out)}", v.type.dtype)
         out.append(Let(var, Load(self.pname[v], _aligned_index(v.type.shape, len(shape), idx),
                                  v.type.dtype)))
@@ -266,7 +273,7 @@ class _Fused:
                 continue
             note = f"%{j} {m.name}"
             if is_reduction(m):
-                acc = Var(f"acc{j}", acc_dtype(m.op.reduce, v.type.dtype))  # type: ignore
+                acc = Var(f"acc{j}", acc_dtype(_spec(m), v.type.dtype))
                 out.append(Let(self._var(v), cast(acc, v.type.dtype), note))
                 continue
             args = [self._row_operand(i, m.out.type.shape, out) if isinstance(i, Value)
@@ -302,24 +309,17 @@ class _Fused:
         chunked = [(j, m) for j, m in enumerate(self.body.nodes)
                    if is_reduction(m) and self.s.pass_of[m.out] == p and
                    self.s.kind[m.out] == "reduce" and self._chunked(m)]
+        if not chunked:
+            return _nest(self.idx, range(self.m, self.r), inner)
         last = self.r - 1
-        if chunked:
-            c = Var(f"c{last}", I64)
-            stop = Op("minimum", (Op("add", (c, Lit(CHUNK, I64)), I64), Dim(last)), I64)
-            head: list[Stmt] = [Let(Var(f"acc{j}c", dt.float32), init_lit(m.op.reduce,  # type: ignore
-                                                                          dt.float32))
-                                for j, m in chunked]
-            tail: list[Stmt] = [Accum(Var(f"acc{j}", dt.float64), m.op.reduce.combine,  # type: ignore
-                                      cast(Var(f"acc{j}c", dt.float32), dt.float64))
-                                for j, m in chunked]
-            body = head + [Loop(self.idx[last], stop, tuple(inner), start=c)] + tail  # type: ignore
-            inner = [Loop(c, Dim(last), tuple(body), step=CHUNK)]
-            dims = range(self.m, last)
-        else:
-            dims = range(self.m, self.r)
-        for d in reversed(dims):
-            inner = [Loop(self.idx[d], Dim(d), tuple(inner))]  # type: ignore[arg-type]
-        return inner
+        head: list[Stmt] = [Let(Var(f"acc{j}c", dt.float32), init_lit(_spec(m), dt.float32))
+                            for j, m in chunked]
+        tail: list[Stmt] = [Accum(Var(f"acc{j}", dt.float64), _spec(m).combine,
+                                  cast(Var(f"acc{j}c", dt.float32), dt.float64))
+                            for j, m in chunked]
+        blocked = _blocked(self.idx[last], Var(f"c{last}", I64), Dim(last), CHUNK, head, inner,
+                           tail)
+        return _nest(self.idx, range(self.m, last), [blocked])
 
     # ---- software prefetch (kernels/cpu/prefetch.py): only for arrays far larger than cache
 
@@ -342,11 +342,9 @@ class _Fused:
         c = Var(f"c{last}", I64)
         ahead = Op("add", (c, Lit(PF_AHEAD, I64)), I64)
         guard = Op("lt", (ahead, Dim(last)), dt.bool_)
-        hints: list[Stmt] = [Prefetch(buf, tuple(self.idx[:last]) + (ahead,), guard, write)
+        hints: list[Stmt] = [Prefetch(buf, (*self.idx[:last], ahead), guard, write)
                              for buf, write in self._full_arrays()]
-        stop = Op("minimum", (Op("add", (c, Lit(PF_STEP, I64)), I64), Dim(last)), I64)
-        inner = Loop(self.idx[last], stop, tuple(body), start=c)  # type: ignore[arg-type]
-        return [Loop(c, Dim(last), tuple(hints + [inner]), step=PF_STEP)]
+        return [_blocked(self.idx[last], c, Dim(last), PF_STEP, hints, body, [])]
 
     def _prefetch_next_row(self) -> list[Stmt]:
         """Rows of a 2-d domain reduced over its last dimension: ask for the next row's cache
@@ -381,13 +379,10 @@ class _Fused:
             row += self._reduced_loops(p, self._pass_body(p))
             row += self._between(p + 1)
         row = self._prefetch_next_row() + row
-        nest = row
-        outer = range(self.m)
         if self._streams():
-            nest = self._prefetched_stream(row)
-            outer = range(self.m - 1)
-        for d in reversed(outer):
-            nest = [Loop(self.idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
+            nest = _nest(self.idx, range(self.m - 1), self._prefetched_stream(row))
+        else:
+            nest = _nest(self.idx, range(self.m), row)
         for j, m in cols:  # every row is done: store the column totals
             if m.out not in self.oname:
                 continue
@@ -395,11 +390,9 @@ class _Fused:
             idx = tuple(self.idx[self.m:])
             keep = len(m.out.type.shape) == self.r
             oidx = ((Lit(0, I64),) * self.m if keep else ()) + idx
-            fin: list[Stmt] = [Store(self.oname[m.out], oidx,
-                                     cast(Load(f"cacc{j}", idx, ad), m.out.type.dtype))]
-            for k in reversed(range(self.m, self.r)):
-                fin = [Loop(self.idx[k], Dim(k), tuple(fin))]  # type: ignore[arg-type]
-            nest += fin
+            nest += _nest(self.idx, range(self.m, self.r),
+                          [Store(self.oname[m.out], oidx,
+                                 cast(Load(f"cacc{j}", idx, ad), m.out.type.dtype))])
         hint = "_".join(m.name for m in body.nodes)
         note = " ; ".join(m.name for m in body.nodes)
         return Kernel(hint, tuple(params), tuple(top + nest), note, self.r)
@@ -428,7 +421,7 @@ def lower_reduce(n: Node) -> Kernel:
     else:
         dims = tuple(n.attrs["dims"])
     keepdim = bool(n.attrs.get("keepdim"))
-    idx: list[Expr] = [Var(f"i{d}", I64) for d in range(r)]
+    idx = [Var(f"i{d}", I64) for d in range(r)]
     zero = Lit(0, I64)
     kidx = tuple(zero if d in dims else idx[d] for d in range(r))
     kshape = tuple(Lit(1, I64) if d in dims else Dim(d) for d in range(r))
@@ -461,14 +454,9 @@ def lower_reduce(n: Node) -> Kernel:
         body.append(Store("acc", kidx, Op(COMBINE_OP[spec.combine],
                                           (Load("acc", kidx, ad), cast(v, ad)), ad)))
         result = cast(Load("acc", kidx, ad), out.dtype)
-    nest: list[Stmt] = body
-    for d in reversed(range(r)):
-        nest = [Loop(idx[d], Dim(d), tuple(nest))]  # type: ignore[arg-type]
+    nest = _nest(idx, range(r), body)
     oidx = tuple(zero if d in dims else idx[d] for d in range(r) if keepdim or d not in dims)
-    final: list[Stmt] = [Store("o0", oidx, result)]
-    for d in reversed(range(r)):
-        if d not in dims:
-            final = [Loop(idx[d], Dim(d), tuple(final))]  # type: ignore[arg-type]
+    final = _nest(idx, [d for d in range(r) if d not in dims], [Store("o0", oidx, result)])
     params = (Param("a0", xd, r), Param("o0", out.dtype, len(out.shape), out=True))
     return optimise(Kernel(n.name, params, tuple(top + nest + final), n.name, r))
 

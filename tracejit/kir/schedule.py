@@ -48,7 +48,7 @@ def schedule(body: Region, domain: tuple[int, ...], rdims: int) -> Schedule:
             s.pass_of[m.out] = p
             s.ready[m.out] = p + 1
         elif all(s.kind[v] in ("row", "reduce") for v in ins) and \
-                _row_shaped(m, domain, rdims) and (ins or m.out.type.shape != domain):
+                row_shaped(m, domain, rdims) and (ins or m.out.type.shape != domain):
             s.kind[m.out] = "row"
             s.ready[m.out] = max((s.ready[v] for v in ins), default=0)
         else:
@@ -59,12 +59,17 @@ def schedule(body: Region, domain: tuple[int, ...], rdims: int) -> Schedule:
     return s
 
 
-def _row_shaped(m: Node, domain: tuple[int, ...], rdims: int) -> bool:
-    """Is m's result a row's shape, with every operand broadcasting to it (passes/fuse.py
-    joins a node as a row member on the same test)?"""
-    out = m.out.type.shape
+def row_shapes(domain: tuple[int, ...], rdims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The two shapes a row value may have: keepdim, and with the reduced dims dropped."""
     k = len(domain) - rdims
-    if out not in (domain[:k] + (1,) * rdims, domain[:k]):
+    return domain[:k] + (1,) * rdims, domain[:k]
+
+
+def row_shaped(m: Node, domain: tuple[int, ...], rdims: int) -> bool:
+    """Is m's result a row's shape, with every operand broadcasting to it (passes/fuse.py
+    joins a node as a row member on this test)?"""
+    out = m.out.type.shape
+    if out not in row_shapes(domain, rdims):
         return False
     return all(len(v.type.shape) <= len(out) and
                all(a == 1 or a == b for a, b in zip(v.type.shape[::-1], out[::-1]))

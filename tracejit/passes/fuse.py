@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node, Region, Value
-from ..kir.schedule import unsafe_reuse
+from ..kir.schedule import row_shaped, row_shapes, unsafe_reuse
 from ..ops.registry import Kind
 from ..ops.structural import FUSED
 
@@ -59,12 +59,6 @@ def _reduce_dims(n: Node) -> tuple[int, ...] | None:
     return dims
 
 
-def row_shapes(shape: tuple[int, ...], rdims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The two shapes a row value may have: keepdim, and with the reduced dims dropped."""
-    m = len(shape) - rdims
-    return shape[:m] + (1,) * rdims, shape[:m]
-
-
 def _col_dims(n: Node, gr: _Group) -> bool:
     """Is n a sum/prod/amax/amin over the leading (row) dimensions of gr's domain?"""
     if not (n.op.kind is Kind.REDUCE and n.op.name in FUSED_REDUCTIONS) or not gr.rdims:
@@ -89,9 +83,7 @@ def _fits(gr: _Group, n: Node) -> str | None:
                 out in row_shapes(gr.shape, gr.rdims) and (reads_group or out != gr.shape):
             # every input the group made is a row value: a row member, if its other inputs
             # broadcast to a row too
-            if all(_broadcasts_to(v.type.shape, out) for v in n.values_in()):
-                return "row"
-            return None
+            return "row" if row_shaped(n, gr.shape, gr.rdims) else None
         if out == gr.shape and all(_per_row(v.type.shape, gr.shape, gr.rdims)
                                    for v in reads_rows):
             return "full"
@@ -113,12 +105,6 @@ def _per_row(s: tuple[int, ...], domain: tuple[int, ...], rdims: int) -> bool:
     m = len(domain) - rdims
     aligned = (1,) * (len(domain) - len(s)) + s
     return len(s) <= len(domain) and aligned[m:] == (1,) * rdims and aligned[:m] == domain[:m]
-
-
-def _broadcasts_to(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    if len(a) > len(b):
-        return False
-    return all(x == 1 or x == y for x, y in zip(a[::-1], b[::-1]))
 
 
 def fuse(g: Graph) -> Graph:
