@@ -108,6 +108,24 @@ def test_large_stream_is_prefetched_and_right() -> None:
     _close(got, fn(x), rtol=1e-5, atol=1e-6)
 
 
+def test_gelu_tanh_keeps_its_relative_accuracy_for_negative_inputs() -> None:
+    """GELU's tanh form computed as 0.5 x (1 + tanh u) cancels for x below -2 (float32: 100%
+    relative error below -5); tracejit computes the same function as x / (1 + exp(-2u))."""
+    x = np.linspace(-10, 10, 20001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    u = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+    ref = x64 / (1 + np.exp(-2 * u))  # accurate in float64 (the tanh form is not, below -6)
+    fn = lambda t: tj.gelu(t, approximate="tanh")  # noqa: E731
+    t = tj.tensor(x)
+    for got in (fn(t).numpy(), tj.jit(fn)(t).numpy()):
+        rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)
+        assert rel.max() < 3e-5, (rel.max(), x[rel.argmax()])
+    specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 3e38, -3e38], np.float32)
+    got = tj.jit(fn)(tj.tensor(specials)).numpy()
+    assert got[0] == np.inf and np.isnan(got[1]) and np.isnan(got[2])  # -inf: nan, as torch
+    assert got[3] == 0 and np.signbit(got[4]) and got[5] == np.float32(3e38) and got[6] == 0
+
+
 def test_large_rows_prefetch_the_next_row() -> None:
     r = PF_MIN_TOTAL // 512 + 3
     x = tj.tensor(np.random.default_rng(2).standard_normal((r, 512)).astype(np.float32))

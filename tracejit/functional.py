@@ -146,8 +146,12 @@ def log_softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     if approximate == "tanh":
-        inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
-        return x * 0.5 * (inner.tanh() + 1)
+        # 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x**3), is x * sigmoid(2u) = x / (1 +
+        # exp(-2u)): the same function without the cancellation of 1 + tanh(u) (in float32 the
+        # tanh form's relative error grows from 2e-5 at x = -3 to 100% below x = -5; this one
+        # stays within 1.3e-5 over [-10, 10]), and one exp where tanh computes two paths
+        c = 2 * math.sqrt(2 / math.pi)
+        return x / ((x * (x * x * (-0.044715 * c) - c)).exp() + 1)
     if approximate != "none":
         raise ValueError(located(f"gelu: approximate must be 'none' or 'tanh', got "
                                  f"{approximate!r}"))
