@@ -117,13 +117,43 @@ def test_gelu_tanh_keeps_its_relative_accuracy_for_negative_inputs() -> None:
     ref = x64 / (1 + np.exp(-2 * u))  # accurate in float64 (the tanh form is not, below -6)
     fn = lambda t: tj.gelu(t, approximate="tanh")  # noqa: E731
     t = tj.tensor(x)
-    for got in (fn(t).numpy(), tj.jit(fn)(t).numpy()):
+    for got in (fn(t).numpy(), _compiled(fn, t)[1].numpy()):
         rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)
         assert rel.max() < 3e-5, (rel.max(), x[rel.argmax()])
     specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 3e38, -3e38], np.float32)
-    got = tj.jit(fn)(tj.tensor(specials)).numpy()
+    got = _compiled(fn, tj.tensor(specials))[1].numpy()
     assert got[0] == np.inf and np.isnan(got[1]) and np.isnan(got[2])  # -inf: nan, as torch
     assert got[3] == 0 and np.signbit(got[4]) and got[5] == np.float32(3e38) and got[6] == 0
+
+
+def test_row_max_and_min_keep_nan_and_signed_zeros() -> None:
+    """Row max/min accumulate with fmax/fmin (no NaN or zero-sign promise) beside two flags:
+    the results are IEEE 754-2019 maximum/minimum's: NaN wins, max(-0, +0) = +0,
+    min(-0, +0) = -0, wherever in the row the special values sit."""
+    n = 1037  # a vector loop and a remainder
+    rows = []
+    for pos in (0, 5, 16, 517, n - 1):
+        for vals in ([-0.0, 0.0], [0.0, -0.0], [-0.0, -0.0], [0.0, 0.0], [np.nan, 1.0],
+                     [1.0, np.nan], [-np.inf, -np.inf], [np.inf, -np.inf]):
+            r = np.full(n, vals[1], np.float32)
+            r[pos] = vals[0]
+            rows.append(r)
+    x = tj.tensor(np.stack(rows))
+    fn = lambda x: (x.amax(1), x.amin(1), x - x.amax(1, keepdim=True))  # noqa: E731
+    jf = tj.jit(fn)
+    jf(x)  # traced (eager: NumPy's max returns whichever zero it met first)
+    got = [t.numpy() for t in jf(x)]
+    assert jf.cache_info().hits == 1 and jf.cache_info().fallbacks == 0
+    assert "<fmax=" in jf.ir(x)
+    a = x.numpy().astype(np.float64)
+    nan = np.isnan(a).any(1)
+    for out, is_max in ((got[0], True), (got[1], False)):
+        want = np.where(nan, np.nan, a.max(1) if is_max else a.min(1))
+        assert np.array_equal(out, want.astype(np.float32), equal_nan=True)
+        zero = want == 0
+        has = (a == 0) & (np.signbit(a) != is_max)  # +0 for max, -0 for min
+        assert np.array_equal(np.signbit(out[zero]), ~has[zero].any(1) if is_max
+                              else has[zero].any(1))
 
 
 def test_large_rows_prefetch_the_next_row() -> None:

@@ -7,7 +7,15 @@ that must not be reordered. These put the licence on the accumulating instructio
   IEEE 754-2019's maximum/minimum), which LLVM vectorises as a reduction; integers use the
   builtin max/min, bools `|`/`&`.
 A reordered float sum differs from the sequential one by rounding only (sums accumulate in
-float64 in generated code)."""
+float64 in generated code).
+
+`rmaxnum`/`rminnum` are the quicker float max/min of a row reduction: `llvm.maxnum`/`minnum`
+flagged `nnan nsz`, which LLVM vectorises with several accumulators in flight (vmaxps, one
+instruction a vector) where `llvm.maximum`'s NaN and zero handling makes one long dependency
+chain (a (4096, 1024) float32 row max: 0.34 -> 0.18 ms). They say nothing about NaN or the sign
+of a zero result, so the generated code keeps two flags beside them (`x != x` and
+`is_pos_zero`/`is_neg_zero`, or-reduced) and fixes the result up after the loop: NaN if any
+element was NaN, and a zero result's sign as IEEE 754-2019's maximum/minimum give it."""
 
 from __future__ import annotations
 
@@ -55,6 +63,49 @@ _fadd = _float_binop("add")
 _fmul = _float_binop("mul")
 _fmax = _float_extreme("maximum")
 _fmin = _float_extreme("minimum")
+
+
+def _float_num(name: str):  # type: ignore[no-untyped-def]
+    @_intrinsic
+    def op(typingctx, a, b):  # type: ignore[no-untyped-def]
+        if not isinstance(a, _types.Float) or a != b:
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            t = args[0].type
+            suffix = "f32" if t == _ir.FloatType() else "f64"
+            fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(t, [t, t]),
+                                                 f"llvm.{name}.{suffix}")
+            return builder.call(fn, args, fastmath=("nnan", "nsz"))
+
+        return a(a, b), codegen
+
+    return op
+
+
+rmaxnum = _float_num("maxnum")
+rminnum = _float_num("minnum")
+
+
+def _zero_test(negative: bool):  # type: ignore[no-untyped-def]
+    @_intrinsic
+    def op(typingctx, a):  # type: ignore[no-untyped-def]
+        if not isinstance(a, _types.Float):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            bits = args[0].type == _ir.FloatType() and 32 or 64
+            it = _ir.IntType(bits)
+            want = (1 << (bits - 1)) if negative else 0
+            return builder.icmp_unsigned("==", builder.bitcast(args[0], it), _ir.Constant(it, want))
+
+        return _types.boolean(a), codegen
+
+    return op
+
+
+is_pos_zero = _zero_test(False)  # x is +0.0 (its bits are all zero)
+is_neg_zero = _zero_test(True)  # x is -0.0
 
 
 def radd(a, b):  # type: ignore[no-untyped-def]

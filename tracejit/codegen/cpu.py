@@ -39,6 +39,7 @@ from tracejit.kernels.cpu.vmath import exp as vexp, log as vlog, tanh as vtanh  
 from tracejit.kernels.cpu.vmath import sigmoid as vsigmoid, erf as verf, rsqrt as vrsqrt  # noqa
 from tracejit.kernels.cpu.vmath import ipow  # noqa: F401
 from tracejit.kernels.cpu.accum import radd, rmul, rmax, rmin  # noqa: F401
+from tracejit.kernels.cpu.accum import rmaxnum, rminnum, is_pos_zero, is_neg_zero  # noqa: F401
 from tracejit.kernels.cpu.prefetch import prefetch, prefetchw  # noqa: F401
 """
 JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
@@ -82,6 +83,7 @@ SCALAR = {
     "erf": "verf({0})", "relu": "relu({0})", "sign": "sign({0})", "floor": "floor({0})",
     "ceil": "ceil({0})", "round": "rint({0})", "logical_not": "not {0}", "cast": "{dtype}({0})",
     "clamp": "clamp({0}, {min}, {max})", "ipow": "ipow({0}, {n})",
+    "is_pos_zero": "is_pos_zero({0})", "is_neg_zero": "is_neg_zero({0})",
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
     "pow": "pow({0}, {1})", "maximum": "maximum({0}, {1})", "minimum": "minimum({0}, {1})",
     "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
@@ -89,7 +91,8 @@ SCALAR = {
     "logical_or": "({0} or {1})", "where": "({1} if {0} else {2})",
 }
 # accumulator updates, reorderable (kernels/cpu/accum.py)
-ACCUM = {"add": "radd", "mul": "rmul", "max": "rmax", "min": "rmin"}
+ACCUM = {"add": "radd", "mul": "rmul", "max": "rmax", "min": "rmin", "fmax": "rmaxnum",
+         "fmin": "rminnum"}
 
 
 def _r_lit(e: kir.Lit) -> str:

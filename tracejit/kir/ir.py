@@ -26,14 +26,17 @@ SCALAR_OPS: dict[str, int] = {
     "neg": 1, "exp": 1, "log": 1, "log1p": 1, "expm1": 1, "sqrt": 1, "rsqrt": 1, "abs": 1,
     "sin": 1, "cos": 1, "tanh": 1, "sigmoid": 1, "erf": 1, "relu": 1, "sign": 1, "floor": 1,
     "ceil": 1, "round": 1, "logical_not": 1, "cast": 1, "clamp": 1, "ipow": 1,
+    "is_pos_zero": 1, "is_neg_zero": 1,  # float -> bool: the value is +0.0 / -0.0
     # binary
     "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "maximum": 2, "minimum": 2,
     "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2, "ge": 2, "logical_and": 2, "logical_or": 2,
     # ternary
     "where": 3,
 }
-# how an accumulator combines (and its identity is given by the reduction's init)
-COMBINES = ("add", "mul", "max", "min", "and", "or")
+# how an accumulator combines (and its identity is given by the reduction's init). fmax and fmin
+# are max and min for floats that promise nothing for NaN or for the sign of a zero: quicker
+# (they vectorise with several accumulators), used with flags that restore both (kir/lower.py)
+COMBINES = ("add", "mul", "max", "min", "and", "or", "fmax", "fmin")
 
 
 # ---- expressions ----------------------------------------------------------------------------
