@@ -479,8 +479,9 @@ class JitFunction:
 
         e = self._entry_for(args, kwargs)
         g = e.graph
-        text = print_graph(g, plan=make_plan(g))
-        kernels = format_graph_kernels(g)
+        plan = make_plan(g)
+        text = print_graph(g, plan=plan)
+        kernels = format_graph_kernels(g, plan)
         if kernels:
             text += "\n" + kernels.rstrip("\n")
         notes = [f"# graph break at {b.loc}: {b.reason}" for b in e.breaks] + \

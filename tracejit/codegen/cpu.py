@@ -183,9 +183,9 @@ def _named(prefix: str, body: str, hint: str) -> Kernel:
     return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 
 
-def fused_kernel(n: Node) -> tuple[Kernel, kir.Kernel]:
-    """The kernel of a fused node: its kernel IR and its source."""
-    k = lower_fused(n)
+def fused_kernel(n: Node, alias: dict[int, int] | None = None) -> tuple[Kernel, kir.Kernel]:
+    """The kernel of a fused node: its kernel IR and its source (`alias`: lower_fused's)."""
+    k = lower_fused(n, alias)
     return _named("k", render_kernel(k), k.hint[:30]), k
 
 
@@ -268,11 +268,13 @@ class _Gen:
                 self.w.line(f"{out} = {c}{comment}", origin)
             return
         if n.op is FUSED:
-            k = self.kernel(*fused_kernel(n))
+            reuse = self.plan.for_node(i)
+            k = self.kernel(*fused_kernel(n, reuse))
             shape = repr(tuple(n.attrs.get("domain", n.outs[0].type.shape)))
             onames = [self.names[o] for o in n.outs]
-            self.alloc(onames, [o.type for o in n.outs], self.plan.for_node(i), args)
-            self.w.line(f"{k}({shape}, {', '.join(args + onames)})"
+            self.alloc(onames, [o.type for o in n.outs], reuse, args)
+            written = [o for j, o in enumerate(onames) if j not in reuse]  # (the rest: operands)
+            self.w.line(f"{k}({shape}, {', '.join(args + written)})"
                         f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
             return
         if n.op.dynamic_shape:
@@ -308,8 +310,11 @@ class _Gen:
             self.w.line(JIT)
         extra = ["_snap"] if self.snapshot else []
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
+        fills = self._effect_fills()
         with self.w.indent():
             for i, n in enumerate(g.nodes):
+                if n.out in fills:  # written by its effect straight into the target
+                    continue
                 self.node(i, n)
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
@@ -321,6 +326,9 @@ class _Gen:
             for e in g.effects:
                 if e.target in in_place:
                     self.w.line(f"# effect: {self.names[e.target]} was updated in place")
+                    continue
+                if e.source in fills:
+                    self.w.line(f"{self.names[e.target]}[...] = {fills[e.source]}  # effect")
                     continue
                 src = self.names[e.source]
                 if e.source in aliasable and len(g.effects) > 1:
@@ -337,6 +345,33 @@ class _Gen:
                     outs.append(f"np.array({self.ref(o)})")
             self.w.line("return (" + "".join(f"{o}, " for o in outs) + ")")
         return self.w.text()
+
+
+    def _effect_fills(self) -> dict[Value, str]:
+        """Values made by `full` that are read only by one effect writing them into a target
+        of their shape (`w.grad.zero_()`): the effect fills the target with the scalar, instead
+        of allocating and filling an array and then copying it (two passes over the target's
+        size and an allocation saved)."""
+        g = self.g
+        uses: dict[Value, int] = {}
+        for n in g.nodes:
+            for v in n.inputs:
+                if isinstance(v, Value):
+                    uses[v] = uses.get(v, 0) + 1
+        for o in g.outputs:
+            if isinstance(o, Value):
+                uses[o] = uses.get(o, 0) + 1
+        for e in g.effects:
+            uses[e.source] = uses.get(e.source, 0) + 1
+        out: dict[Value, str] = {}
+        for n in g.nodes:
+            if n.op.name == "full" and not n.op.multiple_results and uses.get(n.out) == 1 and \
+                    not self.snapshot:
+                for e in g.effects:
+                    if e.source is n.out and e.target.type.shape == n.out.type.shape and \
+                            e.target.type.dtype is n.out.type.dtype:
+                        out[n.out] = lit(n.attrs["value"], n.out.type.dtype)
+        return out
 
 
 class _Single:

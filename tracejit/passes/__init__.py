@@ -68,7 +68,7 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
         if wanted & {"kir", "all"}:
             from ..kir.lower import format_graph_kernels
 
-            print("# kernel IR of the final graph\n" + format_graph_kernels(g))
+            print("# kernel IR of the final graph\n" + format_graph_kernels(g, make_plan(g)))
     return g
 
 
