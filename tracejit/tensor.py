@@ -366,15 +366,18 @@ class Tensor:
     def cpu(self) -> Tensor:
         return self
 
-    def cuda(self, device: Any = None) -> Tensor:
-        return self.to("cuda")
+    def cuda(self, device: Any = None, non_blocking: bool = False) -> Tensor:
+        return self.to("cuda" if device is None else
+                       device if isinstance(device, (str, globals()["device"])) else
+                       f"cuda:{device}")
 
     # ---- creation helpers ----------------------------------------------------------------------
     def new_full(self, size: Sequence[int], fill_value: Any, *, dtype: Any = None,
                  device: Any = None, requires_grad: bool = False) -> Tensor:
         from .creation import full
 
-        return full(size, fill_value, dtype=dtype or self._dtype, requires_grad=requires_grad)
+        return full(size, fill_value, dtype=dtype or self._dtype, device=device or self._device,
+                    requires_grad=requires_grad)
 
     def new_zeros(self, *size: Any, dtype: Any = None, **kw: Any) -> Tensor:
         return self.new_full(_sizes(size), 0, dtype=dtype, **kw)
