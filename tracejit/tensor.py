@@ -16,7 +16,7 @@ from .device import CPU, as_device, device
 from .dispatch import STATE, dispatch
 from .errors import located
 from .ops import REGISTRY as R
-from .ops.registry import ArgError, TensorType, norm_dim, norm_dims
+from .ops.registry import ArgError, DTypeError, TensorType, norm_dim, norm_dims
 
 _UNSET: Any = object()
 
@@ -404,12 +404,22 @@ class Tensor:
         return dispatch(R["mul"], (self, other))
 
     def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-        q = dispatch(R["div"], (self, other))
         if rounding_mode is None:
-            return q
-        q = q.floor() if rounding_mode == "floor" else q.trunc()
-        return q.to(dt.promote([self._dtype], [], []) if not isinstance(other, Tensor)
-                    else q.dtype) if self._dtype.category == 1 else q
+            return dispatch(R["div"], (self, other))
+        if rounding_mode not in ("floor", "trunc"):
+            raise ArgError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                           f"but found {rounding_mode!r}")
+        d = _result_type(self, other)
+        if d.category == 0:
+            raise DTypeError(located(f"div with rounding_mode={rounding_mode!r} is not "
+                                     "implemented for bool tensors; convert with .long()"))
+        if d.category == 1:
+            return _int_div(self, other, rounding_mode).to(d)
+        q = dispatch(R["div"], (self, other))
+        return q.floor() if rounding_mode == "floor" else q.trunc()
+
+    def floor_divide(self, other: Any) -> Tensor:
+        return self.div(other, rounding_mode="floor")
 
     def trunc(self) -> Tensor:
         # toward zero, keeping the sign of zero (trunc(-0.5) and trunc(-0.0) are -0.0)
@@ -449,6 +459,9 @@ class Tensor:
 
     def __floordiv__(self, o: Any) -> Tensor:
         return self.div(o, rounding_mode="floor")
+
+    def __rfloordiv__(self, o: Any) -> Tensor:
+        return _from_value(o, None, copy=False).div(self, rounding_mode="floor")
 
     def __pow__(self, o: Any) -> Tensor:
         return dispatch(R["pow"], (self, o))
@@ -927,6 +940,36 @@ class Tensor:
 
     def bool(self) -> Tensor:
         return self.to(dt.bool_)
+
+
+def _result_type(a: Tensor, b: Any) -> dt.DType:
+    """torch.result_type(a, b) for a tensor and a tensor or Python number."""
+    ops = [a] + ([b] if isinstance(b, Tensor) else [])
+    return dt.promote([t._dtype for t in ops if t.ndim], [t._dtype for t in ops if not t.ndim],
+                      [] if isinstance(b, Tensor) else [dt.scalar_dtype(b)])
+
+
+def _int_div(a: Tensor, b: Any, mode: str) -> Tensor:
+    """Integer a // b (mode 'floor') or trunc(a / b), exact over int64, in int64, written with
+    primitive ops so it fuses and compiles. A zero divisor raises (RuntimeError, as torch's
+    "ZeroDivisionError"), eagerly and in compiled code: the check is a check_index on b == 0
+    whose output feeds the result, so it always runs first."""
+    x = a.to(dt.int64)
+    y = b.to(dt.int64) if isinstance(b, Tensor) else x.new_full((), b)
+    zero = y.eq(0).to(dt.int64)._check_index(1, op="div", style="zero")
+    y = y + zero  # zero is all 0 once the check passed
+    yf = y.double()
+    # float64 quotient, then one correction from the exact int64 remainder: a float64 estimate
+    # alone is off by up to 2**10 for |x| near 2**63 (the remainder is then small, and exact)
+    q = (x.double() / yf).floor().to(dt.int64)
+    q = q + ((x - q * y).double() / yf).floor().to(dt.int64)
+    r = x - q * y
+    neg_r, neg_y = r.lt(0), y.lt(0)
+    q = q - (r.ne(0) & neg_r.ne(neg_y)).to(dt.int64) \
+        + (r.ne(0) & neg_r.eq(neg_y) & r.abs().ge(y.abs())).to(dt.int64)
+    if mode == "trunc":  # floor, plus one where the exact quotient was negative and not whole
+        q = q + ((x - q * y).ne(0) & x.lt(0).ne(neg_y)).to(dt.int64)
+    return q
 
 
 def _rebuild(data: np.ndarray, dname: str, requires_grad: bool) -> Tensor:
