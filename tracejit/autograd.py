@@ -724,7 +724,7 @@ class Function(metaclass=_FunctionMeta):
         return out
 
 
-# ---- the legacy Variable --------------------------------------------------------------------------
+# ---- the legacy Variable ----------------------------------------------------------------------
 
 
 class _VariableMeta(type):

@@ -498,23 +498,23 @@ class Tensor:
     __rand__ = __and__
     __ror__ = __or__
 
-    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return dispatch(R["eq"], (self, o))
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return dispatch(R["eq"], (self, other))
 
-    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return dispatch(R["ne"], (self, o))
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return dispatch(R["ne"], (self, other))
 
-    def __lt__(self, o: Any) -> Tensor:
-        return dispatch(R["lt"], (self, o))
+    def __lt__(self, other: Any) -> Tensor:
+        return dispatch(R["lt"], (self, other))
 
-    def __le__(self, o: Any) -> Tensor:
-        return dispatch(R["le"], (self, o))
+    def __le__(self, other: Any) -> Tensor:
+        return dispatch(R["le"], (self, other))
 
-    def __gt__(self, o: Any) -> Tensor:
-        return dispatch(R["gt"], (self, o))
+    def __gt__(self, other: Any) -> Tensor:
+        return dispatch(R["gt"], (self, other))
 
-    def __ge__(self, o: Any) -> Tensor:
-        return dispatch(R["ge"], (self, o))
+    def __ge__(self, other: Any) -> Tensor:
+        return dispatch(R["ge"], (self, other))
 
     eq = __eq__
     ne = __ne__
@@ -523,20 +523,20 @@ class Tensor:
     gt = __gt__
     ge = __ge__
 
-    def logical_and(self, o: Any) -> Tensor:
-        return dispatch(R["logical_and"], (self, o))
+    def logical_and(self, other: Any) -> Tensor:
+        return dispatch(R["logical_and"], (self, other))
 
-    def logical_or(self, o: Any) -> Tensor:
-        return dispatch(R["logical_or"], (self, o))
+    def logical_or(self, other: Any) -> Tensor:
+        return dispatch(R["logical_or"], (self, other))
 
     def logical_not(self) -> Tensor:
         return dispatch(R["logical_not"], (self,))
 
-    def maximum(self, o: Any) -> Tensor:
-        return dispatch(R["maximum"], (self, o))
+    def maximum(self, other: Any) -> Tensor:
+        return dispatch(R["maximum"], (self, other))
 
-    def minimum(self, o: Any) -> Tensor:
-        return dispatch(R["minimum"], (self, o))
+    def minimum(self, other: Any) -> Tensor:
+        return dispatch(R["minimum"], (self, other))
 
     def where(self, condition: Any, other: Any) -> Tensor:
         return dispatch(R["where"], (condition, self, other))
@@ -601,15 +601,16 @@ class Tensor:
             values, idx = values.squeeze(d), idx.squeeze(d)
         return ReturnTypes(values, idx)
 
-    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def max(self, dim: Any = None, keepdim: bool = False, *, other: Any = None) -> Any:
+        """max(), max(dim, keepdim) -> (values, indices), or max(other): the elementwise max."""
         if isinstance(dim, Tensor):
             return self._extreme("max", None, keepdim, dim)
-        return self._extreme("max", dim, keepdim, None)
+        return self._extreme("max", dim, keepdim, other)
 
-    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def min(self, dim: Any = None, keepdim: bool = False, *, other: Any = None) -> Any:
         if isinstance(dim, Tensor):
             return self._extreme("min", None, keepdim, dim)
-        return self._extreme("min", dim, keepdim, None)
+        return self._extreme("min", dim, keepdim, other)
 
     def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return dispatch(R["all"], (self,), {"dims": norm_dims("all", dim, self.ndim),
@@ -862,11 +863,11 @@ class Tensor:
     def mul_(self, other: Any) -> Tensor:
         return self._inplace(self.mul(other))
 
-    def div_(self, other: Any) -> Tensor:
-        return self._inplace(self.div(other))
+    def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        return self._inplace(self.div(other, rounding_mode=rounding_mode))
 
-    def pow_(self, e: Any) -> Tensor:
-        return self._inplace(self.pow(e))
+    def pow_(self, exponent: Any) -> Tensor:
+        return self._inplace(self.pow(exponent))
 
     def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
         return self._inplace(self.clamp(min, max))
