@@ -342,7 +342,8 @@ class Tensor:
         for a in args:
             if isinstance(a, Tensor):
                 dtype, device = a.dtype, a.device
-            elif isinstance(a, (str, globals()["device"])) and not _is_dtype_name(a):
+            elif (isinstance(a, (str, globals()["device"])) and not _is_dtype_name(a)) or \
+                    type(a).__name__ == "device":  # also torch.device
                 device = a
             else:
                 dtype = a
@@ -572,11 +573,13 @@ class Tensor:
                                           "keepdim": keepdim})
 
     def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return dispatch(R["amax"], (self,), {"dims": norm_dims("amax", dim or None, self.ndim),
+        return dispatch(R["amax"], (self,), {"dims": norm_dims("amax", None if dim == () else dim,
+                                                              self.ndim),
                                              "keepdim": keepdim})
 
     def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return dispatch(R["amin"], (self,), {"dims": norm_dims("amin", dim or None, self.ndim),
+        return dispatch(R["amin"], (self,), {"dims": norm_dims("amin", None if dim == () else dim,
+                                                              self.ndim),
                                              "keepdim": keepdim})
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
