@@ -421,7 +421,8 @@ def test_parameter_names_match_torchs_docs() -> None:
         if names != want.split():
             bad[name] = (list(params), want)
         doc = (getattr(torch, name).__doc__ or "").strip().splitlines()
-        forms = " ".join(ln for ln in doc if ln.removeprefix(".. function:: ").startswith(name + "("))
+        forms = " ".join(ln for ln in doc
+                         if ln.removeprefix(".. function:: ").startswith(name + "("))
         missing = [p for p in want.split() if p not in forms and p != "out"]  # often undocumented
         if forms and missing:  # the table is taken from torch's doc lines
             bad[name] = ("not in torch's doc", missing, forms)
