@@ -179,7 +179,7 @@ for red in ("mean", "sum", "none"):
          lambda x, t, red=red: np_reduce((x - t) ** 2, red), (r(3, 4), r(3, 4))),
         (f"l1_{red}", lambda x, t, red=red: nn.L1Loss(reduction=red)(x, t),
          lambda x, t, red=red: np_reduce(np.abs(x - t), red), (r(3, 4), r(3, 4))),
-        (f"smooth_l1_{red}", lambda x, t, red=red: nn.SmoothL1Loss(red, beta=0.5)(x, t),
+        (f"smooth_l1_{red}", lambda x, t, red=red: nn.SmoothL1Loss(reduction=red, beta=0.5)(x, t),
          lambda x, t, red=red: np_reduce(np.where(np.abs(x - t) < 0.5, (x - t) ** 2,
                                                   np.abs(x - t) - 0.25), red),
          (r(3, 4), r(3, 4))),

@@ -16,7 +16,9 @@ import builtins as _builtins  # `bool`, `int` and `float` are dtypes below, as i
 
 from . import (  # noqa: F401  # noqa: E402, F401 - after Tensor and the factories they build on
     _vector_width,  # first: it must run before anything imports Numba
+    accelerator,
     autograd,
+    cuda,
     functional,
     nn,
     ops,
@@ -56,7 +58,7 @@ from .creation import (
     zeros,
     zeros_like,
 )
-from .device import device
+from .device import device, get_default_device, set_default_device
 from .dtypes import (
     DType as dtype,  # noqa: N813 - PyTorch's name
 )

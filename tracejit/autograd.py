@@ -722,3 +722,29 @@ class Function(metaclass=_FunctionMeta):
             o._grad_fn, o._out_nr, o._requires_grad = node, nr, True
             nr += 1
         return out
+
+
+# ---- the legacy Variable ----------------------------------------------------------------------
+
+
+class _VariableMeta(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, Tensor)
+
+    def __subclasscheck__(cls, sub: Any) -> bool:
+        return isinstance(sub, type) and issubclass(sub, Tensor)
+
+
+class Variable(metaclass=_VariableMeta):
+    """torch.autograd.Variable, merged into Tensor since PyTorch 0.4: `Variable(t)` returns a
+    new leaf tensor sharing `t`'s data (as torch does), and every tensor is a Variable."""
+
+    def __new__(cls, data: Any = None, requires_grad: bool = False,  # type: ignore[misc]
+                volatile: bool = False) -> Tensor:
+        from .tensor import _from_value
+
+        if data is None:
+            data = []
+        t = data if isinstance(data, Tensor) else _from_value(data, None, copy=False)
+        out = detach_alias(t)  # a leaf whatever t was, as torch's Variable(t)
+        return out.requires_grad_(True) if requires_grad else out

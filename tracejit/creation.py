@@ -95,22 +95,23 @@ def _like(x: Tensor, dtype: Any) -> dt.DType:
 
 def zeros_like(x: Tensor, *, dtype: Any = None, device: Any = None,
                requires_grad: bool = False) -> Tensor:
-    return full(x.shape, 0, dtype=_like(x, dtype), requires_grad=requires_grad)
+    return full(x.shape, 0, dtype=_like(x, dtype), device=device, requires_grad=requires_grad)
 
 
 def ones_like(x: Tensor, *, dtype: Any = None, device: Any = None,
               requires_grad: bool = False) -> Tensor:
-    return full(x.shape, 1, dtype=_like(x, dtype), requires_grad=requires_grad)
+    return full(x.shape, 1, dtype=_like(x, dtype), device=device, requires_grad=requires_grad)
 
 
 def empty_like(x: Tensor, *, dtype: Any = None, device: Any = None,
                requires_grad: bool = False) -> Tensor:
-    return zeros_like(x, dtype=dtype, requires_grad=requires_grad)
+    return zeros_like(x, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def full_like(x: Tensor, fill_value: Any, *, dtype: Any = None, device: Any = None,
               requires_grad: bool = False) -> Tensor:
-    return full(x.shape, fill_value, dtype=_like(x, dtype), requires_grad=requires_grad)
+    return full(x.shape, fill_value, dtype=_like(x, dtype), device=device,
+                requires_grad=requires_grad)
 
 
 def arange(start: float, end: float | None = None, step: float = 1, *, dtype: Any = None,
@@ -132,6 +133,7 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device:
              requires_grad: bool = False) -> Tensor:
     if steps < 0:
         raise RuntimeError(located(f"linspace: number of steps must be non-negative, got {steps}"))
+    as_device(device)
     d = _float_or(dtype)
     if steps == 1:
         return full((1,), start, dtype=d, requires_grad=requires_grad)
@@ -143,6 +145,7 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device:
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
         requires_grad: bool = False) -> Tensor:
     m = n if m is None else m
+    as_device(device)
     if n < 0 or m < 0:
         raise RuntimeError(located(f"eye: n and m must be non-negative, got n={n}, m={m}"))
     t = arange(n).reshape(n, 1).eq(arange(m).reshape(1, m)).to(_float_or(dtype))
@@ -228,6 +231,7 @@ def _rng(generator: Generator | None) -> np.random.Generator:
 
 def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
+    as_device(device)
     d = _float_or(dtype)
     a = _rng(generator).random(_shape("rand", size), dtype=np.float64).astype(d.np)
     return _finish(Tensor._make(a, d), requires_grad)
@@ -235,6 +239,7 @@ def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, devi
 
 def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
+    as_device(device)
     d = _float_or(dtype)
     a = _rng(generator).standard_normal(_shape("randn", size), dtype=np.float64).astype(d.np)
     return _finish(Tensor._make(a, d), requires_grad)
@@ -244,6 +249,7 @@ def randint(low: int, high: Any = None, size: Any = (), *,
             generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Tensor:
     if high is None or not isinstance(high, (int, np.integer)):  # randint(high, size)
         low, high, size = 0, low, (size if high is None else high)
+    as_device(device)
     if high <= low:
         raise RuntimeError(located(f"randint: expected low < high, got low={low}, high={high}"))
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
@@ -254,16 +260,21 @@ def randint(low: int, high: Any = None, size: Any = (), *,
 
 def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
              device: Any = None) -> Tensor:
+    as_device(device)
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
     return Tensor._make(_rng(generator).permutation(n).astype(d.np), d)
 
 
-def rand_like(x: Tensor, *, dtype: Any = None, generator: Generator | None = None) -> Tensor:
-    return rand(*x.shape, dtype=_like(x, dtype), generator=generator)
+def rand_like(x: Tensor, *, dtype: Any = None, device: Any = None,
+              generator: Generator | None = None, requires_grad: bool = False) -> Tensor:
+    return rand(*x.shape, dtype=_like(x, dtype), device=device, generator=generator,
+                requires_grad=requires_grad)
 
 
-def randn_like(x: Tensor, *, dtype: Any = None, generator: Generator | None = None) -> Tensor:
-    return randn(*x.shape, dtype=_like(x, dtype), generator=generator)
+def randn_like(x: Tensor, *, dtype: Any = None, device: Any = None,
+               generator: Generator | None = None, requires_grad: bool = False) -> Tensor:
+    return randn(*x.shape, dtype=_like(x, dtype), device=device, generator=generator,
+                 requires_grad=requires_grad)
 
 
 def bernoulli(p: Tensor, *, generator: Generator | None = None) -> Tensor:

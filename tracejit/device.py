@@ -1,4 +1,6 @@
-"""Devices: ``device('cpu')``, ``device('cuda:0')``. Eager CUDA arrives with the CUDA backend."""
+"""Devices: ``device('cpu')``, ``device('cuda:0')``. Eager CUDA arrives with the CUDA backend;
+until then every tensor lives on the CPU and asking for CUDA is an error, never a silent CPU
+tensor. Also the default device (``set_default_device``) that factories use when given none."""
 
 from __future__ import annotations
 
@@ -43,15 +45,38 @@ class device:  # noqa: N801 - PyTorch's name
 
 
 CPU = device("cpu")
+_default: device = CPU
+
+
+class CudaNotAvailableError(RuntimeError, AssertionError):
+    """A CUDA device was asked for in a build without a CUDA backend. torch raises
+    AssertionError ("Torch not compiled with CUDA enabled") here and RuntimeError for other
+    device errors; this is both, so either `except` catches it."""
+
+
+def cuda_not_available(dev: Any) -> CudaNotAvailableError:
+    return CudaNotAvailableError(
+        f"tracejit: device {str(dev)!r} was requested, but CUDA is not available "
+        "(tracejit.cuda.is_available() is False: this build has no CUDA backend); keep "
+        "tensors on device='cpu'"
+    )
 
 
 def as_device(d: Any) -> device:
-    if d is None:
-        return CPU
-    dev = d if isinstance(d, device) else device(d)
+    """The device a factory or `.to()` was asked for (None: the default device); raises
+    CudaNotAvailableError for CUDA."""
+    dev = _default if d is None else d if isinstance(d, device) else device(d)
     if dev.type == "cuda":
-        raise RuntimeError(
-            "tracejit: CUDA tensors are not available yet in this build (eager CUDA arrives with "
-            "the CUDA backend); keep tensors on device='cpu'"
-        )
+        raise cuda_not_available(dev)
     return dev
+
+
+def set_default_device(d: Any) -> None:
+    """torch.set_default_device: the device factories use when given none (None: the CPU).
+    Setting 'cuda' is allowed, as in torch; creating a tensor then raises."""
+    global _default
+    _default = CPU if d is None else device(d)
+
+
+def get_default_device() -> device:
+    return _default

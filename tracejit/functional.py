@@ -5,11 +5,12 @@ table-driven Tensor methods for unary ops."""
 from __future__ import annotations
 
 import builtins as _builtins
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from .dispatch import dispatch
+from .dispatch import STATE, dispatch
 from .errors import located
 from .ops import REGISTRY as R
 from .ops.registry import DTypeError, norm_dim, norm_dims
@@ -32,9 +33,60 @@ def _unary(name: str) -> Any:
 
 # note: the function forms below (abs, round, max, min, sum, all, any...) shadow the builtins
 # in this module's globals; code here must say _builtins.max etc.
+def _write_out(name: str, out: Any, result: Any) -> Any:
+    """Write `result` into the caller's `out=` tensor, as torch does: same shape, or an empty
+    `out` resized to it; a non-empty `out` of another shape is an error here (torch resizes it
+    with a deprecation warning)."""
+    if isinstance(out, (tuple, list)):
+        if not isinstance(result, tuple) or len(out) != len(result):
+            raise TypeError(located(f"{name}(): out= got {len(out)} tensors for "
+                                    f"{len(result) if isinstance(result, tuple) else 1} result"))
+        return type(result)(*(_write_out(name, o, r) for o, r in zip(out, result)))
+    if not isinstance(out, Tensor):
+        raise TypeError(located(f"{name}(): argument 'out' must be Tensor, not "
+                                f"{type(out).__name__}"))
+    if STATE.grad_enabled and (out.requires_grad or result.requires_grad):
+        raise RuntimeError(located(f"{name}(): functions with out=... arguments don't support "
+                                   "automatic differentiation, but one of the arguments requires "
+                                   "grad; call it under tracejit.no_grad() or drop out="))
+    if result.dtype.category > out.dtype.category:
+        raise RuntimeError(located(f"{name}(): result type {result.dtype.name} can't be cast to "
+                                   f"the desired output type {out.dtype.name}"))
+    if out.shape != result.shape:
+        if out.numel():
+            raise RuntimeError(located(
+                f"{name}(): out= has shape {list(out.shape)} but the result has shape "
+                f"{list(result.shape)}; pass an out of the result's shape (or an empty one)"))
+        if STATE.tracer is not None:
+            STATE.tracer.graph_break("out= resizing an empty tensor")
+        out._data = result._data.astype(out.dtype.np)  # resized, as torch does an empty out
+        out._version.v += 1
+        return out
+    return out.copy_(result)
+
+
+def _function(name: str, method: Any, with_out: bool) -> Any:
+    """The function form tracejit.name(input, ...) of a Tensor method, with torch's parameter
+    names (`input` first) and `out=` where torch has it."""
+
+    def f(input: Any, *a: Any, out: Any = None, **kw: Any) -> Any:
+        r = getattr(_t(input), name)(*a, **kw)
+        return r if out is None else _write_out(name, out, r)
+
+    sig = inspect.signature(method)
+    params = list(sig.parameters.values())
+    params[0] = params[0].replace(name="input", annotation=Any)
+    if with_out:
+        params.append(inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None))
+    f.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"tracejit.{name}(input, ...): Tensor.{name} as a function (torch's names)."
+    return f
+
+
 for _n in UNARY:
     setattr(Tensor, _n, _unary(_n))
-    globals()[_n] = _unary(_n)
+    globals()[_n] = _function(_n, getattr(Tensor, _n), True)
 negative = globals()["neg"]
 absolute = globals()["abs"]
 
@@ -43,9 +95,11 @@ def _t(x: Any) -> Tensor:
     return x if isinstance(x, Tensor) else _from_value(x, None, copy=False)
 
 
-def matmul(a: Any, b: Any) -> Tensor:
+def matmul(input: Any, other: Any, *, out: Any = None) -> Tensor:
     """PyTorch's matmul: 1-d operands are promoted to matrices and the added dim removed."""
-    a, b = _t(a), _t(b)
+    if out is not None:
+        return _write_out("matmul", out, matmul(input, other))
+    a, b = _t(input), _t(other)
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(located("matmul: both arguments need at least 1 dimension, got "
                            f"{a.ndim}-D and {b.ndim}-D; use * for scalars"))
@@ -58,19 +112,19 @@ def matmul(a: Any, b: Any) -> Tensor:
     return dispatch(R["matmul"], (a, b))
 
 
-def mm(a: Tensor, b: Tensor) -> Tensor:
-    return a.mm(b)
+def mm(input: Tensor, mat2: Tensor, *, out: Any = None) -> Tensor:
+    return input.mm(mat2) if out is None else _write_out("mm", out, input.mm(mat2))
 
 
-def bmm(a: Tensor, b: Tensor) -> Tensor:
-    return a.bmm(b)
+def bmm(input: Tensor, mat2: Tensor, *, out: Any = None) -> Tensor:
+    return input.bmm(mat2) if out is None else _write_out("bmm", out, input.bmm(mat2))
 
 
-def dot(a: Tensor, b: Tensor) -> Tensor:
-    if a.ndim != 1 or b.ndim != 1:
+def dot(input: Tensor, tensor: Tensor, *, out: Any = None) -> Tensor:
+    if input.ndim != 1 or tensor.ndim != 1:
         raise RuntimeError(located("dot: 1D tensors expected, but got "
-                           f"{a.ndim}D and {b.ndim}D tensors"))
-    return matmul(a, b)
+                           f"{input.ndim}D and {tensor.ndim}D tensors"))
+    return matmul(input, tensor, out=out)
 
 
 def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta: float = 1,
@@ -90,16 +144,16 @@ def _float_only(name: str, x: Tensor, dtype: Any = None) -> Tensor:
     return x
 
 
-def mean(x: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
-    x = _float_only("mean", x, dtype)
+def mean(input: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    x = _float_only("mean", input, dtype)
     dims = norm_dims("mean", dim, x.ndim)
     n = math.prod(x.shape[d] for d in dims)
     return x.sum(dims, keepdim) / n if n else x.sum(dims, keepdim) * math.nan
 
 
-def var(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+def var(input: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
         correction: Any = None) -> Tensor:
-    x = _float_only("var", x)
+    x = _float_only("var", input)
     if isinstance(unbiased, bool) or unbiased is None:
         corr = (1 if unbiased in (None, True) else 0) if correction is None else correction
     else:
@@ -110,13 +164,13 @@ def var(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False,
     return (centred * centred).sum(dims, keepdim) / _builtins.max(n - corr, 0)
 
 
-def std(x: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+def std(input: Tensor, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
         correction: Any = None) -> Tensor:
-    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
 
 
-def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
-    x = _float_only("logsumexp", x)
+def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    x = _float_only("logsumexp", input)
     dims = norm_dims("logsumexp", dim, x.ndim)
     # subtract the max for stability; a row of -inf stays -inf rather than nan
     m = x.detach().amax(dims, keepdim=True)
@@ -125,8 +179,8 @@ def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     return out if keepdim else out.squeeze(dims)
 
 
-def softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
-    x = _float_only("softmax", x, dtype)
+def softmax(input: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    x = _float_only("softmax", input, dtype)
     d = norm_dim("softmax", dim, x.ndim)
     e = (x - x.detach().amax(d, keepdim=True)).exp()
     # times the sum's reciprocal, as torch's CPU softmax computes (one division per row, not
@@ -134,8 +188,8 @@ def softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
     return e * (1 / e.sum(d, keepdim=True))
 
 
-def log_softmax(x: Tensor, dim: int, dtype: Any = None) -> Tensor:
-    x = _float_only("log_softmax", x, dtype)
+def log_softmax(input: Tensor, dim: int, dtype: Any = None) -> Tensor:
+    x = _float_only("log_softmax", input, dtype)
     d = norm_dim("log_softmax", dim, x.ndim)
     # (x - max) - log(sum(exp(x - max))), as torch: x - logsumexp(x) would lose everything to
     # rounding when the max is huge (a row [max, max] gave 0, not -log 2), and a row holding
@@ -174,7 +228,8 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return x.where(x > 0, x * negative_slope)
 
 
-def norm(x: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
+    x = input
     if p in ("fro", 2, 2.0):
         return (x * x).sum(dim, keepdim).sqrt()
     if p in (1, 1.0):
@@ -184,19 +239,21 @@ def norm(x: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> T
     return x.abs().pow(p).sum(dim, keepdim).pow(1.0 / p)
 
 
-def isnan(x: Tensor) -> Tensor:
-    return x.ne(x)
+def isnan(input: Tensor) -> Tensor:
+    return input.ne(input)
 
 
-def isinf(x: Tensor) -> Tensor:
-    return x.abs().eq(math.inf)
+def isinf(input: Tensor) -> Tensor:
+    return input.abs().eq(math.inf)
 
 
-def isfinite(x: Tensor) -> Tensor:
-    return x.abs().lt(math.inf)
+def isfinite(input: Tensor) -> Tensor:
+    return input.abs().lt(math.inf)
 
 
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+def cat(tensors: Sequence[Tensor], dim: int = 0, *, out: Any = None) -> Tensor:
+    if out is not None:
+        return _write_out("cat", out, cat(tensors, dim))
     ts = [_t(t) for t in tensors]
     if not ts:
         raise RuntimeError(located("cat(): expected a non-empty list of Tensors"))
@@ -209,7 +266,9 @@ concat = cat
 concatenate = cat
 
 
-def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, out: Any = None) -> Tensor:
+    if out is not None:
+        return _write_out("stack", out, stack(tensors, dim))
     ts = [_t(t) for t in tensors]
     if not ts:
         raise RuntimeError(located("stack expects a non-empty TensorList"))
@@ -221,57 +280,70 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return dispatch(R["cat"], [t.unsqueeze(d) for t in ts], {"dim": d})
 
 
-def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
+def where(condition: Tensor, input: Any = None, other: Any = None, *, out: Any = None) -> Any:
     if input is None and other is None:
         return tuple(condition.nonzero().unbind(1))
-    return dispatch(R["where"], (condition, input, other))
+    r = dispatch(R["where"], (condition, input, other))
+    return r if out is None else _write_out("where", out, r)
 
 
-def nonzero(x: Tensor, *, as_tuple: bool = False) -> Any:
-    out = dispatch(R["nonzero"], (x,))
+def nonzero(input: Tensor, *, as_tuple: bool = False) -> Any:
+    out = dispatch(R["nonzero"], (input,))
     return tuple(out.unbind(1)) if as_tuple else out
 
 
-def allclose(a: Tensor, b: Tensor, rtol: float = 1e-5, atol: float = 1e-8,
+def allclose(input: Tensor, other: Tensor, rtol: float = 1e-5, atol: float = 1e-8,
              equal_nan: bool = False) -> bool:
     import numpy as np
 
-    return bool(np.allclose(_t(a)._data, _t(b)._data, rtol, atol, equal_nan))
+    return bool(np.allclose(_t(input)._data, _t(other)._data, rtol, atol, equal_nan))
 
 
-def equal(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape and bool((a == b).all())
+def equal(input: Tensor, other: Tensor) -> bool:
+    return input.shape == other.shape and bool((input == other).all())
 
 
-def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:
-    return x.clamp(min, max)
+def clamp(input: Tensor, min: Any = None, max: Any = None, *, out: Any = None) -> Tensor:
+    r = input.clamp(min, max)
+    return r if out is None else _write_out("clamp", out, r)
+
+
+def reshape(input: Tensor, shape: Sequence[int]) -> Tensor:
+    return _t(input).reshape(shape)
+
+
+def permute(input: Tensor, dims: Sequence[int]) -> Tensor:
+    return _t(input).permute(dims)
+
+
+def split(tensor: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+    return tensor.split(split_size_or_sections, dim)
+
+
+def square(input: Tensor, *, out: Any = None) -> Tensor:
+    r = input * input
+    return r if out is None else _write_out("square", out, r)
 
 
 clip = clamp
 
 
-def _method(name: str) -> Any:
-    def f(x: Any, *a: Any, **kw: Any) -> Any:
-        return getattr(_t(x), name)(*a, **kw)
-
-    f.__name__ = name
-    return f
-
+# torch's function forms that take out= (the others: views, splits, clone, detach, numel)
+_OUT = {"add", "sub", "mul", "div", "true_divide", "pow", "maximum", "minimum", "sum", "prod",
+        "amax", "amin", "argmax", "argmin", "max", "min", "all", "any", "gather", "index_select",
+        "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "trunc",
+        "floor_divide"}
 
 for _n in ("add", "sub", "mul", "div", "true_divide", "pow", "maximum", "minimum", "sum", "prod",
            "amax", "amin", "argmax", "argmin", "max", "min", "all", "any", "reshape", "flatten",
            "unflatten", "squeeze", "unsqueeze", "transpose", "swapaxes", "permute", "t",
            "narrow", "split", "chunk", "unbind", "gather", "scatter_add", "index_select",
            "masked_fill", "clone", "detach", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-           "logical_or", "logical_not", "square", "numel", "trunc", "repeat", "expand",
-           "broadcast_to"):
+           "logical_or", "logical_not", "numel", "trunc", "repeat", "expand", "broadcast_to",
+           "floor_divide"):
     if _n not in globals():
-        globals()[_n] = _method(_n)
+        globals()[_n] = _function(_n, getattr(Tensor, _n), _n in _OUT)
 subtract, multiply, divide = globals()["sub"], globals()["mul"], globals()["div"]
-
-
-def square(x: Tensor) -> Tensor:
-    return x * x
 
 
 for _n, _f in {"mean": mean, "var": var, "std": std, "logsumexp": logsumexp, "softmax": softmax,

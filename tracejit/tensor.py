@@ -16,7 +16,7 @@ from .device import CPU, as_device, device
 from .dispatch import STATE, dispatch
 from .errors import located
 from .ops import REGISTRY as R
-from .ops.registry import ArgError, TensorType, norm_dim, norm_dims
+from .ops.registry import ArgError, DTypeError, TensorType, norm_dim, norm_dims
 
 _UNSET: Any = object()
 
@@ -342,7 +342,8 @@ class Tensor:
         for a in args:
             if isinstance(a, Tensor):
                 dtype, device = a.dtype, a.device
-            elif isinstance(a, (str, globals()["device"])) and not _is_dtype_name(a):
+            elif (isinstance(a, (str, globals()["device"])) and not _is_dtype_name(a)) or \
+                    type(a).__name__ == "device":  # also torch.device
                 device = a
             else:
                 dtype = a
@@ -366,15 +367,18 @@ class Tensor:
     def cpu(self) -> Tensor:
         return self
 
-    def cuda(self, device: Any = None) -> Tensor:
-        return self.to("cuda")
+    def cuda(self, device: Any = None, non_blocking: bool = False) -> Tensor:
+        return self.to("cuda" if device is None else
+                       device if isinstance(device, (str, globals()["device"])) else
+                       f"cuda:{device}")
 
     # ---- creation helpers ----------------------------------------------------------------------
     def new_full(self, size: Sequence[int], fill_value: Any, *, dtype: Any = None,
                  device: Any = None, requires_grad: bool = False) -> Tensor:
         from .creation import full
 
-        return full(size, fill_value, dtype=dtype or self._dtype, requires_grad=requires_grad)
+        return full(size, fill_value, dtype=dtype or self._dtype, device=device or self._device,
+                    requires_grad=requires_grad)
 
     def new_zeros(self, *size: Any, dtype: Any = None, **kw: Any) -> Tensor:
         return self.new_full(_sizes(size), 0, dtype=dtype, **kw)
@@ -401,12 +405,22 @@ class Tensor:
         return dispatch(R["mul"], (self, other))
 
     def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-        q = dispatch(R["div"], (self, other))
         if rounding_mode is None:
-            return q
-        q = q.floor() if rounding_mode == "floor" else q.trunc()
-        return q.to(dt.promote([self._dtype], [], []) if not isinstance(other, Tensor)
-                    else q.dtype) if self._dtype.category == 1 else q
+            return dispatch(R["div"], (self, other))
+        if rounding_mode not in ("floor", "trunc"):
+            raise ArgError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                           f"but found {rounding_mode!r}")
+        d = _result_type(self, other)
+        if d.category == 0:
+            raise DTypeError(located(f"div with rounding_mode={rounding_mode!r} is not "
+                                     "implemented for bool tensors; convert with .long()"))
+        if d.category == 1:
+            return _int_div(self, other, rounding_mode).to(d)
+        q = dispatch(R["div"], (self, other))
+        return q.floor() if rounding_mode == "floor" else q.trunc()
+
+    def floor_divide(self, other: Any) -> Tensor:
+        return self.div(other, rounding_mode="floor")
 
     def trunc(self) -> Tensor:
         # toward zero, keeping the sign of zero (trunc(-0.5) and trunc(-0.0) are -0.0)
@@ -447,6 +461,9 @@ class Tensor:
     def __floordiv__(self, o: Any) -> Tensor:
         return self.div(o, rounding_mode="floor")
 
+    def __rfloordiv__(self, o: Any) -> Tensor:
+        return _from_value(o, None, copy=False).div(self, rounding_mode="floor")
+
     def __pow__(self, o: Any) -> Tensor:
         return dispatch(R["pow"], (self, o))
 
@@ -482,23 +499,23 @@ class Tensor:
     __rand__ = __and__
     __ror__ = __or__
 
-    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return dispatch(R["eq"], (self, o))
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return dispatch(R["eq"], (self, other))
 
-    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
-        return dispatch(R["ne"], (self, o))
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return dispatch(R["ne"], (self, other))
 
-    def __lt__(self, o: Any) -> Tensor:
-        return dispatch(R["lt"], (self, o))
+    def __lt__(self, other: Any) -> Tensor:
+        return dispatch(R["lt"], (self, other))
 
-    def __le__(self, o: Any) -> Tensor:
-        return dispatch(R["le"], (self, o))
+    def __le__(self, other: Any) -> Tensor:
+        return dispatch(R["le"], (self, other))
 
-    def __gt__(self, o: Any) -> Tensor:
-        return dispatch(R["gt"], (self, o))
+    def __gt__(self, other: Any) -> Tensor:
+        return dispatch(R["gt"], (self, other))
 
-    def __ge__(self, o: Any) -> Tensor:
-        return dispatch(R["ge"], (self, o))
+    def __ge__(self, other: Any) -> Tensor:
+        return dispatch(R["ge"], (self, other))
 
     eq = __eq__
     ne = __ne__
@@ -507,20 +524,20 @@ class Tensor:
     gt = __gt__
     ge = __ge__
 
-    def logical_and(self, o: Any) -> Tensor:
-        return dispatch(R["logical_and"], (self, o))
+    def logical_and(self, other: Any) -> Tensor:
+        return dispatch(R["logical_and"], (self, other))
 
-    def logical_or(self, o: Any) -> Tensor:
-        return dispatch(R["logical_or"], (self, o))
+    def logical_or(self, other: Any) -> Tensor:
+        return dispatch(R["logical_or"], (self, other))
 
     def logical_not(self) -> Tensor:
         return dispatch(R["logical_not"], (self,))
 
-    def maximum(self, o: Any) -> Tensor:
-        return dispatch(R["maximum"], (self, o))
+    def maximum(self, other: Any) -> Tensor:
+        return dispatch(R["maximum"], (self, other))
 
-    def minimum(self, o: Any) -> Tensor:
-        return dispatch(R["minimum"], (self, o))
+    def minimum(self, other: Any) -> Tensor:
+        return dispatch(R["minimum"], (self, other))
 
     def where(self, condition: Any, other: Any) -> Tensor:
         return dispatch(R["where"], (condition, self, other))
@@ -556,11 +573,13 @@ class Tensor:
                                           "keepdim": keepdim})
 
     def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return dispatch(R["amax"], (self,), {"dims": norm_dims("amax", dim or None, self.ndim),
+        return dispatch(R["amax"], (self,), {"dims": norm_dims("amax", None if dim == () else dim,
+                                                              self.ndim),
                                              "keepdim": keepdim})
 
     def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
-        return dispatch(R["amin"], (self,), {"dims": norm_dims("amin", dim or None, self.ndim),
+        return dispatch(R["amin"], (self,), {"dims": norm_dims("amin", None if dim == () else dim,
+                                                              self.ndim),
                                              "keepdim": keepdim})
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
@@ -585,15 +604,16 @@ class Tensor:
             values, idx = values.squeeze(d), idx.squeeze(d)
         return ReturnTypes(values, idx)
 
-    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def max(self, dim: Any = None, keepdim: bool = False, *, other: Any = None) -> Any:
+        """max(), max(dim, keepdim) -> (values, indices), or max(other): the elementwise max."""
         if isinstance(dim, Tensor):
             return self._extreme("max", None, keepdim, dim)
-        return self._extreme("max", dim, keepdim, None)
+        return self._extreme("max", dim, keepdim, other)
 
-    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+    def min(self, dim: Any = None, keepdim: bool = False, *, other: Any = None) -> Any:
         if isinstance(dim, Tensor):
             return self._extreme("min", None, keepdim, dim)
-        return self._extreme("min", dim, keepdim, None)
+        return self._extreme("min", dim, keepdim, other)
 
     def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return dispatch(R["all"], (self,), {"dims": norm_dims("all", dim, self.ndim),
@@ -846,11 +866,11 @@ class Tensor:
     def mul_(self, other: Any) -> Tensor:
         return self._inplace(self.mul(other))
 
-    def div_(self, other: Any) -> Tensor:
-        return self._inplace(self.div(other))
+    def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        return self._inplace(self.div(other, rounding_mode=rounding_mode))
 
-    def pow_(self, e: Any) -> Tensor:
-        return self._inplace(self.pow(e))
+    def pow_(self, exponent: Any) -> Tensor:
+        return self._inplace(self.pow(exponent))
 
     def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
         return self._inplace(self.clamp(min, max))
@@ -924,6 +944,36 @@ class Tensor:
 
     def bool(self) -> Tensor:
         return self.to(dt.bool_)
+
+
+def _result_type(a: Tensor, b: Any) -> dt.DType:
+    """torch.result_type(a, b) for a tensor and a tensor or Python number."""
+    ops = [a] + ([b] if isinstance(b, Tensor) else [])
+    return dt.promote([t._dtype for t in ops if t.ndim], [t._dtype for t in ops if not t.ndim],
+                      [] if isinstance(b, Tensor) else [dt.scalar_dtype(b)])
+
+
+def _int_div(a: Tensor, b: Any, mode: str) -> Tensor:
+    """Integer a // b (mode 'floor') or trunc(a / b), exact over int64, in int64, written with
+    primitive ops so it fuses and compiles. A zero divisor raises (RuntimeError, as torch's
+    "ZeroDivisionError"), eagerly and in compiled code: the check is a check_index on b == 0
+    whose output feeds the result, so it always runs first."""
+    x = a.to(dt.int64)
+    y = b.to(dt.int64) if isinstance(b, Tensor) else x.new_full((), b)
+    zero = y.eq(0).to(dt.int64)._check_index(1, op="div", style="zero")
+    y = y + zero  # zero is all 0 once the check passed
+    yf = y.double()
+    # float64 quotient, then one correction from the exact int64 remainder: a float64 estimate
+    # alone is off by up to 2**10 for |x| near 2**63 (the remainder is then small, and exact)
+    q = (x.double() / yf).floor().to(dt.int64)
+    q = q + ((x - q * y).double() / yf).floor().to(dt.int64)
+    r = x - q * y
+    neg_r, neg_y = r.lt(0), y.lt(0)
+    q = q - (r.ne(0) & neg_r.ne(neg_y)).to(dt.int64) \
+        + (r.ne(0) & neg_r.eq(neg_y) & r.abs().ge(y.abs())).to(dt.int64)
+    if mode == "trunc":  # floor, plus one where the exact quotient was negative and not whole
+        q = q + ((x - q * y).ne(0) & x.lt(0).ne(neg_y)).to(dt.int64)
+    return q
 
 
 def _rebuild(data: np.ndarray, dname: str, requires_grad: bool) -> Tensor:

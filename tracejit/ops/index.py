@@ -130,6 +130,9 @@ class IndexBoundsError(ArgError, RuntimeError):
         if style == "target":
             msg = (f"{op}: Target {value} is out of bounds: expected a class index in "
                    f"[0, {size}) or ignore_index ({ignore})")
+        elif style == "zero":  # check_index on (divisor == 0): integer division by zero
+            msg = (f"{op}: ZeroDivisionError: integer division by zero (a divisor element is "
+                   "0)")
         elif style == "range":
             what = "num_embeddings" if op == "embedding" else f"dimension {dim} has size"
             msg = (f"{op}: index {value} is out of range in self ({what} {size}; indices must "
