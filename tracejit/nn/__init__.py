@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import functional, init, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .attention import MultiheadAttention
 from .container import ModuleDict, ModuleList, Sequential
 from .layers import Bilinear, Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, Unflatten
 from .loss import (
@@ -18,7 +19,8 @@ from .loss import (
 )
 from .module import Module, RemovableHandle
 from .parameter import Buffer, Parameter
-from .rnn import GRUCell, LSTMCell, RNNCell
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "functional", "init", "utils", "Module", "RemovableHandle", "Parameter", "Buffer",
@@ -26,5 +28,6 @@ __all__ = [
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "Softmax", "LogSoftmax",
     "Sequential", "ModuleList", "ModuleDict", "RNNCell", "LSTMCell", "GRUCell",
     "MSELoss", "L1Loss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
-    "BCEWithLogitsLoss",
+    "BCEWithLogitsLoss", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
+    "RNNBase", "RNN", "LSTM", "GRU",
 ]

@@ -12,6 +12,7 @@ from .. import dtypes as dt
 from .. import functional as _F  # noqa: N812
 from ..autograd import no_grad
 from ..creation import arange, bernoulli, full_like
+from ..errors import located
 from ..tensor import Tensor
 
 __all__ = [
@@ -395,3 +396,91 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
+
+
+# ---- attention -----------------------------------------------------------------------------------
+
+__all__ += ["scaled_dot_product_attention"]
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
+                                 attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """softmax(Q K^T * scale + mask) V over the last two dims, any leading batch dims.
+
+    A boolean mask says where to attend (True), a float mask is added to the scores;
+    `is_causal` lets query i see keys j <= i (upper-left aligned, as torch). A row that can
+    attend nowhere gives zeros, as torch 2.13 does (its "safe softmax"), not NaN. Written with
+    matmul, where and softmax, so it differentiates and compiles under @jit.
+    """
+    name = "scaled_dot_product_attention"
+    for arg, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor) or t.ndim < 2:
+            raise RuntimeError(located(
+                f"{name}: {arg} must be a tensor of at least 2 dims [..., L, E], got "
+                f"{list(t.shape) if isinstance(t, Tensor) else type(t).__name__}"))
+        if t.dtype.category != 2:
+            raise TypeError(located(f"{name}: {arg} must be a floating tensor, got "
+                                    f"{t.dtype.name}; use .float()"))
+    if not (query.dtype is key.dtype and key.dtype is value.dtype):
+        raise TypeError(located(
+            f"{name}: query, key and value must have the same dtype, got {query.dtype.name}, "
+            f"{key.dtype.name} and {value.dtype.name}"))
+    if query.shape[-1] != key.shape[-1]:
+        raise RuntimeError(located(
+            f"{name}: query and key must have the same embedding size (last dim), got query "
+            f"{list(query.shape)} and key {list(key.shape)}"))
+    if key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(located(
+            f"{name}: key and value must have the same sequence length (dim -2), got key "
+            f"{list(key.shape)} and value {list(value.shape)}"))
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"{name}: dropout_p has to be between 0 and 1, but got {dropout_p}")
+    if attn_mask is not None and is_causal:
+        # torch's reference (math) implementation refuses this; pass one or the other
+        raise RuntimeError(located(
+            f"{name}: explicit attn_mask should not be set when is_causal=True; fold the causal "
+            "mask into attn_mask or drop attn_mask"))
+    if enable_gqa:
+        key, value = _gqa_expand(query, key, name), _gqa_expand(query, value, name)
+    L, S = query.shape[-2], key.shape[-2]
+    s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query.matmul(key.mT) * s
+    if is_causal:
+        attn_mask = arange(L).unsqueeze(-1) >= arange(S)
+    if attn_mask is not None:
+        if attn_mask.dtype is dt.bool_:
+            scores = scores.masked_fill(attn_mask.logical_not(), -math.inf)
+        elif attn_mask.dtype is query.dtype:
+            scores = scores + attn_mask
+        else:
+            raise TypeError(located(
+                f"{name}: attn_mask must be bool (True = attend) or of the query's dtype "
+                f"{query.dtype.name} (added to the scores), got {attn_mask.dtype.name}"))
+    # rows masked everywhere: softmax over zeros (finite, so backward stays finite), then 0
+    if S == 0:
+        attn = scores  # no keys: the output is zeros of [..., L, Ev], as torch
+    else:
+        dead = (scores == -math.inf).all(-1, keepdim=True)
+        attn = _F.softmax(scores.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0)
+    if dropout_p > 0.0:
+        attn = dropout(attn, dropout_p, training=True)
+    return attn.matmul(value)
+
+
+def _gqa_expand(query: Tensor, kv: Tensor, name: str) -> Tensor:
+    """Grouped-query attention: repeat each key/value head for its group of query heads."""
+    if query.ndim < 3 or kv.ndim < 3:
+        raise RuntimeError(located(f"{name}: enable_gqa needs a heads dim (-3) in query, key "
+                                   "and value"))
+    hq, hk = query.shape[-3], kv.shape[-3]
+    if hk == 0 or hq % hk:
+        raise RuntimeError(located(
+            f"{name}: with enable_gqa the number of query heads ({hq}) must be a multiple of "
+            f"the number of key/value heads ({hk})"))
+    if hq == hk:
+        return kv
+    lead = tuple(kv.shape[:-3])
+    g = kv.unsqueeze(-3).expand(*lead, hk, hq // hk, kv.shape[-2], kv.shape[-1])
+    return g.reshape(*lead, hq, kv.shape[-2], kv.shape[-1])
