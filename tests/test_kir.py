@@ -234,3 +234,22 @@ def test_vector_width_leaves_a_users_numba_settings_alone() -> None:
     bad = subprocess.run([sys.executable, "-c", "import tracejit"], capture_output=True,
                          text=True, env={**env, "TRACEJIT_VECTOR_WIDTH": "wide"})
     assert bad.returncode != 0 and "TRACEJIT_VECTOR_WIDTH must be" in bad.stderr
+
+
+def test_open_groups_a_node_reads_both_of_merge_into_one_kernel() -> None:
+    """Adam's pattern: `v * beta2` starts a group, the first moment's update another, and the
+    gradient's square joins that one as a sibling; the node adding them reads both open groups,
+    which merge: one kernel for the whole update, matching eager mode."""
+    rng = np.random.default_rng(3)
+    m, v, g = (tj.tensor(rng.standard_normal((6, 5)).astype(np.float32)) for _ in range(3))
+
+    def step(m: Any, v: Any, g: Any) -> Any:
+        v1 = v * 0.99
+        m1 = m + (g - m) * 0.1
+        v2 = v1 + g * g * 0.01
+        return m1, v2, m1 / (v2.abs().sqrt() + 1e-8)
+
+    jf, got = _compiled(step, m, v, g)
+    assert jf.ir(m, v, g).count("= fused.") == 1
+    for a, b in zip(got, step(m, v, g)):
+        _close(a, b, rtol=1e-6, atol=1e-7)

@@ -11,7 +11,9 @@ A group has a *domain*, the shape of its full-size members, and may reduce the d
 - column totals: sum/prod/amax/amin over the leading (row) dimensions of a full member, kept in
   an accumulator row and stored once every row is done (the bias gradient of a layernorm).
 A node joins an open group it reads from, or (siblings) one that reads the same input, when it
-fits the group's domain; otherwise it starts a group of its own. A group stays open while only
+fits the group's domain; otherwise it starts a group of its own. An elementwise node that reads
+several open elementwise groups of its domain merges them into the one it joins. A group stays
+open while only
 its own members read its values; the first outside reader closes it, so every fused node can
 sit where its last member was. Lowering orders a group into passes over each row: a reduction
 ends a pass, and what reads its result runs in a later pass."""
@@ -107,7 +109,26 @@ def _per_row(s: tuple[int, ...], domain: tuple[int, ...], rdims: int) -> bool:
     return len(s) <= len(domain) and aligned[m:] == (1,) * rdims and aligned[:m] == domain[:m]
 
 
+def _mergeable(gr: _Group, target: _Group) -> bool:
+    """Two open elementwise groups over the same domain that a node reads both of (Adam's
+    `v * beta2` in one, the gradient's square, a sibling of the first moment's update, in the
+    other): one kernel. Both are open, so nothing outside them has read their values yet and
+    neither reads the other's: the merged members can all run where the newer group sits."""
+    return gr.open and target.open and gr.shape == target.shape and \
+        gr.rdims == 0 and target.rdims == 0 and not gr.cols and not target.cols
+
+
+def _merge(gr: _Group, target: _Group, group_of: dict[Value, _Group],
+           position: dict[Node, int]) -> None:
+    target.members = sorted(gr.members + target.members, key=position.__getitem__)
+    target.defined |= gr.defined
+    target.inputs = (target.inputs | gr.inputs) - target.defined
+    for v in gr.defined:
+        group_of[v] = target
+
+
 def fuse(g: Graph) -> Graph:
+    position = {n: i for i, n in enumerate(g.nodes)}
     groups: list[_Group] = []
     group_of: dict[Value, _Group] = {}
     order: list[object] = []  # nodes and groups, in program order (a group where it closes)
@@ -131,6 +152,12 @@ def fuse(g: Graph) -> Graph:
                 if how is not None:
                     target = gr
                     break
+        if target is not None and how == "full":
+            for gr in readers:
+                if gr is not target and _mergeable(gr, target):
+                    _merge(gr, target, group_of, position)
+                    groups.remove(gr)
+                    order.remove(gr)
         for gr in readers:
             if gr is not target and gr.open:
                 gr.open = False  # an outside reader: the group's values must exist now

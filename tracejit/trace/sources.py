@@ -127,7 +127,12 @@ class ValueGuard(Guard):
             v = self.container[self.key]
         except (KeyError, IndexError, TypeError):
             return False
-        return type(v) is type(self.value) and bool(np.all(v == self.value))
+        if type(v) is not type(self.value):
+            return False
+        same = v == self.value
+        # a plain bool for numbers, strings and tuples of them (np.all of one cost 3 us, and an
+        # Adam step checks six of these); arrays compare elementwise
+        return same if type(same) is bool else bool(np.all(same))
 
     def describe(self) -> str:
         return f"[{self.key!r}] == {self.value!r} (a {type(self.container).__name__})"
