@@ -42,6 +42,11 @@ from .schedule import Schedule, is_reduction, schedule
 
 I64 = dt.int64
 CHUNK = 256  # elements per float32 partial sum (see _Fused._chunked)
+# a value a later pass reads is computed again there when it takes at most REMAT_OPS of these:
+# a store of a scratch row and its load become the reload of an input that pass reads anyway
+REMAT_OPS = 2
+REMAT_CHEAP = {"add", "sub", "mul", "neg", "abs", "maximum", "minimum", "relu", "cast",
+               "where", "eq", "ne", "lt", "le", "gt", "ge"}
 # software prefetch (see _Fused._streams, _prefetch_next_row): streams of at least PF_MIN_STREAM
 # elements go in steps of PF_STEP, asking for PF_AHEAD elements ahead (one hint per PF_LINE: a
 # step of 64 float32 is four 512-bit vectors, which LLVM interleaves; a step of one vector kept
@@ -184,7 +189,11 @@ class _Fused:
             self.oname[body.results[k]] = self.pname[body.params[j]]
         self.tname = {m.out: f"t{j}" for j, m in enumerate(body.nodes)}
         self.number = {m.out: j for j, m in enumerate(body.nodes)}
-        # full values read in a pass after their own (kept in a scratch row unless stored)
+        # full values read in a pass after their own: computed again there when that costs an
+        # operation or two on inputs and row scalars (layernorm's x - mean), else kept in a
+        # scratch row (softmax's exp) unless stored
+        self.node_of = {m.out: m for m in body.nodes}
+        self.remat: set[Value] = set()
         self.kept: dict[Value, str] = {}
         for m in body.nodes:
             if self.s.kind[m.out] == "row":
@@ -192,8 +201,43 @@ class _Fused:
             here = self.s.pass_of[m.out]
             for v in m.values_in():
                 if self.s.kind.get(v) == "full" and self.s.pass_of[v] < here and \
-                        v not in self.oname and v not in self.kept:
-                    self.kept[v] = f"s{len(self.kept)}"
+                        v not in self.oname and v not in self.kept and v not in self.remat:
+                    if self._recompute_cost(v) <= REMAT_OPS:
+                        self._add_remat(v)
+                    else:
+                        self.kept[v] = f"s{len(self.kept)}"
+
+    def _add_remat(self, v: Value) -> None:
+        """v and the full values of the group it is computed from (all cheap: see
+        _recompute_cost) are computed again where a later pass reads them."""
+        self.remat.add(v)
+        for i in self.node_of[v].inputs:
+            if isinstance(i, Value) and self.s.kind.get(i) == "full":
+                self._add_remat(i)
+
+    def _recompute_cost(self, v: Value) -> int:
+        """How many cheap operations computing v again takes from the group's inputs, row
+        scalars and constants (REMAT_OPS + 1 when it reads anything else, or an input the
+        kernel writes: a later pass would read the new value)."""
+        m = self.node_of[v]
+        if m.op.scalar not in REMAT_CHEAP:
+            return REMAT_OPS + 1
+        written = set(self.alias.values())
+        cost = 1
+        for i in m.inputs:
+            if not isinstance(i, Value):
+                continue
+            kind = self.s.kind.get(i)
+            if kind in ("row", "reduce"):
+                continue
+            if kind is None:  # a parameter
+                if self.body.params.index(i) in written:
+                    return REMAT_OPS + 1
+                continue
+            if kind != "full" or i in self.oname:
+                return REMAT_OPS + 1
+            cost += self._recompute_cost(i)
+        return cost
 
     def _var(self, v: Value) -> Var:
         return Var(self.tname[v], v.type.dtype)
@@ -206,6 +250,14 @@ class _Fused:
             return self._var(v)
         if kind == "full" and self.s.pass_of[v] == p:
             return self._var(v)
+        if kind == "full" and v in self.remat:  # an earlier pass's value, computed again
+            m = self.node_of[v]
+            args = [self._full_operand(i, p, out, cache) if isinstance(i, Value) else None
+                    for i in m.inputs]
+            var = Var(f"q{self.number[v]}", v.type.dtype)
+            out.append(Let(var, scalar_expr(m, args), f"%{self.number[v]} {m.name} again"))
+            cache[v] = var
+            return var
         if kind == "full":  # an earlier pass's value: read back
             if v in self.oname:
                 load = Load(self.oname[v], tuple(self.idx), v.type.dtype)
