@@ -361,3 +361,21 @@ def test_seeding_inside_a_compiled_function_is_a_graph_break() -> None:
     with pytest.warns(JitWarning, match="manual_seed"):
         first = jf(tj.zeros(3)).numpy()
     np.testing.assert_array_equal(jf(tj.zeros(3)).numpy(), first)  # eager: reseeded each call
+
+
+def test_jitted_forward_with_dropout_then_eager_backward() -> None:
+    tj.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    fast = tj.jit(model)
+    x = tj.randn(4, 5)
+    for i in range(3):
+        grads = []
+        for m in (fast, model):
+            tj.manual_seed(10 + i)
+            (m(x) ** 2).mean().backward()
+            grads.append([p.grad.clone().numpy() for p in model.parameters()])
+            model.zero_grad()
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    info = fast.cache_info()
+    assert info.traces == 1 and info.fallbacks == 0
