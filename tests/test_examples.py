@@ -12,7 +12,7 @@ import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 LOSS_EXAMPLES = ["tensors_by_hand", "autograd_basics", "custom_function", "nn_sequential",
-                 "nn_adam", "two_layer_net", "parallel_block", "dynamic_graph"]
+                 "nn_adam", "two_layer_net", "parallel_block", "dynamic_graph", "dropout_mlp"]
 
 
 def run_main(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> object:

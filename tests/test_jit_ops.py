@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_ops import ROWS, Row
+from test_ops import RANDOM_ROWS, ROWS, Row
 
 import tracejit
 
@@ -68,7 +68,7 @@ def _cases() -> list[Any]:
     one also as transposed, non-contiguous views."""
     out = []
     for r in ROWS:
-        if r.xfail:
+        if r.xfail or r.name in RANDOM_ROWS:
             continue
         for k in range(len(r.args)):
             layouts = ["contiguous"]

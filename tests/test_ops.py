@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_rng import ref_uniform
 
 import tracejit
 from tracejit.ops import REGISTRY, Kind
@@ -439,7 +440,14 @@ ROWS: list[Row] = [
     Row("arange_neg_step", lambda m: m.arange(3, -3, -2), lambda: np.arange(3, -3, -2)),
     Row("linspace", lambda m: m.linspace(-1, 1, 5), lambda: np.linspace(-1, 1, 5)),
     Row("eye", lambda m: m.eye(3, 4), lambda: np.eye(3, 4)),
+    # ---- random (philox): against tests/test_rng.py's own NumPy Philox
+    Row("rand", lambda m: m.rand(3, 5, generator=m.Generator().manual_seed(7)),
+        lambda: ref_uniform(7, 15, False).reshape(3, 5), grad=False, atol=0, rtol=0),
 ]
+# rows whose values are draws of a generator: compared against a NumPy Philox here; eager vs
+# compiled from the same seed is tests/test_rng.py's (a replayed draw differs by design), and
+# torch's streams are not tracejit's
+RANDOM_ROWS = {"rand"}
 
 BY_NAME = {r.name: r for r in ROWS}
 

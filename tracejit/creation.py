@@ -13,7 +13,7 @@ from .device import as_device
 from .dispatch import STATE, dispatch
 from .errors import located
 from .ops import REGISTRY as R
-from .ops.registry import ShapeError
+from .ops.registry import DTypeError, ShapeError
 from .tensor import Tensor, _from_value, _sizes
 
 
@@ -153,6 +153,10 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
 
 
 # ---- random -------------------------------------------------------------------------------------
+# A generator is a Philox4x32-10 key and a block offset (runtime/philox.py), each held in a 0-d
+# int64 tensor that is only ever changed in place: a draw under @jit reads both as lifted inputs
+# of the compiled program and advances the offset with an in-place add, an effect the program
+# writes back, so eager and compiled calls continue the same stream.
 
 
 def _fresh_seed() -> int:
@@ -160,16 +164,41 @@ def _fresh_seed() -> int:
     return int(entropy) % (2**63)
 
 
+def _as_seed(seed: Any) -> int:
+    if isinstance(seed, Tensor) and seed.numel() == 1:
+        seed = seed.item()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(located(f"manual_seed: expected an int seed, got "
+                                f"{type(seed).__name__}"))
+    return int(seed) % 2**64  # negative seeds wrap, as torch's do
+
+
+def _int64_bits(v: int) -> np.ndarray:
+    return np.array(v % 2**64, np.uint64).view(np.int64)
+
+
 class Generator:
-    """A seedable random source (NumPy's PCG64 underneath). Streams differ from PyTorch's."""
+    """A seedable random source: Philox4x32-10, a counter-based generator whose state is a key
+    (from the seed) and a counter offset that every draw advances. Eager mode and compiled
+    programs compute the same numbers from it; the streams differ from PyTorch's."""
 
     def __init__(self, device: Any = "cpu") -> None:
+        as_device(device)
         self._seed = _fresh_seed()
-        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+        self._key = Tensor._make(_int64_bits(self._seed), dt.int64)
+        self._offset = Tensor._make(np.zeros((), np.int64), dt.int64)
 
-    def manual_seed(self, seed: int) -> Generator:
-        self._seed = int(seed)
-        self._rng = np.random.Generator(np.random.PCG64(self._seed))
+    def _no_trace(self, what: str) -> None:
+        if STATE.tracer is not None:
+            STATE.tracer.graph_break(f"{what} of a random generator inside a compiled function; "
+                                     "seed it before calling the function")
+
+    def manual_seed(self, seed: Any) -> Generator:
+        self._no_trace("manual_seed")
+        self._seed = _as_seed(seed)
+        # written in place: compiled programs read these very tensors on every call
+        self._key._data[...] = _int64_bits(self._seed)
+        self._offset._data[...] = 0
         return self
 
     def seed(self) -> int:
@@ -179,16 +208,31 @@ class Generator:
         return self._seed
 
     def get_state(self) -> Tensor:
-        import json
-
-        raw = json.dumps(self._rng.bit_generator.state).encode()
-        return Tensor._make(np.frombuffer(raw, np.uint8).astype(np.int64), dt.int64)
+        """The state as an int64 tensor [key, offset] (the key's 64 bits as a signed value)."""
+        self._no_trace("get_state")
+        return Tensor._make(np.array([self._key._data, self._offset._data], np.int64), dt.int64)
 
     def set_state(self, state: Tensor) -> Generator:
-        import json
-
-        self._rng.bit_generator.state = json.loads(bytes(state._data.astype(np.uint8)).decode())
+        self._no_trace("set_state")
+        if not isinstance(state, Tensor) or state.dtype is not dt.int64 or \
+                tuple(state.shape) != (2,):
+            got = (f"{state.dtype} tensor of shape {list(state.shape)}"
+                   if isinstance(state, Tensor) else type(state).__name__)
+            raise RuntimeError(located(
+                f"set_state: expected the int64 tensor of shape [2] that get_state() returns "
+                f"([key, offset]), got a {got}"))
+        key, offset = (int(v) for v in state._data)
+        if offset < 0:
+            raise RuntimeError(located(f"set_state: the offset must be >= 0, got {offset}"))
+        self._key._data[...] = key
+        self._offset._data[...] = offset
         return self
+
+    def _advance(self, nblocks: int) -> None:
+        """Consume `nblocks` counter values: an in-place add, so a trace records it as an
+        effect on the offset and compiled calls advance the generator as eager ones do."""
+        if nblocks:
+            self._offset.add_(nblocks)
 
 
 default_generator = Generator()
@@ -208,6 +252,7 @@ def initial_seed() -> int:
 
 
 def get_rng_state() -> Tensor:
+    """The default generator's state: an int64 tensor [key, offset] (see Generator)."""
     return default_generator.get_state()
 
 
@@ -223,26 +268,62 @@ def _shape(op: str, size: Sequence[Any]) -> tuple[int, ...]:
     return shape
 
 
-def _rng(generator: Generator | None) -> np.random.Generator:
-    if STATE.tracer is not None:
-        STATE.tracer.graph_break("random number generation")
-    return (generator or default_generator)._rng
+def _gen(op: str, generator: Any) -> Generator:
+    if generator is None:
+        return default_generator
+    if not isinstance(generator, Generator):
+        raise TypeError(located(f"{op}: generator must be a tracejit.Generator, got "
+                                f"{type(generator).__name__}"))
+    return generator
+
+
+def _draw(op: str, shape: tuple[int, ...], d: dt.DType, generator: Any,
+          normal: bool) -> Tensor:
+    """`shape` uniforms in [0, 1) (or standard normals) of float dtype `d`: element i from
+    counter block offset + i // 4 (float64: i // 2), as runtime/philox.py describes."""
+    from .runtime.philox import blocks
+
+    if not d.is_floating_point:
+        raise DTypeError(f"{op}: expected a floating-point dtype, got {d}; draw in float32 "
+                         "and convert, or use randint for integers")
+    g = _gen(op, generator)
+    wide = d is dt.float64
+    n = int(np.prod(shape, dtype=np.int64))
+    idx = arange(n, dtype=dt.int64).reshape(shape)
+    out = dispatch(R["philox"], (idx, g._key, g._offset),
+                   {"dtype": dt.float64 if wide else dt.float32, "wide": wide, "normal": normal})
+    g._advance(blocks(n, wide))
+    return out if out.dtype is d else out.to(d)
 
 
 def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
+    """Uniforms in [0, 1); under @jit a node of the compiled graph (see Generator)."""
     as_device(device)
-    d = _float_or(dtype)
-    a = _rng(generator).random(_shape("rand", size), dtype=np.float64).astype(d.np)
-    return _finish(Tensor._make(a, d), requires_grad)
+    t = _draw("rand", _shape("rand", size), _float_or(dtype), generator, False)
+    return _finish(t, requires_grad)
 
 
 def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
+    """Standard normals (Box-Muller on Philox uniforms); under @jit a node of the graph."""
     as_device(device)
-    d = _float_or(dtype)
-    a = _rng(generator).standard_normal(_shape("randn", size), dtype=np.float64).astype(d.np)
-    return _finish(Tensor._make(a, d), requires_grad)
+    t = _draw("randn", _shape("randn", size), _float_or(dtype), generator, True)
+    return _finish(t, requires_grad)
+
+
+def _numpy_rng(op: str, generator: Any) -> np.random.Generator:
+    """A NumPy generator seeded from one Philox block of `generator` (which it consumes), for
+    the draws that have no compiled form yet (randint, randperm, multinomial)."""
+    from .runtime.philox import words
+
+    if STATE.tracer is not None:
+        STATE.tracer.graph_break(f"random number generation ({op} has no compiled form yet; "
+                                 "rand, randn, bernoulli and dropout do)")
+    g = _gen(op, generator)
+    w = words(np.int64(g._key._data), np.int64(g._offset._data), np.int64(1))
+    g._offset._data[...] += 1
+    return np.random.Generator(np.random.PCG64([int(x) for x in w]))
 
 
 def randint(low: int, high: Any = None, size: Any = (), *,
@@ -253,16 +334,16 @@ def randint(low: int, high: Any = None, size: Any = (), *,
     if high <= low:
         raise RuntimeError(located(f"randint: expected low < high, got low={low}, high={high}"))
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    a = _rng(generator).integers(low, high, _shape("randint", (size,)), dtype=np.int64)
-    a = a.astype(d.np)
-    return Tensor._make(a, d)
+    shape = _shape("randint", (size,))
+    a = _numpy_rng("randint", generator).integers(low, high, shape, dtype=np.int64)
+    return Tensor._make(a.astype(d.np), d)
 
 
 def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
              device: Any = None) -> Tensor:
     as_device(device)
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    return Tensor._make(_rng(generator).permutation(n).astype(d.np), d)
+    return Tensor._make(_numpy_rng("randperm", generator).permutation(n).astype(d.np), d)
 
 
 def rand_like(x: Tensor, *, dtype: Any = None, device: Any = None,
@@ -278,13 +359,21 @@ def randn_like(x: Tensor, *, dtype: Any = None, device: Any = None,
 
 
 def bernoulli(p: Tensor, *, generator: Generator | None = None) -> Tensor:
-    a = (_rng(generator).random(p.shape) < p._data).astype(p.dtype.np)
-    return Tensor._make(a, p.dtype)
+    """1 with probability p[i], else 0, in p's dtype: rand_like(p) < p (p = 0 never, p = 1
+    always: the uniforms lie in [0, 1))."""
+    if not isinstance(p, Tensor):
+        raise TypeError(located(f"bernoulli: expected a tensor of probabilities, got "
+                                f"{type(p).__name__}"))
+    if not p.dtype.is_floating_point:
+        raise DTypeError(f"bernoulli: expected a floating-point tensor of probabilities, got "
+                         f"{p.dtype}; convert it with .float()")
+    u = _draw("bernoulli", tuple(p.shape), p.dtype, generator, False)
+    return (u < p.detach()).to(p.dtype)
 
 
 def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *,
                 generator: Generator | None = None) -> Tensor:
-    rng = _rng(generator)
+    rng = _numpy_rng("multinomial", generator)
     p = probs._data.astype(np.float64)
     rows = p.reshape(-1, p.shape[-1])
     out = np.stack([rng.choice(rows.shape[1], num_samples, replace=replacement, p=r / r.sum())

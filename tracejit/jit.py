@@ -570,7 +570,8 @@ class _PythonState:
             visit(r, 2)
         self._objects = [(o, {k: _snap(v, 3) for k, v in vars(o).items()})
                          for o in found.values()]
-        self._gens = [(g, g._seed, g._rng, g._rng.bit_generator.state) for g in gens.values()]
+        self._gens = [(g, g._seed, g._key._data.copy(), g._offset._data.copy())
+                      for g in gens.values()]
 
     def restore(self) -> None:
         for o, attrs in self._objects:
@@ -579,9 +580,10 @@ class _PythonState:
                 del d[k]
             for k, s in attrs.items():
                 d[k] = _unsnap(s)
-        for g, seed, rng, state in self._gens:
-            g._seed, g._rng = seed, rng
-            rng.bit_generator.state = state
+        for g, seed, key, offset in self._gens:
+            g._seed = seed
+            g._key._data[...] = key  # in place: programs read these tensors
+            g._offset._data[...] = offset
 
 
 def _snap(v: Any, depth: int) -> tuple[Any, Any]:

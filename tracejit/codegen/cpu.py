@@ -41,6 +41,7 @@ from tracejit.kernels.cpu.vmath import ipow  # noqa: F401
 from tracejit.kernels.cpu.accum import radd, rmul, rmax, rmin  # noqa: F401
 from tracejit.kernels.cpu.accum import rmaxnum, rminnum, is_pos_zero, is_neg_zero  # noqa: F401
 from tracejit.kernels.cpu.prefetch import prefetch, prefetchw  # noqa: F401
+from tracejit.runtime.philox import draw as philox_draw  # noqa: F401
 """
 JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
 
@@ -89,6 +90,7 @@ SCALAR = {
     "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})", "le": "({0} <= {1})",
     "gt": "({0} > {1})", "ge": "({0} >= {1})", "logical_and": "({0} and {1})",
     "logical_or": "({0} or {1})", "where": "({1} if {0} else {2})",
+    "philox": "philox_draw({0}, {1}, {2}, {wide}, {normal})",
 }
 # accumulator updates, reorderable (kernels/cpu/accum.py)
 ACCUM = {"add": "radd", "mul": "rmul", "max": "rmax", "min": "rmin", "fmax": "rmaxnum",

@@ -32,6 +32,7 @@ SCALAR_OPS: dict[str, int] = {
     "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2, "ge": 2, "logical_and": 2, "logical_or": 2,
     # ternary
     "where": 3,
+    "philox": 3,  # (linear index, key, offset) -> a uniform or normal draw (runtime/philox.py)
 }
 # how an accumulator combines (and its identity is given by the reduction's init). fmax and fmin
 # are max and min for floats that promise nothing for NaN or for the sign of a zero: quicker
@@ -205,7 +206,8 @@ def format_expr(e: Expr) -> str:
         return f"D{e.k}"
     if isinstance(e, Load):
         return f"{e.buf}[{', '.join(format_expr(i) for i in e.index)}]"
-    attrs = "".join(f" {k}={v.short if isinstance(v, DType) else _lit(v)}" for k, v in e.attrs)
+    attrs = "".join(f" {k}={v.short if isinstance(v, DType) else format_expr(v)}"
+                    if isinstance(v, (DType, Lit)) else f" {k}={_lit(v)}" for k, v in e.attrs)
     return f"{e.op}{attrs}({', '.join(format_expr(a) for a in e.args)})"
 
 

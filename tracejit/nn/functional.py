@@ -11,7 +11,7 @@ from typing import Any
 from .. import dtypes as dt
 from .. import functional as _F  # noqa: N812
 from ..autograd import no_grad
-from ..creation import arange, bernoulli, full_like
+from ..creation import arange, rand_like
 from ..errors import located
 from ..tensor import Tensor
 
@@ -157,7 +157,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True,
     if p == 1.0:
         out = input * 0.0
     else:
-        keep = bernoulli(full_like(input, 1.0 - p))
+        # torch's noise: bernoulli(1 - p) / (1 - p); under @jit the draw, the comparison and
+        # both multiplies are one fused kernel
+        keep = (rand_like(input) < 1.0 - p).to(input.dtype)
         out = input * (keep * (1.0 / (1.0 - p)))
     return input.copy_(out) if inplace else out
 

@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (declares the ops)
     elementwise,
     index,
     movement,
+    random,
     reduce,
     structural,
 )

@@ -202,10 +202,12 @@ def _library_digest() -> str:
 
     h = hashlib.sha256()
     folder = os.path.dirname(os.path.abspath(library.__file__))
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read() + b"\0")
+    paths = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".py")]
+    # and the random-number helpers kernels call (philox_draw), which live in tracejit itself
+    paths.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "philox.py"))
+    for path in paths:
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\0" + f.read() + b"\0")
     return h.hexdigest()
 
 
