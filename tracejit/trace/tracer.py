@@ -18,6 +18,7 @@ from ..ir.graph import Const, Effect, Graph, Node, Value
 from ..ops.registry import OpDef, TensorType
 from ..ops.structural import CONSTANT
 from ..tensor import Tensor
+from .scalars import TracedScalar
 from .sources import (
     ArgSource,
     AttrGuard,
@@ -26,6 +27,7 @@ from .sources import (
     ModuleVersionsGuard,
     NoneGuard,
     RefSource,
+    ScalarArgSource,
     ScalarSource,
     Source,
     TensorMetaGuard,
@@ -131,7 +133,32 @@ class Tracer:
         if isinstance(a, Tensor):
             return self.value_of(a)
         d = cd[i] if isinstance(cd, tuple) else cd
+        if type(a) is TracedScalar:  # a 0-d graph value, converted as the number would be
+            v = self.value_of(a.tensor)
+            d = d or dt.scalar_dtype(a.value)
+            if v.type.dtype is not d:
+                from ..ops import REGISTRY as R
+
+                c = Value(TensorType((), d, v.type.device))
+                self.nodes.append(Node(R["cast"], (v,), (c,), {"dtype": d}, user_location()))
+                v = c
+            return v
         return Const(a, d or dt.scalar_dtype(a))
+
+    def concrete_attrs(self, op: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
+        """An op's attributes are static: a traced scalar among them is used by value."""
+        def conc(k: str, v: Any) -> Any:
+            if type(v) is TracedScalar:
+                return v.concrete(f"passed to {op.name} as its {k}")
+            if type(v) in (tuple, list) and any(type(x) is TracedScalar for x in v):
+                return type(v)(conc(k, x) for x in v)
+            return v
+
+        for k, v in attrs.items():
+            if type(v) is TracedScalar or (type(v) in (tuple, list)
+                                           and any(type(x) is TracedScalar for x in v)):
+                return {k: conc(k, v) for k, v in attrs.items()}
+        return attrs
 
     # ---- hooks called from dispatch / tensor / autograd ---------------------------------------
     def record(self, op: OpDef, args: Sequence[Any], attrs: dict[str, Any], out: Tensor) -> None:
@@ -333,10 +360,21 @@ class Tracer:
             self.guards.append(guard)
 
     # ---- finishing ---------------------------------------------------------------------------
-    def add_inputs(self, flat: list[Any], names: list[str]) -> None:
+    def add_inputs(self, flat: list[Any], names: list[str],
+                   scalars: dict[int, Any] | None = None) -> dict[int, TracedScalar]:
+        """Parameters for the tensor arguments, and for the Python numbers at the indices in
+        `scalars` (index -> its ScalarArg): 0-d int64/float64 inputs. Returns their
+        TracedScalars, to pass to the function in place of the numbers."""
+        out: dict[int, TracedScalar] = {}
         for i, (a, n) in enumerate(zip(flat, names)):
             if isinstance(a, Tensor) and id(a) not in self.param_of:
                 self.add_param(a, ArgSource(i, n), n)
+            elif scalars is not None and i in scalars:
+                d = dt.float64 if isinstance(a, float) else dt.int64
+                t = Tensor._make(np.array(a, d.np), d)
+                self.add_param(t, ScalarArgSource(i, n, d), n)
+                out[i] = TracedScalar(a, t, (scalars[i],))
+        return out
 
     def finish(self, out: Any) -> TraceResult:
         outputs: list[Value] = []
@@ -353,6 +391,8 @@ class Tracer:
                 return (type(o).__name__, [spec(x) for x in o])
             if isinstance(o, dict):
                 return ("dict", [(k, spec(x)) for k, x in o.items()])
+            if type(o) is TracedScalar:  # a number returned: its value is part of the trace
+                return ("c", o.concrete("returned by the function"))
             return ("c", o)
 
         out_spec = spec(out)
