@@ -44,17 +44,20 @@ class TracedScalar:
         """The value, for a use that decides what is computed: the arguments it came from
         stay guards."""
         if dispatch.STATE.tracer is not None:
-            text = f"{why} at {user_location()}"
-            for o in self.origins:
-                if text not in o.steered:
-                    o.steered.append(text)
+            self.steer(f"{why} at {user_location()}")
         return self.value
+
+    def steer(self, text: str) -> None:
+        for o in self.origins:
+            if text not in o.steered:
+                o.steered.append(text)
 
     def __bool__(self) -> bool:
         return bool(self.concrete("bool() of it (an if, and, or, while)"))
 
     def __index__(self) -> int:
-        return operator.index(self.concrete("used as an index, a size or a range()"))  # type: ignore[arg-type]
+        v = self.concrete("used as an index, a size or a range()")
+        return operator.index(v)  # type: ignore[arg-type]
 
     def __int__(self) -> int:
         return int(self.concrete("int() of it"))
@@ -126,6 +129,10 @@ class TracedScalar:
             return NotImplemented  # a Tensor: its reflected method takes this as a number
         a, b = (ov, self.value) if reflected else (self.value, ov)
         ta, tb = (ot, self.tensor) if reflected else (self.tensor, ot)
+        if name == "pow" and type(a) is int and type(b) is int and isinstance(tb, Tensor):
+            # an int to a traced int power is an int or a float by the exponent's sign
+            exp = self if reflected else o
+            b = exp.concrete("an int raised to it as an int power")
         value = _PYOPS[name](a, b)  # Python's own result (and its ZeroDivisionError)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return self.concrete(f"{name} giving a {type(value).__name__}")

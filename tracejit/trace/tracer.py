@@ -164,7 +164,8 @@ class Tracer:
     def record(self, op: OpDef, args: Sequence[Any], attrs: dict[str, Any], out: Tensor) -> None:
         if op.dynamic_shape:
             self.graph_break(f"{op.name} (its output shape depends on the data)")
-        types = [a._type() if isinstance(a, Tensor) else a for a in args]
+        types = [a._type() if isinstance(a, Tensor) else a.value if type(a) is TracedScalar
+                 else a for a in args]
         cd = op.compute_dtype(types) if op.compute_dtype is not None else None
         ins = tuple(self._operand(a, types, cd, i) for i, a in enumerate(args))
         v = Value(out._type())
@@ -392,7 +393,8 @@ class Tracer:
             if isinstance(o, dict):
                 return ("dict", [(k, spec(x)) for k, x in o.items()])
             if type(o) is TracedScalar:  # a number returned: its value is part of the trace
-                return ("c", o.concrete("returned by the function"))
+                o.steer("returned by the function")
+                return ("c", o.value)
             return ("c", o)
 
         out_spec = spec(out)
