@@ -29,6 +29,7 @@ class _State:
 STATE = _State()
 _Tensor: Any = None  # tracejit.tensor.Tensor, bound at import time (avoids an import cycle)
 _attach: Any = None  # autograd.attach
+_Scalar: Any = None  # trace.scalars.TracedScalar (a Python number that is a traced input)
 
 
 def user_error(e: Exception) -> Exception:
@@ -55,13 +56,26 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
     attrs = attrs or {}
     T = _Tensor
     types: list[Any] = []
+    traced: list[Any] | None = None  # the operands as the tracer sees them, when they differ
+    copied = False
     for i, a in enumerate(args):
         if type(a) is not T and not isinstance(a, T):
-            a = _operand(a, op)
-            if isinstance(a, T):
-                args = list(args)
-                args[i] = a
+            b = a
+            if type(a) is _Scalar:  # a traced Python number: typed and computed as the number
+                if traced is None:
+                    traced = list(args)
+                a = a.value
+            else:
+                a = _operand(a, op)
+            if a is not b:
+                if not copied:
+                    args, copied = list(args), True
+                args[i] = a  # type: ignore[index]
+                if traced is not None and type(b) is not _Scalar:
+                    traced[i] = a
         types.append(a._type() if isinstance(a, T) else a)
+    if STATE.tracer is not None and attrs:
+        attrs = STATE.tracer.concrete_attrs(op, attrs) or attrs  # (testing's no-op tracer)
     try:
         out_t, cd = _rules(op, types, attrs)
     except OpError as e:
@@ -85,7 +99,7 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
         out._base = src._base if src._base is not None else src
     st = STATE
     if st.tracer is not None:
-        st.tracer.record(op, args, attrs, out)
+        st.tracer.record(op, args if traced is None else traced, attrs, out)
     if st.grad_enabled and op.differentiable:
         for a in args:
             if isinstance(a, T) and a.requires_grad:

@@ -27,6 +27,7 @@ from .runtime.entry import Entry
 from .runtime.log import log
 from .tensor import Tensor
 from .trace.pystate import PythonStateWatcher
+from .trace.scalars import ScalarArg, plain
 from .trace.tracer import Tracer, TraceResult, UndoLog
 
 
@@ -60,6 +61,7 @@ def _warn(msg: str) -> None:
     warn_at_user(msg, JitWarning)
 
 
+_NUMBERS = (int, float)  # Python numbers that may become inputs (bool stays a guard)
 _MAX_DEPTH = 4  # objects nested deeper than this inside an argument are keyed by identity
 _MAX_ATTRS = 64
 _by_contents: dict[type, bool] = {}  # type -> flattened by its attributes (else by identity)
@@ -156,6 +158,10 @@ class JitFunction:
         self._gave_up = False
         self._last_key: tuple | None = None
         self._warned: set[str] = set()
+        # Python int/float arguments (by name) traced as 0-d inputs since their value changed,
+        # with why; and those that stay guards because their value steered a trace, with where
+        self._dynamic: dict[str, str] = {}
+        self._static: dict[str, str] = {}
         self._is_module = isinstance(getattr(fn, "training", None), bool)
         try:
             sig = inspect.signature(fn)
@@ -174,6 +180,8 @@ class JitFunction:
         self._stats.clear()
         self._changes.clear()
         self._gave_up = False
+        self._dynamic.clear()
+        self._static.clear()
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -187,8 +195,14 @@ class JitFunction:
         names: list[str] = []
         key: list[Any] = [STATE.grad_enabled]
         self._flatten_args(args, kwargs, flat, names, key)
-        k = tuple(key)
+        k0 = k = tuple(key)
         entries = self._entries.get(k)
+        if entries is None and self._last_key is not None and self._entries and \
+                self._promote(self._last_key, k, args, kwargs):
+            flat, names, key = [], [], [STATE.grad_enabled]  # the number is now an input
+            self._flatten_args(args, kwargs, flat, names, key)
+            k = tuple(key)
+            entries = self._entries.get(k)
         if entries is not None:
             for e in entries:
                 failed = e.guards_hold(flat) if e.trace.guards else None
@@ -199,7 +213,7 @@ class JitFunction:
                     return self._run(e, flat, args, kwargs)
                 self._changes[failed.reason()] += 1
         elif self._last_key is not None and self._entries:
-            self._changes[_describe_key_change(self._last_key, k, names)] += 1
+            self._changes[_describe_key_change(self._last_key, k0, names)] += 1
         self._last_key = k
         self._stats["misses"] += 1
         if self._gave_up:
@@ -213,27 +227,71 @@ class JitFunction:
 
     # ---- internals ---------------------------------------------------------------------------
     def _flatten_args(self, args: tuple, kwargs: dict, flat: list[Any], names: list[str],
-                      key: list[Any]) -> None:
+                      key: list[Any], slots: list[tuple[int, str]] | None = None) -> None:
+        """`slots`, when given, gets (index into the key, name) of each Python int/float
+        argument keyed by its value (those that may become inputs)."""
         argnames = self._argnames
+        dyn = self._dynamic
         for i, a in enumerate(args):
             if type(a) is Tensor:  # the common case, inlined
                 flat.append(a)
                 names.append(argnames[i] if i < len(argnames) else f"arg{i}")
                 key.append((a._data.shape, a._dtype, a._requires_grad, a._device))
                 continue
-            _flatten(a, argnames[i] if i < len(argnames) else f"arg{i}", flat, names, key)
+            name = argnames[i] if i < len(argnames) else f"arg{i}"
+            if type(a) in _NUMBERS:
+                if dyn and name in dyn:  # an input of the program: keyed by its type only
+                    flat.append(a)
+                    names.append(name)
+                    key.append((type(a), "input"))
+                    continue
+                if slots is not None:
+                    slots.append((len(key), name))
+            _flatten(a, name, flat, names, key)
         for kname in sorted(kwargs):
             key.append(("kw", kname))
-            _flatten(kwargs[kname], kname, flat, names, key)
+            a = kwargs[kname]
+            if type(a) in _NUMBERS:
+                if dyn and kname in dyn:
+                    flat.append(a)
+                    names.append(kname)
+                    key.append((type(a), "input"))
+                    continue
+                if slots is not None:
+                    slots.append((len(key), kname))
+            _flatten(a, kname, flat, names, key)
         if self._is_module:
             key.append(("training", getattr(self.fn, "training", None)))
         if len(flat) > 1:
-            ids = [id(t._data) if isinstance(t, Tensor) else id(t) for t in flat]
+            # (numbers among them are inputs: equal ones may share an id, and mean nothing)
+            ids = [id(t._data) if isinstance(t, Tensor) else -i if type(t) in _NUMBERS else id(t)
+                   for i, t in enumerate(flat)]
             if len(set(ids)) != len(ids):
                 # the same tensor (or array) passed twice was traced as one value: a call
                 # passing two different tensors there must not reuse that trace
                 first: dict[int, int] = {}
                 key.append(("same", tuple(first.setdefault(k, i) for i, k in enumerate(ids))))
+
+    def _promote(self, old: tuple, new: tuple, args: tuple, kwargs: dict) -> bool:
+        """A Python int/float argument whose value changed since the last trace (all else
+        equal in structure) becomes a 0-d input of the program, unless a trace found that its
+        value steers the computation. Returns whether any argument was promoted."""
+        if len(old) != len(new):
+            return False
+        slots: list[tuple[int, str]] = []
+        self._flatten_args(args, kwargs, [], [], [STATE.grad_enabled], slots)
+        done = False
+        for i, name in slots:
+            a, b = old[i], new[i]
+            if (a != b and name not in self._static and name not in self._dynamic
+                    and type(a) is tuple and len(a) == 2 and a[0] in _NUMBERS and a[0] is b[0]):
+                self._dynamic[name] = f"its value changed between calls ({a[1]!r} -> {b[1]!r})"
+                msg = (f"{self.name}: argument {name} ({a[0].__name__}) {self._dynamic[name]}: "
+                       "traced again with it as a 0-d input of the compiled program")
+                self._events.append(msg)
+                log("recompiles", msg)
+                done = True
+        return done
 
     def _give_up(self) -> None:
         self._gave_up = True
@@ -255,8 +313,13 @@ class JitFunction:
         still made and returned, for printing."""
         tracer = Tracer(self.name, _tensor_names(self.fn, args))
         tracer.undo = undo
-        tracer.add_inputs(flat, names)
-        held = [a for a in flat if not isinstance(a, Tensor)]  # keyed by id: kept alive
+        scal = {i: ScalarArg(n) for i, (a, n) in enumerate(zip(flat, names))
+                if type(a) in _NUMBERS}  # (in flat only when they are inputs)
+        proxies = tracer.add_inputs(flat, names, scal)
+        if proxies:
+            args, kwargs = self._with_proxies(args, kwargs, {names[i]: p for i, p in
+                                                              proxies.items()})
+        held = [a for a in flat if not isinstance(a, (Tensor, int, float))]  # keyed by id
         for a in held:
             if hasattr(a, "named_modules") and hasattr(a, "_parameters"):
                 tracer.use_module(a)  # a module argument: its attributes are guarded too
@@ -270,11 +333,27 @@ class JitFunction:
         try:
             with PythonStateWatcher(tracer, self.fn):
                 out = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            if scal:  # (maybe code that wants a real int or float): guards from now on
+                self._keep_guards(scal.values(), f"the call raised {type(exc).__name__} "
+                                  "while it was a traced input")
+            raise
         finally:
             STATE.tracer = None
         # counted only once the function returned: a call that raises is not a (re)trace
         self._stats["traces"] = n
         result = tracer.finish(out)
+        if scal:
+            out = plain(out, "returned")
+            steered = [a for a in scal.values() if a.steered]
+            if steered:  # this trace holds for its values only: it is dropped
+                self._keep_guards(steered, "")
+                if undo is None:
+                    return out, None
+                entry = Entry(result, run_pipeline(result.graph), held=held)
+                entry.notes.append("not cached: a Python number traced as an input steered "
+                                   "the trace; it is a guard from now on")
+                return out, entry
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
             self._record_breaks(result)
@@ -375,6 +454,25 @@ class JitFunction:
         return BackwardInfo(bgraph, [i for i, _ in diff], saved, [s for _, s in leaves],
                             leaf_map=[None if o is None else keep.index(o) for o in outputs],
                             param_sources=[p.source for p in result.params])
+
+    def _with_proxies(self, args: tuple, kwargs: dict, by_name: dict[str, Any]) -> tuple:
+        argnames = self._argnames
+        new_args = tuple(
+            by_name.get(argnames[i] if i < len(argnames) else f"arg{i}", a)
+            if type(a) in _NUMBERS else a for i, a in enumerate(args))
+        new_kwargs = {k: by_name.get(k, a) if type(a) in _NUMBERS else a
+                      for k, a in kwargs.items()}
+        return new_args, new_kwargs
+
+    def _keep_guards(self, scalars: Any, why: str) -> None:
+        """These arguments' values steered a trace: they are guards on their value again."""
+        for a in scalars:
+            self._dynamic.pop(a.name, None)
+            reason = why or "its value steered the trace: " + "; ".join(a.steered[:3])
+            self._static[a.name] = reason
+            msg = f"{self.name}: argument {a.name} stays a guard on its value ({reason})"
+            self._events.append(msg)
+            log("recompiles", msg)
 
     def _record_breaks(self, result: TraceResult) -> None:
         for b in result.breaks:
@@ -625,6 +723,9 @@ class Explanation:
         if entry is not None and not any(e is entry for e in self.entries):
             self.entries.append(entry)  # traced for inspection and not cached (see its note)
         self.graph_breaks = [b for e in self.entries for b in e.breaks]
+        # Python number arguments: name -> why it is a 0-d input / why it stays a guard
+        self.scalar_inputs = dict(jf._dynamic)
+        self.scalar_guards = dict(jf._static)
         self.name = jf.name
         self.fused = [
             (n.attrs.get("index", 0), [m.name for m in n.attrs["body"].nodes], n.loc)
@@ -645,6 +746,12 @@ class Explanation:
             lines += [f"  note: {x}" for x in e.notes]
             for g in e.trace.guards:
                 lines.append(f"  guard: {g.describe()}")
+        if self.scalar_inputs or self.scalar_guards:
+            lines.append("Python number arguments:")
+            lines += [f"  {n}: a 0-d input of the compiled program ({why})"
+                      for n, why in self.scalar_inputs.items()]
+            lines += [f"  {n}: a guard on its value ({why})"
+                      for n, why in self.scalar_guards.items()]
         if self.graph_breaks:
             lines.append("graph breaks:")
             lines += [f"  {b.loc}: {b.reason}" for b in self.graph_breaks]

@@ -4,6 +4,7 @@ line each: they call dispatch(op, ...) or a composite in functional.py."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
@@ -1014,6 +1015,8 @@ def _sizes(args: Sequence[Any]) -> tuple[int, ...]:
     for a in args:
         if isinstance(a, Tensor):
             a = int(a.item())
+        elif not isinstance(a, (int, np.integer, bool)) and hasattr(type(a), "__index__"):
+            a = operator.index(a)  # (as torch: anything with __index__, a traced int too)
         if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
             raise TypeError(located(f"expected a sequence of ints for a size, got "
                                     f"{type(a).__name__} "

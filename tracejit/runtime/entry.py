@@ -13,7 +13,7 @@ import numpy as np
 from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..tensor import Tensor
-from ..trace.sources import ArgSource, Guard, ScalarSource, Source
+from ..trace.sources import ArgSource, Guard, ScalarArgSource, ScalarSource, Source
 from ..trace.tracer import GraphBreak, TraceResult
 
 Program = Callable[[list[np.ndarray]], tuple[list[Any], list[Any]]]
@@ -46,7 +46,7 @@ class Entry:
 
     def __post_init__(self) -> None:
         # plans computed once, so a call does no lookups it could have done at trace time
-        self._args = all(isinstance(p.source, ArgSource) for p in self.trace.params)
+        self._args = all(type(p.source) is ArgSource for p in self.trace.params)
         g = self.graph
         index = {v: i for i, v in enumerate(g.params)}
         self._effect_src = [self.trace.params[index[e.target]].source for e in g.effects]
@@ -62,8 +62,10 @@ class Entry:
         out = []
         for p in self.trace.params:
             src = p.source
-            if isinstance(src, ArgSource):
+            if type(src) is ArgSource:
                 out.append(flat[src.index]._data)
+            elif isinstance(src, ScalarArgSource):
+                out.append(np.array(flat[src.index], src.dtype.np))
             elif isinstance(src, ScalarSource):
                 out.append(np.array(src.get(flat), src.dtype.np))
             else:

@@ -32,6 +32,17 @@ class ArgSource(Source):
 
 
 @dataclass(frozen=True, eq=False)
+class ScalarArgSource(ArgSource):
+    """A Python int or float argument that is an input of the program (a 0-d tensor of
+    `dtype`: int64 or float64), after its value changed between calls."""
+
+    dtype: Any
+
+    def describe(self) -> str:
+        return f"argument {self.name} (a Python number, a 0-d {self.dtype.name} input)"
+
+
+@dataclass(frozen=True, eq=False)
 class RefSource(Source):
     """A tensor the function reached that was not an argument (a parameter, a global): held
     by identity, its current data read on every call."""

@@ -18,6 +18,7 @@ from ..ir.graph import Const, Effect, Graph, Node, Value
 from ..ops.registry import OpDef, TensorType
 from ..ops.structural import CONSTANT
 from ..tensor import Tensor
+from .scalars import TracedScalar
 from .sources import (
     ArgSource,
     AttrGuard,
@@ -26,6 +27,7 @@ from .sources import (
     ModuleVersionsGuard,
     NoneGuard,
     RefSource,
+    ScalarArgSource,
     ScalarSource,
     Source,
     TensorMetaGuard,
@@ -84,6 +86,9 @@ class Tracer:
         self.modules: dict[int, Any] = {}  # id -> nn.Module used (guarded by version)
         self._py_guards: set[Any] = set()  # keys of the Python-state guards already made
         self.views_of: dict[int, list[int]] = {}
+        # id(array of a view made here) -> the array it was made from (not the tensor: holding
+        # that would look like a tensor the trace stored into Python state)
+        self.view_parent: dict[int, np.ndarray] = {}
         self.stale: set[int] = set()
         self.produced: list[weakref.ref] = []
         # a backward tracer reads the forward's values: (forward value, its param here)
@@ -128,13 +133,39 @@ class Tracer:
         if isinstance(a, Tensor):
             return self.value_of(a)
         d = cd[i] if isinstance(cd, tuple) else cd
+        if type(a) is TracedScalar:  # a 0-d graph value, converted as the number would be
+            v = self.value_of(a.tensor)
+            d = d or dt.scalar_dtype(a.value)
+            if v.type.dtype is not d:
+                from ..ops import REGISTRY as R
+
+                c = Value(TensorType((), d, v.type.device))
+                self.nodes.append(Node(R["cast"], (v,), (c,), {"dtype": d}, user_location()))
+                v = c
+            return v
         return Const(a, d or dt.scalar_dtype(a))
+
+    def concrete_attrs(self, op: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
+        """An op's attributes are static: a traced scalar among them is used by value."""
+        def conc(k: str, v: Any) -> Any:
+            if type(v) is TracedScalar:
+                return v.concrete(f"passed to {op.name} as its {k}")
+            if type(v) in (tuple, list) and any(type(x) is TracedScalar for x in v):
+                return type(v)(conc(k, x) for x in v)
+            return v
+
+        for k, v in attrs.items():
+            if type(v) is TracedScalar or (type(v) in (tuple, list)
+                                           and any(type(x) is TracedScalar for x in v)):
+                return {k: conc(k, v) for k, v in attrs.items()}
+        return attrs
 
     # ---- hooks called from dispatch / tensor / autograd ---------------------------------------
     def record(self, op: OpDef, args: Sequence[Any], attrs: dict[str, Any], out: Tensor) -> None:
         if op.dynamic_shape:
             self.graph_break(f"{op.name} (its output shape depends on the data)")
-        types = [a._type() if isinstance(a, Tensor) else a for a in args]
+        types = [a._type() if isinstance(a, Tensor) else a.value if type(a) is TracedScalar
+                 else a for a in args]
         cd = op.compute_dtype(types) if op.compute_dtype is not None else None
         ins = tuple(self._operand(a, types, cd, i) for i, a in enumerate(args))
         v = Value(out._type())
@@ -143,6 +174,7 @@ class Tracer:
         self.produced.append(weakref.ref(out))
         if op.view and out._base is not None and args and isinstance(args[0], Tensor):
             self.views_of.setdefault(id(args[0]._data), []).append(id(out._data))
+            self.view_parent[id(out._data)] = args[0]._data
 
     def constant(self, t: Tensor) -> None:
         v = Value(t._type())
@@ -158,9 +190,8 @@ class Tracer:
         self.produced.append(weakref.ref(out))  # same array object: same value, nothing to do
 
     def mutate(self, target: Tensor, result: Tensor) -> None:
-        if target._base is not None:
-            self.graph_break("in-place update of a view (x[i] += ..., a slice's add_()); write "
-                             "the whole tensor or use an out-of-place op")
+        if id(target._data) in self.view_parent:  # a view made by the trace: write its base
+            self._mutate_view(target, result)
             return
         old = self.value_of(target)
         rv = self.value_of(result)
@@ -168,12 +199,75 @@ class Tracer:
             rv = self._conform(rv, old.type)
         k = id(target._data)
         self.env[k] = rv
-        for vk in self.views_of.pop(k, ()):
-            self.stale.add(vk)
-        if k in self.initial:
+        self._invalidate_views(k, keep=-1)
+        self._check_shared(target._data)
+
+    def _invalidate_views(self, k: int, keep: int) -> None:
+        """Views made from the array with id `k` (and views of those) no longer hold their
+        traced value: a read of one is a graph break. `keep` is the one just written."""
+        todo = list(self.views_of.pop(k, ()))
+        while todo:
+            vk = todo.pop()
+            if vk != keep:
+                self.stale.add(vk)
+            todo.extend(self.views_of.pop(vk, ()))
+
+    def _mutate_view(self, target: Tensor, result: Tensor) -> None:
+        """An in-place write into a view made during the trace (`x[:, 0] += 1`, `x[1:3] = y`,
+        `w.data[:2].mul_(0.5)`): the view's base gets a new value, the old one with the
+        view's elements replaced (an `index_put` at the flat positions the view's strides
+        name in the base's memory), so the base (and, for an input, the caller's tensor)
+        sees the change as in eager mode."""
+        from ..ops import REGISTRY as R
+
+        arr = base = target._data  # base: the array the view was made from, through views
+        while id(base) in self.view_parent:  # made here
+            base = self.view_parent[id(base)]
+        ka, kr = id(arr), id(base)
+        item = arr.itemsize
+        if (kr not in self.env or kr in self.stale or not base.flags.c_contiguous
+                or arr.dtype != base.dtype or any(s % item for s in arr.strides)
+                or not np.may_share_memory(arr, base)):
+            self.graph_break("in-place update of a view whose base the trace cannot follow (a "
+                             "view of a non-contiguous tensor, of a view changed since, or one "
+                             "that reinterprets its dtype); write the whole tensor or use an "
+                             "out-of-place op")
+            return
+        old = self.value_of(target)
+        rv = self.value_of(result)
+        if rv.type != old.type:
+            rv = self._conform(rv, old.type)
+        self.env[ka] = rv
+        bv = self.env[kr]
+        if arr.size:
+            offset = (arr.__array_interface__["data"][0]
+                      - base.__array_interface__["data"][0]) // item
+            flat = np.arange(base.size, dtype=np.int64)
+            pos = np.lib.stride_tricks.as_strided(
+                flat[offset:], arr.shape, tuple(s // item * 8 for s in arr.strides)).copy()
+            loc = user_location()
+            bt, n = bv.type, arr.size
+            vflat = TensorType((base.size,), bt.dtype, bt.device)
+            f = Value(vflat)
+            self.nodes.append(Node(R["reshape"], (bv,), (f,), {"shape": (base.size,)}, loc))
+            idx = Value(TensorType((n,), dt.int64, bt.device))
+            self.nodes.append(Node(CONSTANT, (), (idx,), {"value": pos.reshape(n)}, loc))
+            src = Value(TensorType((n,), bt.dtype, bt.device))
+            self.nodes.append(Node(R["reshape"], (rv,), (src,), {"shape": (n,)}, loc))
+            put = Value(vflat)
+            self.nodes.append(Node(R["index_put"], (f, src, idx), (put,),
+                                   {"dims": (0,), "accumulate": False}, loc))
+            nb = Value(bt)
+            self.nodes.append(Node(R["reshape"], (put,), (nb,), {"shape": bt.shape}, loc))
+            self.env[kr] = nb
+        self._invalidate_views(kr, keep=ka)
+        self._check_shared(base)
+
+    def _check_shared(self, arr: np.ndarray) -> None:
+        if id(arr) in self.initial:
             for p in self.params:
                 other = p.tensor._data
-                if other is not target._data and np.may_share_memory(other, target._data):
+                if other is not arr and np.may_share_memory(other, arr):
                     self.graph_break("in-place update of a tensor that shares memory with "
                                      "another input")
 
@@ -267,10 +361,21 @@ class Tracer:
             self.guards.append(guard)
 
     # ---- finishing ---------------------------------------------------------------------------
-    def add_inputs(self, flat: list[Any], names: list[str]) -> None:
+    def add_inputs(self, flat: list[Any], names: list[str],
+                   scalars: dict[int, Any] | None = None) -> dict[int, TracedScalar]:
+        """Parameters for the tensor arguments, and for the Python numbers at the indices in
+        `scalars` (index -> its ScalarArg): 0-d int64/float64 inputs. Returns their
+        TracedScalars, to pass to the function in place of the numbers."""
+        out: dict[int, TracedScalar] = {}
         for i, (a, n) in enumerate(zip(flat, names)):
             if isinstance(a, Tensor) and id(a) not in self.param_of:
                 self.add_param(a, ArgSource(i, n), n)
+            elif scalars is not None and i in scalars:
+                d = dt.float64 if isinstance(a, float) else dt.int64
+                t = Tensor._make(np.array(a, d.np), d)
+                self.add_param(t, ScalarArgSource(i, n, d), n)
+                out[i] = TracedScalar(a, t, (scalars[i],))
+        return out
 
     def finish(self, out: Any) -> TraceResult:
         outputs: list[Value] = []
@@ -287,6 +392,9 @@ class Tracer:
                 return (type(o).__name__, [spec(x) for x in o])
             if isinstance(o, dict):
                 return ("dict", [(k, spec(x)) for k, x in o.items()])
+            if type(o) is TracedScalar:  # a number returned: its value is part of the trace
+                o.steer("returned by the function")
+                return ("c", o.value)
             return ("c", o)
 
         out_spec = spec(out)
