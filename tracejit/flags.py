@@ -44,6 +44,10 @@ FLAGS: dict[str, Flag] = {
         Flag("print_after", "", "TRACEJIT_PRINT_AFTER=fuse,dce (or all): print the IR after "
              "those passes; plan_memory: the final graph with its buffer plan; kir: the "
              "kernel IR of each fused group and reduction."),
+        Flag("blas", "auto", "TRACEJIT_BLAS=auto|numpy|mkl: the BLAS a compiled program's 2-d "
+             "matmuls call. auto (default): the faster of NumPy's np.dot and MKL (when the mkl "
+             "wheel is installed), timed once per GEMM shape and remembered in the disk cache; "
+             "numpy or mkl forces one (mkl without MKL installed is an error)."),
         Flag("pool", True, "TRACEJIT_POOL=0: large output buffers (tracejit.runtime.pool.empty, "
              "32 MiB and more) come from plain np.empty instead of a pool of blocks that dead "
              "arrays released."),

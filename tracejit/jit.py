@@ -758,6 +758,10 @@ class Explanation:
         if self.fused:
             lines.append("fused kernels:")
             lines += [f"  fused.{i}: {' ; '.join(m)}  # {loc}" for i, m, loc in self.fused]
+        matmuls = _matmul_lines(self.entries)
+        if matmuls:
+            lines.append("matmuls (BLAS chosen by timing, tracejit/runtime/blas.py):")
+            lines += matmuls
         if self.changes:
             lines.append("cache misses, by what changed:")
             lines += [f"  {n}x {what}" for what, n in self.changes]
@@ -767,6 +771,38 @@ class Explanation:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _matmul_lines(entries: list[Entry]) -> list[str]:
+    """For each 2-d matmul of a compiled entry: its shape and the BLAS chosen for it (with the
+    measured times) by the calls made so far."""
+    from .runtime import blas
+
+    lines = []
+    for k, e in enumerate(entries):
+        if e.program is None:
+            continue
+        for n in e.graph.nodes:
+            if n.op.name != "matmul" or len(n.out.type.shape) != 2 or \
+                    not all(hasattr(v, "type") for v in n.inputs):
+                continue
+            a, b = (getattr(v, "type") for v in n.inputs)  # noqa: B009 (Values, checked above)
+            m, kk = a.shape
+            nn = b.shape[1]
+            head = f"  entry {k}, {n.loc}: "
+            shape = f"{a.dtype.name} {m}x{kk} @ {kk}x{nn}"
+            if getattr(e.program, "native", False):
+                lines.append(f"{head}{shape}: np.dot inside the native njit driver (Numba's "
+                             "BLAS)")
+                continue
+            if a.dtype.name not in ("float32", "float64"):
+                continue
+            found = blas.choices_for(a.dtype.np, m, nn, kk)
+            if not found:
+                lines.append(f"{head}{shape}: np.dot (no BLAS chosen: a zero dimension, an "
+                             "unusual layout, or not called in this process yet)")
+            lines += [head + c.describe() for c in found]
+    return lines
 
 
 def _tensor_names(fn: Any, args: tuple) -> dict[int, str]:

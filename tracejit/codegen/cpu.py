@@ -418,9 +418,10 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         consts = ("from tracejit.runtime.cache import constants as _c\n"
                   f"_consts = _c({fname!r})\n" + consts)
     blas = "" if native else (
-        "# matmuls run in the interpreter through NumPy's BLAS: the library (and thread count)\n"
-        "# eager mode uses, not the second OpenBLAS that Numba's np.dot reaches through SciPy\n"
-        "matmul2d = np.dot\nmatmul_batched = np.matmul\n"
+        "# 2-d matmuls run through the BLAS measured fastest for their shape (runtime/blas.py:\n"
+        "# NumPy's OpenBLAS, as eager mode, or MKL), never the second OpenBLAS that Numba's\n"
+        "# np.dot reaches through SciPy\n"
+        "from tracejit.runtime.blas import matmul2d  # noqa: F811\nmatmul_batched = np.matmul\n"
         "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
     src = header + PRELUDE + blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
     return src, list(gen.kernels.values()), gen.consts, fname, gen.kir
