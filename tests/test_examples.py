@@ -36,6 +36,7 @@ def test_iris_reaches_97_percent(monkeypatch, capsys):
     assert accuracy >= 0.97
     out = capsys.readouterr().out
     assert "training accuracy" in out and "step  999" in out
+    assert "x faster compiled" in out and "fallbacks=0" in out and "0 graph breaks" in out
     lines = [ln for ln in out.splitlines() if ln.startswith("step")]
     first = float(lines[0].split("loss")[1].split()[0])
     last = float(lines[-1].split("loss")[1].split()[0])
