@@ -449,6 +449,112 @@ ROWS: list[Row] = [
 # torch's streams are not tracejit's
 RANDOM_ROWS = {"rand"}
 
+
+# ---- tril/triu, cumsum, sort/argsort/topk, einsum (tracejit/tensor_ops.py, contractions.py)
+
+
+def _stable_order(a: np.ndarray, axis: int, descending: bool = False) -> np.ndarray:
+    """Indices of a stable sort (ties in index order), also descending (no NaN here)."""
+    return np.argsort(-a if descending else a, axis=axis, kind="stable")
+
+
+def _sort_ref(axis: int, descending: bool = False) -> Callable[[np.ndarray], Any]:
+    def ref(a: np.ndarray) -> Any:
+        idx = _stable_order(a, axis, descending)
+        return np.take_along_axis(a, idx, axis), idx
+
+    return ref
+
+
+def _topk_ref(k: int, axis: int, largest: bool = True) -> Callable[[np.ndarray], Any]:
+    def ref(a: np.ndarray) -> Any:
+        idx = np.take(_stable_order(a, axis, largest), np.arange(k), axis=axis)
+        return np.take_along_axis(a, idx, axis), idx
+
+    return ref
+
+
+def _einsum(name: str, eq: str, *args: tuple[Any, ...], **kw: Any) -> Row:
+    return Row(f"einsum_{name}", lambda m, *xs: m.einsum(eq, *xs),
+               lambda *a: np.einsum(eq, *a), args, **kw)
+
+
+TRI = ((F(3, 4),), (F(2, 3, 4),), (F(0, 3),), (F(1, 1),), (F(4, 2),))
+ALONG = ((F(3, 4),), (F(2, 3, 4),), (F(0, 3),), (F(1, 5),))
+TIES = ((A((3, 6), ints=True),), (A((2, 3, 4), ints=True),))
+
+ROWS += [
+    Row("tril", lambda m, x: x.tril(), np.tril, TRI),
+    Row("tril_diag", lambda m, x: m.tril(x, 1), lambda a: np.tril(a, 1), TRI[:2]),
+    Row("tril_beyond", lambda m, x: x.tril(-5), lambda a: np.tril(a, -5), TRI[:2]),
+    Row("triu", lambda m, x: m.triu(x), np.triu, TRI),
+    Row("triu_diag", lambda m, x: x.triu(-1), lambda a: np.triu(a, -1), TRI[:2]),
+    Row("triu_beyond", lambda m, x: x.triu(7), lambda a: np.triu(a, 7), TRI[:1]),
+    Row("tril_", _inplace("tril_", 1), lambda a: np.tril(a, 1), TRI[:2]),
+    Row("triu_", _inplace("triu_"), np.triu, TRI[:2]),
+    Row("tril_long", lambda m, x: (x * 3).long().tril(), lambda a: np.tril(np.trunc(a * 3))
+        .astype(np.int64), TRI[:2], grad=False),
+    Row("cumsum", lambda m, x: x.cumsum(1), lambda a: np.cumsum(a, 1), ALONG),
+    Row("cumsum_neg_dim", lambda m, x: m.cumsum(x, -1), lambda a: np.cumsum(a, -1),
+        ALONG + ((F(2, 3, 1),),)),
+    Row("cumsum_dim0", lambda m, x: x.cumsum(0), lambda a: np.cumsum(a, 0), ALONG),
+    Row("cumsum_0d", lambda m, x: x.cumsum(0), lambda a: a.copy(), ((F(),),)),
+    Row("cumsum_dtype", lambda m, x: m.cumsum(x, 0, dtype=m.float64), lambda a: np.cumsum(a, 0),
+        ALONG[:2], out_dtypes=("float64",), grad_eps=1e-3, grad_atol=1e-4),
+    Row("cumsum_long", lambda m, x: (x * 3).long().cumsum(1),
+        lambda a: np.cumsum(np.trunc(a * 3).astype(np.int64), 1), ALONG, grad=False),
+    Row("cumsum_int32", lambda m, x: (x * 3).int().cumsum(0),
+        lambda a: np.cumsum(np.trunc(a * 3).astype(np.int64), 0), ALONG[:2], grad=False),
+    Row("cumsum_bool", lambda m, x: (x > 0).cumsum(-1), lambda a: np.cumsum(a > 0, -1),
+        ALONG[:2], grad=False),
+    Row("sort", lambda m, x: x.sort(), _sort_ref(-1), ALONG),
+    Row("sort_desc_dim0", lambda m, x: m.sort(x, 0, descending=True), _sort_ref(0, True), ALONG),
+    Row("sort_0d", lambda m, x: x.sort(), lambda a: (a.copy(), np.zeros((), np.int64)), ((F(),),)),
+    Row("sort_ties_stable", lambda m, x: x.sort(dim=1, stable=True), _sort_ref(1), TIES,
+        grad=False),
+    Row("sort_ties_stable_desc", lambda m, x: m.sort(x, dim=-1, descending=True, stable=True),
+        _sort_ref(-1, True), TIES, grad=False),
+    Row("sort_long", lambda m, x: (x * 3).long().sort(dim=0, stable=True),
+        lambda a: _sort_ref(0)(np.trunc(a * 3).astype(np.int64)), ALONG, grad=False),
+    Row("argsort", lambda m, x: x.argsort(), lambda a: _stable_order(a, -1), ALONG, grad=False),
+    Row("argsort_desc", lambda m, x: m.argsort(x, dim=0, descending=True, stable=True),
+        lambda a: _stable_order(a, 0, True), ALONG + TIES, grad=False),
+    Row("topk", lambda m, x: x.topk(2), _topk_ref(2, -1), ALONG),
+    Row("topk_smallest_dim0", lambda m, x: m.topk(x, 1, dim=0, largest=False),
+        _topk_ref(1, 0, largest=False), ALONG[:2] + ((F(1, 5),),)),
+    Row("topk_all", lambda m, x: x.topk(4, 1), _topk_ref(4, 1), ((F(3, 4),), (F(0, 4),))),
+    Row("topk_k0", lambda m, x: x.topk(0), _topk_ref(0, -1), ALONG[:2]),
+    Row("topk_long", lambda m, x: (x * 3).long().topk(2, dim=0),
+        lambda a: _topk_ref(2, 0)(np.trunc(a * 3).astype(np.int64)), ALONG[:2], grad=False),
+    _einsum("matmul", "ij,jk->ik", (F(3, 4), F(4, 5)), (F(1, 4), F(4, 1)), (F(0, 4), F(4, 2)),
+            (F(3, 0), F(0, 2))),
+    _einsum("implicit", "ij,jk", (F(3, 4), F(4, 5))),
+    _einsum("bmm", "bij,bjk->bik", (F(2, 3, 4), F(2, 4, 5)), (F(1, 3, 4), F(1, 4, 1))),
+    _einsum("outer", "i,j->ij", (F(3), F(4)), (F(0), F(2))),
+    _einsum("dot", "i,i", (F(5), F(5)), (F(0), F(0))),
+    _einsum("trace", "ii", (F(4, 4),), (F(1, 1),), (F(0, 0),)),
+    _einsum("diagonal", "ii->i", (F(4, 4),)),
+    _einsum("diagonal_batched", "bii,bi->bi", (F(2, 3, 3), F(2, 3))),
+    _einsum("transpose", "ij->ji", (F(3, 4),)),
+    _einsum("sum_index", "ijk->j", (F(2, 3, 4),)),
+    _einsum("sum_all", "ij->", (F(3, 4),)),
+    _einsum("hadamard", "ij,ij->ij", (F(3, 4), F(3, 4))),
+    _einsum("batched_dot", "bi,bi->b", (F(3, 4), F(3, 4))),
+    _einsum("bilinear", "bn,anm,bm->ba", (F(2, 3), F(4, 3, 5), F(2, 5))),
+    _einsum("attention", "bhqd,bhkd->bhqk", (F(2, 3, 4, 5), F(2, 3, 6, 5))),
+    _einsum("attention_values", "bhqk,bhkd->bhqd", (F(2, 3, 4, 6), F(2, 3, 6, 5))),
+    _einsum("ellipsis", "...ij,...jk->...ik", (F(2, 3, 4), F(4, 5)), (F(3, 4), F(2, 4, 5))),
+    _einsum("ellipsis_implicit", "i...->...", (F(3, 2, 4),)),
+    _einsum("broadcast_one", "ij,ij->i", (F(3, 1), F(3, 4))),
+    _einsum("uppercase", "Ab,bA", (F(2, 3), F(3, 2))),
+    Row("einsum_list", lambda m, a, b: m.einsum("ij,kj->ik", [a, b]),
+        lambda a, b: np.einsum("ij,kj->ik", a, b), ((F(3, 4), F(2, 4)),)),
+    Row("einsum_long", lambda m, a, b: m.einsum("ij,jk->ik", (a * 3).long(), (b * 3).long()),
+        lambda a, b: np.einsum("ij,jk->ik", np.trunc(a * 3).astype(np.int64),
+                               np.trunc(b * 3).astype(np.int64)), ((F(3, 4), F(4, 2)),),
+        grad=False),
+]
+
 BY_NAME = {r.name: r for r in ROWS}
 
 

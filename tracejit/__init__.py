@@ -23,9 +23,11 @@ from . import (  # noqa: F401  # noqa: E402, F401 - after Tensor and the factori
     nn,
     ops,
     optim,
+    return_types,
     utils,
 )
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .contractions import einsum
 from .creation import (
     Generator,
     arange,
@@ -94,6 +96,7 @@ from .functional import (  # noqa: F401
 )
 from .serialization import load, save  # noqa: E402, F401
 from .tensor import Size, Tensor
+from .tensor_ops import argsort, cumsum, sort, topk, tril, triu
 
 half, float, double = float16, float32, float64  # noqa: A001
 long, int = int64, int32  # noqa: A001

@@ -841,6 +841,8 @@ def _spec_leaves(spec: Any) -> list[Any]:
     kind, x = spec
     if kind in ("tuple", "list"):
         return [leaf for s in x for leaf in _spec_leaves(s)]
+    if kind == "namedtuple":
+        return [leaf for s in x[1] for leaf in _spec_leaves(s)]
     if kind == "dict":
         return [leaf for _, s in x for leaf in _spec_leaves(s)]
     return [spec]

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (declares the ops)
     movement,
     random,
     reduce,
+    scan,
     structural,
 )
 from .registry import REGISTRY, Kind, OpDef, OpError, TensorType, VjpContext

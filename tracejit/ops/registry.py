@@ -28,6 +28,7 @@ class Kind(enum.Enum):
     CONTRACT = "contract"  # matmul
     INDEX = "index"  # gather/scatter/advanced indexing
     CREATION = "creation"  # no tensor inputs: full, arange
+    SCAN = "scan"  # along one dim, each output reading its whole row: cumsum, argsort
     # graph structure rather than arithmetic: `constant`, `fused` (later `cond` and loops);
     # they exist only in graphs (no Tensor method dispatches them), see structural.py
     STRUCTURAL = "structural"

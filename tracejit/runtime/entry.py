@@ -121,6 +121,8 @@ def _rebuild(spec: Any, tensors: list[Tensor], flat: list[Any]) -> Any:
         return tuple(items)
     if kind == "list":
         return [_rebuild(s, tensors, flat) for s in x]
+    if kind == "namedtuple":
+        return x[0](*[_rebuild(s, tensors, flat) for s in x[1]])
     if kind == "dict":
         return {k: _rebuild(s, tensors, flat) for k, s in x}
     raise AssertionError(kind)

@@ -63,7 +63,9 @@ class TraceResult:
     params: list[Param]
     guards: list[Guard]
     grad_writes: list[tuple[Source, Value | None]]  # .grad := output value (or None)
-    out_spec: Any  # pytree: ("t", index into graph outputs) | ("p", Source) | ("c", value)
+    # pytree: ("t", index into graph outputs) | ("p", Source) | ("c", value), in ("tuple",
+    # [...]), ("list", [...]), ("dict", [(key, ...)]) or ("namedtuple", (its type, [...]))
+    out_spec: Any
     breaks: list[GraphBreak]
     escaped: list[str] = field(default_factory=list)
 
@@ -388,8 +390,10 @@ class Tracer:
                     return ("p", p.source)
                 outputs.append(v)
                 return ("t", len(outputs) - 1)
+            if isinstance(o, tuple) and hasattr(o, "_fields"):  # a named tuple (sort, max)
+                return ("namedtuple", (type(o), [spec(x) for x in o]))
             if isinstance(o, (tuple, list)):
-                return (type(o).__name__, [spec(x) for x in o])
+                return ("list" if isinstance(o, list) else "tuple", [spec(x) for x in o])
             if isinstance(o, dict):
                 return ("dict", [(k, spec(x)) for k, x in o.items()])
             if type(o) is TracedScalar:  # a number returned: its value is part of the trace
