@@ -8,6 +8,7 @@ calls."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -134,6 +135,53 @@ def test_sort_dim_out_of_range() -> None:
         tj.ones(2, 3).sort(2)
     with pytest.raises(IndexError, match="dimension out of range"):
         tj.ones(2, 3).cumsum(-3)
+
+
+# ---- torch's parameter names and out= --------------------------------------------------------
+
+# torch's documented signatures (the first line of torch.X.__doc__), names in order
+SIGNATURES = {
+    "tril": "input diagonal out", "triu": "input diagonal out",
+    "cumsum": "input dim dtype out", "sort": "input dim descending stable out",
+    "argsort": "input dim descending stable", "topk": "input k dim largest sorted out",
+    "einsum": "equation operands",
+}
+
+
+@pytest.mark.parametrize("name", list(SIGNATURES))
+def test_parameter_names_match_torchs(name: str) -> None:
+    assert list(inspect.signature(getattr(tj, name)).parameters) == SIGNATURES[name].split()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(SIGNATURES))
+def test_signature_table_is_torchs(torch: Any, name: str) -> None:
+    first = getattr(torch, name).__doc__.strip().splitlines()[0]
+    assert [p for p in SIGNATURES[name].split() if p not in first] == []
+
+
+def test_out_writes_into_the_given_tensors() -> None:
+    x = tj.tensor([[3.0, 1.0, 2.0], [0.0, -1.0, 5.0]])
+    o = tj.zeros(2, 3)
+    assert tj.tril(x, out=o) is o and o.tolist() == [[3.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
+    assert tj.triu(x, 1, out=o) is o and o.tolist() == [[0.0, 1.0, 2.0], [0.0, 0.0, 5.0]]
+    assert tj.cumsum(x, 1, out=o) is o and o.tolist() == [[3.0, 4.0, 6.0], [0.0, -1.0, 4.0]]
+    v, i = tj.zeros(2, 3), tj.zeros(2, 3, dtype=tj.int64)
+    r = tj.sort(x, out=(v, i))
+    assert isinstance(r, tj.return_types.sort) and r.values is v and r.indices is i
+    assert i.tolist() == [[1, 2, 0], [1, 0, 2]]
+    v, i = tj.empty(0), tj.empty(0, dtype=tj.int64)  # empty outs are resized, as torch
+    r = tj.topk(x, 2, out=(v, i))
+    assert isinstance(r, tj.return_types.topk) and v.tolist() == [[3.0, 2.0], [5.0, 0.0]]
+    assert i.tolist() == [[0, 2], [2, 0]]
+    with pytest.raises(RuntimeError, match="out= has shape"):
+        tj.cumsum(x, 0, out=tj.zeros(4))
+
+
+def test_topk_dim_defaults_to_the_last() -> None:
+    x = tj.tensor([[1.0, 4.0, 2.0], [6.0, 5.0, 0.0]])
+    assert tj.topk(x, 1).indices.tolist() == [[1], [0]]
+    assert x.topk(1, dim=None).indices.tolist() == [[1], [0]]
 
 
 # ---- gradients through the indices, against torch ---------------------------------------------

@@ -1,8 +1,8 @@
-"""tril/triu, cumsum, sort/argsort and topk: the function forms and Tensor methods, written
-with primitives (so they differentiate and trace for free). The only new primitives are the
-scans of ops/scan.py: `cumsum` and `argsort`; sort and topk are argsort then gather, whose
-gradient scatters back through the indices; tril/triu keep a `where` of a mask built from
-aranges (folded into a constant under @jit)."""
+"""tril/triu, cumsum, sort/argsort and topk: function forms with torch's names (and `out=`
+where torch has it), which are also the Tensor methods. Written with primitives, so they
+differentiate and trace for free: the only new ones are the scans of ops/scan.py, `cumsum`
+and `argsort`; sort and topk are argsort then gather, whose gradient scatters back through the
+indices; tril/triu keep a `where` of a mask built from aranges (a constant under @jit)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from . import return_types
 from .creation import arange
 from .dispatch import dispatch
 from .errors import located
+from .functional import _write_out
 from .ops import REGISTRY as R
 from .ops.registry import norm_dim
 from .tensor import Tensor, _from_value
@@ -45,7 +46,11 @@ def _triangle(op: str, x: Any, diagonal: Any, lower: bool) -> Tensor:
     return x.where(keep, False if x.dtype is dt.bool_ else 0)
 
 
-def tril(input: Any, diagonal: int = 0) -> Tensor:
+def _out(name: str, out: Any, result: Any) -> Any:
+    return result if out is None else _write_out(name, out, result)
+
+
+def tril(input: Any, diagonal: int = 0, *, out: Any = None) -> Tensor:
     """The lower triangle of the last two dims (`diagonal` > 0 keeps that many diagonals above
     the main one, < 0 drops those below); the rest zero.
 
@@ -54,10 +59,10 @@ def tril(input: Any, diagonal: int = 0) -> Tensor:
     tensor([[1., 0., 0.],
             [1., 1., 0.]])
     """
-    return _triangle("tril", input, diagonal, True)
+    return _out("tril", out, _triangle("tril", input, diagonal, True))
 
 
-def triu(input: Any, diagonal: int = 0) -> Tensor:
+def triu(input: Any, diagonal: int = 0, *, out: Any = None) -> Tensor:
     """The upper triangle of the last two dims; `diagonal` as in tril.
 
     >>> import tracejit as torch
@@ -65,7 +70,7 @@ def triu(input: Any, diagonal: int = 0) -> Tensor:
     tensor([[0., 1., 1.],
             [0., 0., 1.]])
     """
-    return _triangle("triu", input, diagonal, False)
+    return _out("triu", out, _triangle("triu", input, diagonal, False))
 
 
 # ---- cumsum -------------------------------------------------------------------------------------
@@ -78,7 +83,7 @@ def _cumsum(x: Tensor, dim: int, reverse: bool = False) -> Tensor:
     return dispatch(R["cumsum"], (x,), {"dim": dim, "reverse": reverse})
 
 
-def cumsum(input: Any, dim: int, *, dtype: Any = None) -> Tensor:
+def cumsum(input: Any, dim: int, *, dtype: Any = None, out: Any = None) -> Tensor:
     """Running sums along `dim`. Integer and bool inputs give int64, as torch; `dtype` casts
     the input first.
 
@@ -89,7 +94,8 @@ def cumsum(input: Any, dim: int, *, dtype: Any = None) -> Tensor:
     x = _t(input)
     if dtype is not None:
         x = x.to(dtype)
-    return _cumsum(x, norm_dim("cumsum", _int("cumsum", "dim", dim), x.ndim))
+    d = norm_dim("cumsum", _int("cumsum", "dim", dim), x.ndim)
+    return _out("cumsum", out, _cumsum(x, d))
 
 
 # ---- sort / argsort / topk ----------------------------------------------------------------------
@@ -116,8 +122,8 @@ def argsort(input: Any, dim: int = -1, descending: bool = False, *,
     return idx.reshape(()) if x.ndim == 0 else idx
 
 
-def sort(input: Any, dim: int = -1, descending: bool = False, *,
-         stable: bool = False) -> return_types.sort:
+def sort(input: Any, dim: int = -1, descending: bool = False, *, stable: bool = False,
+         out: Any = None) -> return_types.sort:
     """(values, indices) sorted along `dim`, as torch.sort (stable; NaN last ascending, first
     descending). The gradient of `values` goes back to the elements it came from.
 
@@ -132,11 +138,11 @@ def sort(input: Any, dim: int = -1, descending: bool = False, *,
     values = y.gather(d, idx)
     if x.ndim == 0:
         values, idx = values.reshape(()), idx.reshape(())
-    return return_types.sort(values, idx)
+    return _out("sort", out, return_types.sort(values, idx))
 
 
-def topk(input: Any, k: int, dim: int | None = -1, largest: bool = True,
-         sorted: bool = True) -> return_types.topk:
+def topk(input: Any, k: int, dim: int | None = None, largest: bool = True, sorted: bool = True,
+         *, out: Any = None) -> return_types.topk:
     """The `k` largest (or smallest) elements along `dim` and their indices, in sorted order
     (also when `sorted=False`, which leaves the order to the implementation). Of equal
     elements the lower index comes first; NaN counts as the largest value, as torch.
@@ -158,7 +164,7 @@ def topk(input: Any, k: int, dim: int | None = -1, largest: bool = True,
     values = y.gather(d, idx)
     if x.ndim == 0:
         values, idx = values.reshape(()), idx.reshape(())
-    return return_types.topk(values, idx)
+    return _out("topk", out, return_types.topk(values, idx))
 
 
 # ---- Tensor methods -----------------------------------------------------------------------------
