@@ -176,14 +176,14 @@ def _broadcast(x: Tensor, labels: Labels, other: Labels, size: dict[str, int]) -
 
 def _contract(a: Tensor, la: Labels, b: Tensor, lb: Labels, keep: set[str],
               size: dict[str, int]) -> tuple[Tensor, Labels]:
-    a, la = _sum_out(a, la, keep | set(lb))
-    b, lb = _sum_out(b, lb, keep | set(la))
+    """Two operands as one, with the labels in `keep`. Every label of each is in `keep` or
+    in the other (`_prepare` summed out the rest), so the shared ones not kept are the
+    contracted ones and all others are kept."""
     batch = [c for c in la if c in lb and c in keep]
     inner = [c for c in la if c in lb and c not in keep]
     rows = [c for c in la if c not in lb]
     cols = [c for c in lb if c not in la]
-    blas = a.dtype in (dt.float32, dt.float64, dt.float16)
-    if not inner or not blas or (batch and not rows and not cols):
+    if not inner or not a.dtype.is_floating_point or (batch and not rows and not cols):
         return _mul(a, la, b, lb, keep)
     a, b = _broadcast(a, la, lb, size), _broadcast(b, lb, la, size)
     nb, nm, nk, nn = (math.prod(size[c] for c in g) for g in (batch, rows, inner, cols))
@@ -232,5 +232,4 @@ def einsum(equation: str, *operands: Any) -> Tensor:
     for k in range(1, len(ops)):
         later = {c for _, ls in ops[k + 1:] for c in ls}
         x, lx = _contract(x, lx, *ops[k], out_set | later, size)
-    x, lx = _sum_out(x, lx, out_set)
     return _permute(x, lx, output)

@@ -24,7 +24,7 @@ def _t(x: Any) -> Tensor:
 
 
 def _int(op: str, name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
+    if isinstance(v, bool) or not (isinstance(v, int) or hasattr(v, "__index__")):
         raise TypeError(located(f"{op}(): argument '{name}' must be int, not "
                                 f"{type(v).__name__}"))
     return int(v.__index__())
