@@ -231,35 +231,17 @@ class JitFunction:
         """`slots`, when given, gets (index into the key, name) of each Python int/float
         argument keyed by its value (those that may become inputs)."""
         argnames = self._argnames
-        dyn = self._dynamic
         for i, a in enumerate(args):
             if type(a) is Tensor:  # the common case, inlined
                 flat.append(a)
                 names.append(argnames[i] if i < len(argnames) else f"arg{i}")
                 key.append((a._data.shape, a._dtype, a._requires_grad, a._device))
                 continue
-            name = argnames[i] if i < len(argnames) else f"arg{i}"
-            if type(a) in _NUMBERS:
-                if dyn and name in dyn:  # an input of the program: keyed by its type only
-                    flat.append(a)
-                    names.append(name)
-                    key.append((type(a), "input"))
-                    continue
-                if slots is not None:
-                    slots.append((len(key), name))
-            _flatten(a, name, flat, names, key)
+            self._flatten_one(a, argnames[i] if i < len(argnames) else f"arg{i}", flat, names,
+                              key, slots)
         for kname in sorted(kwargs):
             key.append(("kw", kname))
-            a = kwargs[kname]
-            if type(a) in _NUMBERS:
-                if dyn and kname in dyn:
-                    flat.append(a)
-                    names.append(kname)
-                    key.append((type(a), "input"))
-                    continue
-                if slots is not None:
-                    slots.append((len(key), kname))
-            _flatten(a, kname, flat, names, key)
+            self._flatten_one(kwargs[kname], kname, flat, names, key, slots)
         if self._is_module:
             key.append(("training", getattr(self.fn, "training", None)))
         if len(flat) > 1:
@@ -292,6 +274,18 @@ class JitFunction:
                 log("recompiles", msg)
                 done = True
         return done
+
+    def _flatten_one(self, a: Any, name: str, flat: list[Any], names: list[str], key: list[Any],
+                     slots: list[tuple[int, str]] | None) -> None:
+        if type(a) in _NUMBERS:
+            if self._dynamic and name in self._dynamic:  # a program input: keyed by its type
+                flat.append(a)
+                names.append(name)
+                key.append((type(a), "input"))
+                return
+            if slots is not None:
+                slots.append((len(key), name))
+        _flatten(a, name, flat, names, key)
 
     def _give_up(self) -> None:
         self._gave_up = True

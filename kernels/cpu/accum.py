@@ -41,7 +41,8 @@ def _float_binop(flag_op: str):  # type: ignore[no-untyped-def]
     return op
 
 
-def _float_extreme(name: str):  # type: ignore[no-untyped-def]
+def _float_extreme(name: str, fastmath: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """llvm.<name> (maximum, minimum, maxnum, minnum) on two floats, with these flags."""
     @_intrinsic
     def op(typingctx, a, b):  # type: ignore[no-untyped-def]
         if not isinstance(a, _types.Float) or a != b:
@@ -52,7 +53,7 @@ def _float_extreme(name: str):  # type: ignore[no-untyped-def]
             suffix = "f32" if t == _ir.FloatType() else "f64"
             fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(t, [t, t]),
                                                  f"llvm.{name}.{suffix}")
-            return builder.call(fn, args)
+            return builder.call(fn, args, fastmath=fastmath)
 
         return a(a, b), codegen
 
@@ -65,26 +66,8 @@ _fmax = _float_extreme("maximum")
 _fmin = _float_extreme("minimum")
 
 
-def _float_num(name: str):  # type: ignore[no-untyped-def]
-    @_intrinsic
-    def op(typingctx, a, b):  # type: ignore[no-untyped-def]
-        if not isinstance(a, _types.Float) or a != b:
-            return None
-
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            t = args[0].type
-            suffix = "f32" if t == _ir.FloatType() else "f64"
-            fn = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(t, [t, t]),
-                                                 f"llvm.{name}.{suffix}")
-            return builder.call(fn, args, fastmath=("nnan", "nsz"))
-
-        return a(a, b), codegen
-
-    return op
-
-
-rmaxnum = _float_num("maxnum")
-rminnum = _float_num("minnum")
+rmaxnum = _float_extreme("maxnum", ("nnan", "nsz"))
+rminnum = _float_extreme("minnum", ("nnan", "nsz"))
 
 
 def _zero_test(negative: bool):  # type: ignore[no-untyped-def]
