@@ -5,9 +5,11 @@ the number of distinct kernels, not with the size of the graph. Never imports te
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class Kernel:
 
 
 NATIVE_DRIVER_MAX_NODES = 64
+# a string literal argument in a driver-level rule's text: str('...')
+_STR_ARG = re.compile(r"""str\(('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\)""")
 
 
 @dataclass
@@ -224,6 +228,12 @@ class _Gen:
         self.kir: dict[str, kir.Kernel] = {}  # kernel name -> its kernel IR
         self.native = True
         self.numbers = value_numbers(g)
+        self.texts: list[str] = []  # strings a Python driver passes as ids (_T)
+
+    def text(self, t: str) -> str:
+        if t not in self.texts:
+            self.texts.append(t)
+        return f"_T[{self.texts.index(t)}]"
 
     def ref(self, o: Operand, dtype: DType | None = None) -> str:
         if isinstance(o, Const):
@@ -299,6 +309,8 @@ class _Gen:
             raise UnsupportedError(f"{n.name} with these operands ({shown}) has no CPU "
                                    "compilation rule")
         text = text.replace("{loc}", repr(n.loc))  # the user's line, for a kernel's errors
+        if not self.native:  # str('...') arguments as ids (ops/index.py's text_ids)
+            text = _STR_ARG.sub(lambda m: self.text(ast.literal_eval(m.group(1))), text)
         if "{out}" in text:
             self.w.line(text.replace("{out}", out).rstrip() + comment, origin)
         else:
@@ -424,6 +436,9 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         "# np.dot reaches through SciPy\n"
         "from tracejit.runtime.blas import matmul2d  # noqa: F811\nmatmul_batched = np.matmul\n"
         "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
+    if gen.texts:
+        consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
+                   f"_T = _text_ids({tuple(gen.texts)!r})\n")
     src = header + PRELUDE + blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
     return src, list(gen.kernels.values()), gen.consts, fname, gen.kir
 

@@ -111,6 +111,28 @@ def _index_put_rule(a: list[str], at: dict[str, Any], out: TensorType,
 X = Kind.INDEX
 
 
+_TEXTS: list[str] = []
+_TEXT_IDS: dict[str, int] = {}
+
+
+def text_ids(texts: tuple[str, ...]) -> tuple[int, ...]:
+    """Ids for these strings, registered in this process. A generated Python driver passes the
+    index-check kernels ids, not str objects, for the op name, style and user line of their
+    error message: Numba types a str argument in Python (3 us a call), an int in C (under 1 us);
+    IndexBoundsError turns the ids back into text."""
+    out = []
+    for t in texts:
+        if t not in _TEXT_IDS:
+            _TEXT_IDS[t] = len(_TEXTS)
+            _TEXTS.append(t)
+        out.append(_TEXT_IDS[t])
+    return tuple(out)
+
+
+def _text(v: Any) -> str:
+    return _TEXTS[int(v)] if isinstance(v, (int, np.integer)) else v
+
+
 class IndexBoundsError(ArgError, RuntimeError):
     """An index outside the dimension it indexes. An IndexError, as torch raises for `x[idx]`,
     `index_select`, `embedding` and loss targets, and a RuntimeError, as torch raises for
@@ -126,6 +148,7 @@ class IndexBoundsError(ArgError, RuntimeError):
         if value is None:  # a finished message (copy.copy, pickle)
             super().__init__(op)
             return
+        op, style, loc = _text(op), _text(style), _text(loc)  # (ids from compiled code)
         self.op, self.value, self.size, self.dim = op, int(value), int(size), int(dim)
         if style == "target":
             msg = (f"{op}: Target {value} is out of bounds: expected a class index in "
