@@ -201,23 +201,15 @@ def test_disk_cache_off_writes_nothing(tmp_path):
 # ---- TRACEJIT_BLAS and a machine without MKL ----------------------------------------------------
 
 
-def test_flag_numpy_forces_np_dot(monkeypatch):
+@pytest.mark.parametrize("lib, dtype", [("numpy", np.float32),
+                                        pytest.param("mkl", np.float64, marks=needs_mkl)])
+def test_flag_forces_the_library(monkeypatch, lib, dtype):
     monkeypatch.setattr(blas, "measure", lambda *a: pytest.fail("timed while forced"))
-    a = np.ones((5, 6), np.float32)
-    with tracejit.flags(blas="numpy"):
+    a = np.ones((5, 6), dtype)
+    with tracejit.flags(blas=lib):
         check(blas.matmul2d(a, a.T), a, a.T)
     (ch,) = blas.choices()
-    assert ch.lib == "numpy" and ch.how == "forced"
-
-
-@needs_mkl
-def test_flag_mkl_forces_mkl(monkeypatch):
-    monkeypatch.setattr(blas, "measure", lambda *a: pytest.fail("timed while forced"))
-    a = np.ones((5, 6), np.float64)
-    with tracejit.flags(blas="mkl"):
-        check(blas.matmul2d(a, a.T), a, a.T)
-    (ch,) = blas.choices()
-    assert ch.lib == "mkl" and ch.how == "forced"
+    assert ch.lib == lib and ch.how == "forced"
 
 
 def test_bad_flag_value_is_rejected():

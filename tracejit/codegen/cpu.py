@@ -367,25 +367,17 @@ class _Gen:
         of their shape (`w.grad.zero_()`): the effect fills the target with the scalar, instead
         of allocating and filling an array and then copying it (two passes over the target's
         size and an allocation saved)."""
-        g = self.g
-        uses: dict[Value, int] = {}
-        for n in g.nodes:
-            for v in n.inputs:
-                if isinstance(v, Value):
-                    uses[v] = uses.get(v, 0) + 1
-        for o in g.outputs:
-            if isinstance(o, Value):
-                uses[o] = uses.get(o, 0) + 1
-        for e in g.effects:
-            uses[e.source] = uses.get(e.source, 0) + 1
+        if self.snapshot:  # check mode snapshots every value, the full included
+            return {}
+        uses = self.g.uses()
+        made = {n.out: n for n in self.g.nodes if n.op.name == "full"}
         out: dict[Value, str] = {}
-        for n in g.nodes:
-            if n.op.name == "full" and not n.op.multiple_results and uses.get(n.out) == 1 and \
-                    not self.snapshot:
-                for e in g.effects:
-                    if e.source is n.out and e.target.type.shape == n.out.type.shape and \
-                            e.target.type.dtype is n.out.type.dtype:
-                        out[n.out] = lit(n.attrs["value"], n.out.type.dtype)
+        for e in self.g.effects:
+            n = made.get(e.source)
+            if n is not None and uses[e.source] == 1 and \
+                    e.target.type.shape == n.out.type.shape and \
+                    e.target.type.dtype is n.out.type.dtype:
+                out[n.out] = lit(n.attrs["value"], n.out.type.dtype)
         return out
 
 

@@ -153,12 +153,16 @@ def _nest(idx: list[Var], dims: range | list[int], body: list[Stmt]) -> list[Stm
     return body
 
 
+def _block_end(c: Var, step: int, extent: Expr) -> Expr:
+    """min(c + step, extent): where the block starting at c ends."""
+    return Op("minimum", (Op("add", (c, Lit(step, I64)), I64), extent), I64)
+
+
 def _blocked(i: Var, c: Var, extent: Expr, step: int, head: list[Stmt], body: list[Stmt],
              tail: list[Stmt]) -> Loop:
     """`for c in range(0, extent, step)`: head, then `for i in c..min(c + step, extent)`:
     body, then tail (chunked partial sums, prefetched streams)."""
-    stop = Op("minimum", (Op("add", (c, Lit(step, I64)), I64), extent), I64)
-    inner = Loop(i, stop, tuple(body), start=c)
+    inner = Loop(i, _block_end(c, step, extent), tuple(body), start=c)
     return Loop(c, extent, (*head, inner, *tail), step=step)
 
 
@@ -187,6 +191,7 @@ class _Fused:
         self.alias = dict(alias or {})
         for k, j in self.alias.items():
             self.oname[body.results[k]] = self.pname[body.params[j]]
+        self.written = {body.params[j] for j in self.alias.values()}  # inputs also outputs
         self.tname = {m.out: f"t{j}" for j, m in enumerate(body.nodes)}
         self.number = {m.out: j for j, m in enumerate(body.nodes)}
         # full values read in a pass after their own: computed again there when that costs an
@@ -222,7 +227,6 @@ class _Fused:
         m = self.node_of[v]
         if m.op.scalar not in REMAT_CHEAP:
             return REMAT_OPS + 1
-        written = set(self.alias.values())
         cost = 1
         for i in m.inputs:
             if not isinstance(i, Value):
@@ -231,7 +235,7 @@ class _Fused:
             if kind in ("row", "reduce"):
                 continue
             if kind is None:  # a parameter
-                if self.body.params.index(i) in written:
+                if i in self.written:
                     return REMAT_OPS + 1
                 continue
             if kind != "full" or i in self.oname:
@@ -410,8 +414,8 @@ class _Fused:
         if self._prefetches_next_row() and p == self._chunked_pass():
             # this block's share of the next row's lines (see _prefetch_next_row)
             c, h = Var(f"c{last}", I64), Var(f"h{last}", I64)
-            stop = Op("minimum", (Op("add", (c, Lit(CHUNK, I64)), I64), Dim(last)), I64)
-            head.append(Loop(h, stop, self._next_row_hints(h), start=c, step=PF_LINE))
+            head.append(Loop(h, _block_end(c, CHUNK, Dim(last)), self._next_row_hints(h),
+                             start=c, step=PF_LINE))
         tail: list[Stmt] = [Accum(Var(f"acc{j}", dt.float64), _spec(m).combine,
                                   cast(Var(f"acc{j}c", dt.float32), dt.float64))
                             for j, m in chunked]
@@ -428,7 +432,7 @@ class _Fused:
                if p.type.shape == self.s.domain and self.pname[p] not in written]
         out += [(self.oname[v], True) for v in self.body.results
                 if v.type.shape == self.s.domain]
-        return list(dict.fromkeys(out))
+        return out
 
     def _streams(self) -> bool:
         """One pass over a long innermost dimension, no reductions: stream it in steps of
@@ -478,8 +482,7 @@ class _Fused:
 
     def kernel(self) -> Kernel:
         body = self.body
-        aliased = {self.pname[body.params[j]] for j in self.alias.values()}
-        params = [Param(f"a{j}", p.type.dtype, len(p.type.shape), out=f"a{j}" in aliased)
+        params = [Param(f"a{j}", p.type.dtype, len(p.type.shape), out=p in self.written)
                   for j, p in enumerate(body.params)]
         params += [Param(f"o{k}", v.type.dtype, len(v.type.shape), out=True)
                    for k, v in enumerate(body.results) if k not in self.alias]
