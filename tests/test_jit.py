@@ -195,6 +195,35 @@ def test_in_place_effects_and_grad_none_match_eager() -> None:
     assert info.compiles <= 1 and info.hits >= 5, fast.explain()
 
 
+def test_same_shaped_gradients_zeroed_in_the_step_compile_and_do_not_alias() -> None:
+    # two biases of one shape, their gradients made and zeroed inside the step: CSE merges the
+    # two zero fills, and the `.grad` each parameter gets must still be its own tensor
+    rng = np.random.default_rng(0)
+    mk = lambda a: tj.tensor(a.astype(np.float32), requires_grad=True)
+    w, b1, b2 = mk(rng.standard_normal((3, 5))), mk(np.ones(5)), mk(np.ones(5))
+    ref = [mk(p.detach().numpy()) for p in (w, b1, b2)]
+    x = tj.tensor(rng.standard_normal((4, 3)).astype(np.float32))
+
+    def step(w: tj.Tensor, b1: tj.Tensor, b2: tj.Tensor) -> tj.Tensor:
+        loss = ((x @ w + b1).relu() * b2).sum()
+        loss.backward()
+        with tj.no_grad():
+            for p in (w, b1, b2):
+                p -= 0.1 * p.grad
+                p.grad.zero_()
+        return loss
+
+    fast = tj.jit(step)
+    for _ in range(5):
+        _close(fast(w, b1, b2), step(*ref), 1e-5)
+    assert fast.cache_info().hits >= 2, fast.explain()
+    for a, b in zip((w, b1, b2), ref):
+        _close(a, b, 1e-5)
+    assert not np.shares_memory(b1.grad.numpy(), b2.grad.numpy())
+    b1.grad.add_(1.0)
+    _close(b2.grad, np.zeros(5), 0)
+
+
 def test_ir_printer_and_source() -> None:
     w = tj.randn(4, 3)
     f = tj.jit(lambda x: (x @ w).relu() * 2.0)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
 from typing import Any
@@ -280,6 +284,26 @@ def test_print_time_and_numpy_random_are_graph_breaks(case: str, capsys: Any) ->
         assert capsys.readouterr().out.count("traced") == 3  # printed on every call
     elif case in ("numpy", "numpy_global"):
         assert float(outs[0][0]) != float(outs[1][0])  # new numbers every call, as eager
+
+
+def test_numba_compiling_inside_a_trace_is_not_the_users_random(tmp_path: Any) -> None:
+    # in a fresh process the first trace of a dropout makes Numba compile, and Numba's
+    # lowering calls a namedtuple's generated __new__ (code from "<string>") with an argument
+    # named random_function: that is library code, not a use of NumPy's random by the user
+    code = textwrap.dedent("""
+        import warnings, tracejit as tj
+        warnings.simplefilter("error")
+        f = tj.jit(lambda x: tj.nn.functional.dropout(x, 0.5, training=True) * 2.0)
+        for _ in range(3):
+            f(tj.ones(64))
+        info = f.cache_info()
+        assert info.compiles == 1 and info.hits >= 1 and info.fallbacks == 0, f.explain()
+        print("ok")
+    """)
+    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path))
+    os.chmod(tmp_path, 0o700)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
 # ---- calls that raise, and where warnings point -------------------------------------------------

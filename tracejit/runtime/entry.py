@@ -51,8 +51,7 @@ class Entry:
         index = {v: i for i, v in enumerate(g.params)}
         self._effect_src = [self.trace.params[index[e.target]].source for e in g.effects]
         self._out_dtypes = [v.type.dtype for v in g.outputs]  # type: ignore[union-attr]
-        self._grad_writes = [(owner, None if v is None else g.outputs.index(v))
-                             for owner, v in self.trace.grad_writes]
+        self._grad_writes = list(self.trace.grad_writes)
         spec = self.trace.out_spec
         self._single = spec[1] if spec[0] == "t" else None
 

@@ -24,6 +24,8 @@ import time
 import types
 from typing import Any
 
+import llvmlite
+import numba
 import numpy as np
 
 from ..tensor import Tensor
@@ -34,9 +36,14 @@ _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP = tuple(os.path.normcase(os.path.abspath(p)) + os.sep for p in {
     _PKG,
     os.path.dirname(os.path.abspath(np.__file__)),
+    # the compiler tracejit drives: Numba compiles (a kernel, or an eager op's njit function on
+    # its first use) inside a trace, and its globals are not the user's state
+    os.path.dirname(os.path.abspath(numba.__file__)),
+    os.path.dirname(os.path.abspath(llvmlite.__file__)),
     sysconfig.get_paths()["stdlib"],
     sysconfig.get_paths()["platstdlib"],
 })
+_PKG_DIR = os.path.normcase(os.path.abspath(_PKG)) + os.sep
 _RANDOM_FILE = random.__file__
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _LOAD_OPS = _GLOBAL_OPS | {"LOAD_DEREF", "LOAD_FAST", "LOAD_CLASSDEREF"}
@@ -155,17 +162,35 @@ class PythonStateWatcher:
             u = self._user[code] = _is_user_file(code.co_filename)
         return u
 
+    def _is_user_frame(self, frame: Any) -> bool:
+        """A frame of user code. Code compiled from a string (`<string>`, `<stdin>`, a
+        doctest) is the user's when the user's code or tracejit (the jitted function itself)
+        called it; a library's generated code (a namedtuple's `__new__` that Numba calls while
+        it compiles) is not."""
+        code = frame.f_code
+        if not self._is_user(code):
+            return False
+        if not code.co_filename.startswith("<"):
+            return True
+        back = frame.f_back
+        if back is None:
+            return True
+        if self._is_user_frame(back):
+            return True
+        name = os.path.normcase(os.path.abspath(back.f_code.co_filename))
+        return name.startswith(_PKG_DIR)
+
     def _hook(self, frame: Any, event: str, arg: Any) -> None:
         try:
             if event == "call":
                 code = frame.f_code
-                if self._is_user(code):
+                if self._is_user_frame(frame):
                     self._entered(frame, code)
                 elif code.co_filename == _RANDOM_FILE:
                     back = frame.f_back
-                    if back is not None and self._is_user(back.f_code):
+                    if back is not None and self._is_user_frame(back):
                         self._random_call(back, f"random.{code.co_qualname}", "Python's random")
-            elif event == "c_call" and self._is_user(frame.f_code):
+            elif event == "c_call" and self._is_user_frame(frame):
                 self._c_call(frame, arg)
         except Exception:  # never break the user's function: at worst a guard is missing
             pass

@@ -62,7 +62,9 @@ class TraceResult:
     graph: Graph
     params: list[Param]
     guards: list[Guard]
-    grad_writes: list[tuple[Source, Value | None]]  # .grad := output value (or None)
+    # .grad := the graph output at this index (or None); an index, not a Value, because the
+    # optimised graph's outputs are other Values (CSE merges two zeroed gradients of one shape)
+    grad_writes: list[tuple[Source, int | None]]
     # pytree: ("t", index into graph outputs) | ("p", Source) | ("c", value), in ("tuple",
     # [...]), ("list", [...]), ("dict", [(key, ...)]) or ("namedtuple", (its type, [...]))
     out_spec: Any
@@ -409,13 +411,13 @@ class Tracer:
             cur = self.env[id(p.tensor._data)]
             if cur is not p.value:
                 effects.append(Effect(p.value, cur))
-        grad_writes: list[tuple[Source, Value | None]] = []
+        grad_writes: list[tuple[Source, int | None]] = []
         for gw in self.grad_writes.values():
             if gw.tensor is None:
                 grad_writes.append((gw.owner, None))
             else:
                 outputs.append(self.value_of(gw.tensor))
-                grad_writes.append((gw.owner, outputs[-1]))
+                grad_writes.append((gw.owner, len(outputs) - 1))
         inputs = tuple(p.value for p in self.params if isinstance(p.source, ArgSource))
         lifted = tuple(p.value for p in self.params if not isinstance(p.source, ArgSource))
         order = [p for p in self.params if isinstance(p.source, ArgSource)] + \
