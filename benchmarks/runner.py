@@ -218,7 +218,7 @@ def _time(w: Workload, out: WorkloadResult, cases: dict[str, Case], inputs: dict
         number[name] = _calls_per_sample(case.run, quick)
     samples: dict[str, list[float]] = {name: [] for name in timed}
     order = list(timed)
-    for r in range(reps):
+    for r in range(reps if order else 0):  # (nothing to time when every check failed)
         # round-robin, starting one further each repeat, so drift hits every column alike
         for name in order[r % len(order):] + order[:r % len(order)]:
             samples[name].append(_sample(timed[name].run, number[name]))
