@@ -344,12 +344,47 @@ def test_float16_and_bad_dtypes() -> None:
 
 def test_draws_without_a_compiled_form_still_use_the_generator() -> None:
     tj.manual_seed(6)
-    a = (tj.randint(0, 10, (20,)).numpy(), tj.randperm(9).numpy())
+    a = tj.randperm(9).numpy()
     tj.manual_seed(6)
-    b = (tj.randint(0, 10, (20,)).numpy(), tj.randperm(9).numpy())
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    assert sorted(a[1].tolist()) == list(range(9)) and a[0].min() >= 0 and a[0].max() < 10
+    b = tj.randperm(9).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert sorted(a.tolist()) == list(range(9))
+
+
+def test_randint_is_floor_of_the_float64_uniforms_and_compiles() -> None:
+    tj.manual_seed(6)
+    a = tj.randint(-3, 7, (4000,))
+    want = -3 + np.floor(ref_uniform(6, 4000, True) * 10).astype(np.int64)
+    np.testing.assert_array_equal(a.numpy(), want)
+    assert a.dtype is tj.int64
+    counts = np.bincount(a.numpy() + 3, minlength=10)
+    chi2 = float(((counts - 400.0) ** 2 / 400.0).sum())
+    assert counts.size == 10 and chi2 < 30.0, counts  # 9 dof: p ~ 4e-4
+    tj.manual_seed(1)
+    eager = [tj.randint(0, 100, (2, 3)).numpy() for _ in range(3)]
+    jf = tj.jit(lambda x: x + tj.randint(0, 100, (2, 3)))
+    tj.manual_seed(1)
+    got = [jf(tj.zeros((2, 3), dtype=tj.int64)).numpy() for _ in range(3)]
+    for e, g in zip(eager, got):
+        np.testing.assert_array_equal(e, g)
+    assert jf.cache_info().fallbacks == 0 and jf.cache_info().hits == 2
+
+
+def test_randint_forms_dtypes_and_bad_bounds() -> None:
+    assert tj.randint(5, (2, 2)).shape == (2, 2)
+    assert tj.randint(3, 4, (6,)).numpy().tolist() == [3] * 6
+    assert tj.randint(0, 2, ()).shape == ()
+    assert tj.randint(0, 2, (0,)).shape == (0,)
+    f = tj.randint(-2, 2, (50,), dtype=tj.float32)
+    assert f.dtype is tj.float32 and set(f.numpy().tolist()) <= {-2.0, -1.0, 0.0, 1.0}
+    big = tj.randint(0, 2**40, (100,))
+    assert int(big.max()) < 2**40 and int(big.min()) >= 0
+    with pytest.raises(RuntimeError, match="expected low < high"):
+        tj.randint(3, 3, (2,))
+    with pytest.raises(TypeError, match="expected an integer low"):
+        tj.randint(0.5, 3, (2,))
+    with pytest.raises(RuntimeError, match="wider than 2\\^53"):
+        tj.randint(0, 2**60, (2,))
 
 
 def test_seeding_inside_a_compiled_function_is_a_graph_break() -> None:

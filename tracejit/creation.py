@@ -3,6 +3,7 @@ values from scratch (full, arange) go through dispatch, so a trace records them.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -314,12 +315,12 @@ def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, dev
 
 def _numpy_rng(op: str, generator: Any) -> np.random.Generator:
     """A NumPy generator seeded from one Philox block of `generator` (which it consumes), for
-    the draws that have no compiled form yet (randint, randperm, multinomial)."""
+    the draws that have no compiled form yet (randperm, multinomial)."""
     from .runtime.philox import words
 
     if STATE.tracer is not None:
         STATE.tracer.graph_break(f"random number generation ({op} has no compiled form yet; "
-                                 "rand, randn, bernoulli and dropout do)")
+                                 "rand, randn, randint, bernoulli and dropout do)")
     g = _gen(op, generator)
     w = words(np.int64(g._key._data), np.int64(g._offset._data), np.int64(1))
     g._offset._data[...] += 1
@@ -328,15 +329,35 @@ def _numpy_rng(op: str, generator: Any) -> np.random.Generator:
 
 def randint(low: int, high: Any = None, size: Any = (), *,
             generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Tensor:
+    """Integers uniform in [low, high): low + floor(u * (high - low)) for float64 Philox
+    uniforms u (53 random bits, so the bias is below 2^-21 for any span under 2^32), as graph
+    nodes under @jit: the same numbers eagerly and compiled."""
     if high is None or not isinstance(high, (int, np.integer)):  # randint(high, size)
         low, high, size = 0, low, (size if high is None else high)
+    bounds: list[int] = []
+    for name, v in (("low", low), ("high", high)):
+        try:  # (a traced Python int becomes a guard: the bounds set the graph's constants)
+            if isinstance(v, bool):
+                raise TypeError
+            bounds.append(operator.index(v))
+        except TypeError:
+            raise TypeError(located(f"randint: expected an integer {name}, got "
+                                    f"{type(v).__name__} ({v!r})")) from None
+    low, high = bounds
     as_device(device)
     if high <= low:
         raise RuntimeError(located(f"randint: expected low < high, got low={low}, high={high}"))
+    span = int(high) - int(low)
+    if span > 2**53:
+        raise RuntimeError(located(f"randint: the range high - low = {span} is wider than 2^53, "
+                                   "which float64 uniforms cannot cover evenly"))
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
     shape = _shape("randint", (size,))
-    a = _numpy_rng("randint", generator).integers(low, high, shape, dtype=np.int64)
-    return Tensor._make(a.astype(d.np), d)
+    u = _draw("randint", shape, dt.float64, generator, False)
+    # u * span < span in exact arithmetic but may round up to it: clamp to the last value
+    k = (u * float(span)).floor().clamp(max=float(span - 1)).to(dt.int64)
+    out = k + int(low) if low else k
+    return out if d is dt.int64 else out.to(d)
 
 
 def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
