@@ -12,6 +12,7 @@ import pytest
 
 import tracejit
 import tracejit.nn.functional as F  # noqa: N812
+from tracejit.testing import check_grad
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -220,6 +221,94 @@ def test_sdpa_jit_compiles_and_matches_eager() -> None:
         for g, g0 in zip(grads, results[0][1]):
             close(g, g0, 1e-5)
     assert_compiled(jf)
+
+
+def _weights_by_hand(q: Any, k: Any, causal: bool, p: float) -> Any:
+    """softmax(q k^T / sqrt(E)) with the causal mask, then dropout drawn as rand_like of the
+    weights: what the fused kernel must compute, in tracejit's composite ops."""
+    w = q.matmul(k.mT) * (1.0 / math.sqrt(q.shape[-1]))
+    if causal:
+        keep = tracejit.arange(q.shape[-2]).unsqueeze(-1) >= tracejit.arange(k.shape[-2])
+        w = w.masked_fill(keep.logical_not(), -math.inf)
+    w = tracejit.softmax(w, -1)
+    if p > 0:
+        w = w * ((tracejit.rand_like(w) < 1.0 - p).to(w.dtype) * (1.0 / (1.0 - p)))
+    return w
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_fused_dropout_draws_rand_like_of_the_weights(dtype: Any, causal: bool) -> None:
+    arrays = [randn(2, 3, L, E, dtype=dtype), randn(2, 3, S, E, dtype=dtype),
+              randn(2, 3, S, EV, dtype=dtype)]
+    g = randn(2, 3, L, EV, dtype=dtype)
+    got, want = [], []
+    for fused in (True, False):
+        ins = [tracejit.tensor(a, requires_grad=True) for a in arrays]
+        tracejit.manual_seed(7)
+        if fused:
+            out = F.scaled_dot_product_attention(*ins, dropout_p=0.3, is_causal=causal)
+        else:
+            out = _weights_by_hand(ins[0], ins[1], causal, 0.3).matmul(ins[2])
+        (out * tracejit.tensor(g)).sum().backward()
+        (got if fused else want).append([out.detach().numpy()] + [x.grad.numpy() for x in ins])
+        (got if fused else want).append(tracejit.creation.default_generator.get_state().numpy())
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(got[0], want[0]):
+        close(a, b, tol)
+    np.testing.assert_array_equal(got[1], want[1])  # the generator advanced alike
+
+
+def test_sdpa_fused_gradients_match_finite_differences() -> None:
+    m = MASK.copy()
+    m[1] = False  # a row that attends nowhere
+    arrays = [randn(2, L, E), randn(2, S, E), randn(2, S, EV)]
+    fmask = tracejit.tensor(FMASK)
+    for mask in (tracejit.tensor(m), fmask, None):
+        def fn(*xs: Any) -> Any:
+            return F.scaled_dot_product_attention(*xs, attn_mask=mask)
+        check_grad(fn, *arrays)
+
+
+def test_sdpa_fused_under_jit_is_one_kernel_each_way_and_matches_eager() -> None:
+    def step(q: Any, k: Any, v: Any) -> Any:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.2)
+        loss = (out * out).sum()
+        loss.backward()
+        return loss
+
+    arrays = [randn(2, 2, L, E, dtype=np.float32), randn(2, 2, S, E, dtype=np.float32),
+              randn(2, 2, S, EV, dtype=np.float32)]
+    jf = tracejit.jit(step)
+    res = []
+    for run in (step, jf, jf):
+        tracejit.manual_seed(11)
+        ins = [tracejit.tensor(a, requires_grad=True) for a in arrays]
+        res.append([run(*ins).item()] + [x.grad.numpy() for x in ins])
+    for r in res[1:]:
+        assert r[0] == pytest.approx(res[0][0], rel=1e-6)
+        for a, b in zip(r[1:], res[0][1:]):
+            close(a, b, 1e-5)
+    assert_compiled(jf)
+    ir = str(jf.ir(*[tracejit.tensor(a, requires_grad=True) for a in arrays]))
+    assert ir.count("= attention[") == 1 and ir.count("= attention_bwd[") == 1, ir
+    assert "softmax" not in ir and "matmul" not in ir, ir
+    src = jf.source(*[tracejit.tensor(a, requires_grad=True) for a in arrays])
+    assert "attention_fwd(" in src and "attention_bwd_flat(" in src
+
+
+def test_sdpa_broadcast_batch_and_grad_masks_take_the_composite() -> None:
+    # batch dims that broadcast, and a float mask that wants a gradient, are computed by the
+    # matmul/softmax composite: same values, and the mask gets its gradient
+    q, k, v = randn(2, 1, L, E), randn(1, 3, S, E), randn(1, 3, S, EV)
+    ours, theirs = zip(*(pair(a, True) for a in (q, k, v)))
+    close(F.scaled_dot_product_attention(*ours), TF.scaled_dot_product_attention(*theirs))
+    fm_o, fm_t = pair(FMASK, True)
+    a = [tracejit.tensor(x) for x in (randn(L, E), randn(S, E), randn(S, EV))]
+    F.scaled_dot_product_attention(*a, attn_mask=fm_o).sum().backward()
+    TF.scaled_dot_product_attention(*(torch.tensor(x.numpy()) for x in a),
+                                    attn_mask=fm_t).sum().backward()
+    close(fm_o.grad, fm_t.grad, 1e-6)
 
 
 # ---- MultiheadAttention --------------------------------------------------------------------------

@@ -480,6 +480,37 @@ def _einsum(name: str, eq: str, *args: tuple[Any, ...], **kw: Any) -> Row:
 
 
 TRI = ((F(3, 4),), (F(2, 3, 4),), (F(0, 3),), (F(1, 1),), (F(4, 2),))
+SDPA = ((F(4, 5), F(6, 5), F(6, 3)), (F(2, 3, 4, 5), F(2, 3, 6, 5), F(2, 3, 6, 3)),
+        (F(1, 2), F(1, 2), F(1, 2)), (F(3, 2), F(0, 2), F(0, 4)))
+
+
+def _sdpa_ref(causal: bool = False, scale: float | None = None) -> Callable[..., np.ndarray]:
+    """softmax(q k^T * scale (+ mask)) v in float64; causal: key j <= query i."""
+    def ref(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+            m: np.ndarray | None = None) -> np.ndarray:
+        s = q @ np.swapaxes(k, -1, -2) * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+        if causal:
+            s = np.where(np.arange(s.shape[-2])[:, None] >= np.arange(s.shape[-1]), s, -np.inf)
+        if m is not None:
+            s = s + m
+        if s.shape[-1] == 0:
+            return np.zeros(s.shape[:-1] + (v.shape[-1],))
+        return _softmax(s, -1) @ v
+    return ref
+
+
+def _sdpa(**kw: Any) -> Callable[..., Any]:
+    return lambda m, q, k, v, *mask: nn_functional(m).scaled_dot_product_attention(
+        q, k, v, *mask, **kw)
+
+
+ROWS += [
+    Row("sdpa", _sdpa(), _sdpa_ref(), SDPA),
+    Row("sdpa_causal_scale", _sdpa(is_causal=True, scale=0.3), _sdpa_ref(True, 0.3), SDPA[:3]),
+    Row("sdpa_float_mask", _sdpa(), _sdpa_ref(), ((F(4, 5), F(6, 5), F(6, 3), F(4, 6)),
+                                                   (F(2, 4, 5), F(2, 6, 5), F(2, 6, 3), F(6)))),
+]
+
 ALONG = ((F(3, 4),), (F(2, 3, 4),), (F(0, 3),), (F(1, 5),))
 TIES = ((A((3, 6), ints=True),), (A((2, 3, 4), ints=True),))
 
@@ -591,9 +622,11 @@ def test_op(row: Row, k: int, layout: str, request: pytest.FixtureRequest) -> No
 
 
 def test_every_registered_op_has_a_row() -> None:
-    """Runs each row once under a recording checker and collects the ops it dispatched.
-    Structural ops (constant, fused) are left out: they exist only in graphs and no Tensor
-    method dispatches them; tests/test_structural.py and the jit tests cover them."""
+    """Runs each row once under a recording checker and collects the ops it dispatched,
+    its backward's included (an op only a VJP dispatches, attention_bwd, counts when a row's
+    gradient reaches it). Structural ops (constant, fused) are left out: they exist only in
+    graphs and no Tensor method dispatches them; tests/test_structural.py and the jit tests
+    cover them."""
     seen: set[str] = set()
     for r in ROWS:
         from tracejit.dispatch import STATE
@@ -601,8 +634,11 @@ def test_every_registered_op_has_a_row() -> None:
         checker = _InferCheck()
         STATE.tracer = checker
         try:
-            r.fn(tracejit, *[tracejit.tensor(a) if isinstance(a, np.ndarray) else a
-                             for a in r.inputs(0)])
+            ins = [tracejit.tensor(a, requires_grad=r.grad and a.dtype.kind == "f")
+                   if isinstance(a, np.ndarray) else a for a in r.inputs(0)]
+            out = r.fn(tracejit, *ins)
+            if r.grad and isinstance(out, tracejit.Tensor) and out.requires_grad:
+                out.sum().backward()
         finally:
             STATE.tracer = None
         seen.update(checker.seen)

@@ -448,6 +448,15 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         key, value = _gqa_expand(query, key, name), _gqa_expand(query, value, name)
     L, S = query.shape[-2], key.shape[-2]
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if attn_mask is not None and attn_mask.dtype is not dt.bool_ and \
+            attn_mask.dtype is not query.dtype:
+        raise TypeError(located(
+            f"{name}: attn_mask must be bool (True = attend) or of the query's dtype "
+            f"{query.dtype.name} (added to the scores), got {attn_mask.dtype.name}"))
+    if (query.dtype in (dt.float32, dt.float64) and dropout_p < 1.0
+            and tuple(query.shape[:-2]) == tuple(key.shape[:-2]) == tuple(value.shape[:-2])
+            and not (attn_mask is not None and attn_mask.requires_grad)):
+        return _fused_attention(query, key, value, attn_mask, dropout_p, is_causal, float(s))
     scores = query.matmul(key.mT) * s
     if is_causal:
         attn_mask = arange(L).unsqueeze(-1) >= arange(S)
@@ -469,6 +478,29 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     if dropout_p > 0.0:
         attn = dropout(attn, dropout_p, training=True)
     return attn.matmul(value)
+
+
+def _fused_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None,
+                     dropout_p: float, is_causal: bool, scale: float) -> Tensor:
+    """The `attention` op (ops/attention.py): one kernel, eager and compiled. Dropout draws
+    what `rand_like` of the (..., L, S) weights would, from the default generator."""
+    from ..creation import _gen
+    from ..dispatch import dispatch
+    from ..ops import REGISTRY
+    from ..runtime.philox import blocks
+
+    mask = "none" if attn_mask is None else ("bool" if attn_mask.dtype is dt.bool_ else "float")
+    ops: list[Tensor] = [query, key, value] + ([attn_mask] if attn_mask is not None else [])
+    g = None
+    if dropout_p > 0.0:
+        g = _gen("scaled_dot_product_attention", None)
+        ops += [g._key, g._offset.clone()]  # (a copy: the VJP recomputes the same draws)
+    out = dispatch(REGISTRY["attention"], tuple(ops),
+                   {"scale": scale, "causal": bool(is_causal), "mask": mask, "p": dropout_p})
+    if g is not None:
+        n = math.prod(query.shape[:-1]) * key.shape[-2]
+        g._advance(blocks(n, query.dtype is dt.float64))
+    return out
 
 
 def _gqa_expand(query: Tensor, kv: Tensor, name: str) -> Tensor:

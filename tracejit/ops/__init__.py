@@ -1,6 +1,7 @@
 """The op registry (see registry.py); importing this package declares every op."""
 
 from . import (  # noqa: F401  (declares the ops)
+    attention,
     contract,
     elementwise,
     index,
