@@ -216,10 +216,12 @@ def _rule(op: OpDef) -> Any:
 
 
 class _Gen:
-    def __init__(self, g: Graph, plan: BufferPlan, snapshot: bool = False) -> None:
+    def __init__(self, g: Graph, plan: BufferPlan, snapshot: bool = False,
+                 profile: bool = False) -> None:
         self.g = g
         self.plan = plan
         self.snapshot = snapshot  # check mode: keep a copy of every value as it is computed
+        self.profile = profile  # step.profile(): add each node's time to _prof[node]
         self.w = Writer()
         self.names: dict[Value, str] = {}
         self.kernels: dict[str, Kernel] = {}
@@ -323,17 +325,23 @@ class _Gen:
             self.names[v] = f"p{k}"
         if native:
             self.w.line(JIT)
-        extra = ["_snap"] if self.snapshot else []
+        extra = ["_snap"] if self.snapshot else ["_prof"] if self.profile else []
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         fills = self._effect_fills()
         with self.w.indent():
             for i, n in enumerate(g.nodes):
                 if n.out in fills:  # written by its effect straight into the target
                     continue
+                if self.profile:
+                    self.w.line("_t = _clock()")
                 self.node(i, n)
+                if self.profile:
+                    self.w.line(f"_prof[{i}] += _clock() - _t")
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
                         f"np.copy({self.names[o]}), " for o in n.outs) + "))")
+            if self.profile:  # the effects' copies: one more slot
+                self.w.line("_t = _clock()")
             view_made = {o for n in g.nodes if n.op.view for o in n.outs}
             aliasable = set(g.params) | view_made
             in_place = self.plan.in_place_effects(g)
@@ -349,6 +357,8 @@ class _Gen:
                 if e.source in aliasable and len(g.effects) > 1:
                     src += ".copy()"  # the source may alias another target written first
                 self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
+            if self.profile:
+                self.w.line(f"_prof[{len(g.nodes)}] += _clock() - _t")
             outs = []
             for o in g.outputs:
                 if isinstance(o, Value) and root.get(o, o) in self.const_of:
@@ -398,20 +408,20 @@ def use_native_driver(g: Graph) -> bool:
 
 
 def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
-             snapshot: bool = False) -> tuple[str, list[Kernel], list[np.ndarray], str,
-                                              dict[str, kir.Kernel]]:
+             snapshot: bool = False, profile: bool = False
+             ) -> tuple[str, list[Kernel], list[np.ndarray], str, dict[str, kir.Kernel]]:
     """Source of the driver module (without kernels), its kernels, constants, and name.
     A native driver is one njit function; a Python one runs the same statements in the
     interpreter, calling the njit kernels (LLVM then never re-optimises every kernel inlined at
     every call site of a long unrolled driver, which is what makes big graphs slow to compile)."""
-    gen = _Gen(g, make_plan(g) if plan is None else plan, snapshot)
+    gen = _Gen(g, make_plan(g) if plan is None else plan, snapshot, profile)
     body = gen.generate("DRIVER", native)
     digest = cache.content_hash(print_graph(g) + body + "".join(k.source for k in
                                                                  gen.kernels.values()))
     cdigest = hashlib.sha1(b"".join(c.tobytes() + str(c.dtype).encode() + str(c.shape).encode()
                                     for c in gen.consts)).hexdigest()
     fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}" + \
-        ("_check" if snapshot else "")
+        ("_check" if snapshot else "_profile" if profile else "")
     fname = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fname)
     kind = "native driver" if native else "Python driver over njit kernels"
     header = (f"# tracejit program {fname}: graph {g.name}, {kind}, tracejit {cache.VERSION}, "
@@ -427,7 +437,8 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         "# NumPy's OpenBLAS, as eager mode, or MKL), never the second OpenBLAS that Numba's\n"
         "# np.dot reaches through SciPy\n"
         "from tracejit.runtime.blas import matmul2d  # noqa: F811\nmatmul_batched = np.matmul\n"
-        "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
+        "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n" +
+        ("from time import perf_counter as _clock\n" if profile else ""))
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")
@@ -492,21 +503,23 @@ def _check_dtypes(g: Graph) -> None:
                                    "type); compute in float32 (x.float()) to compile")
 
 
-def compile_graph(g: Graph, snapshot: bool = False) -> Program:
+def compile_graph(g: Graph, snapshot: bool = False, profile: bool = False) -> Program:
     """Compile `g` with its buffer plan (made here, and verified). With `snapshot` (check
     mode), a Python driver that takes one more argument, a list, and appends to it a copy of
-    every node's results as they are computed."""
-    native = use_native_driver(g) and not snapshot
+    every node's results as they are computed. With `profile` (step.profile()), a Python
+    driver that takes a list of len(g.nodes) + 1 floats and adds to item i the seconds node i
+    took (its allocations and its call), to the last one the effects' copies."""
+    native = use_native_driver(g) and not snapshot and not profile
     _check_dtypes(g)
     plan = make_plan(g)
     verify_plan(g, plan)
-    src, kernels, consts, fname, kernel_ir = generate(g, native, plan, snapshot)
+    src, kernels, consts, fname, kernel_ir = generate(g, native, plan, snapshot, profile)
     for k in kernels:
         cache.register_kernel(k.name, k.source)
     if consts:
         cache.register_constants(fname, consts)
     if not native:
-        prog = _python_program(g, src, fname, kernels, plan, snapshot)
+        prog = _python_program(g, src, fname, kernels, plan, snapshot, profile)
         prog.kernel_ir = kernel_ir
         return prog
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
@@ -533,7 +546,7 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
 
 
 def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan: BufferPlan,
-                    snapshot: bool = False) -> Program:
+                    snapshot: bool = False, profile: bool = False) -> Program:
     """Load a Python driver and run it once on copies of typical inputs, so its kernels are
     compiled (or loaded from Numba's cache) now rather than inside the first real call."""
     # ones for floats; zeros for integers, the one index valid for any non-empty dimension
@@ -548,7 +561,8 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
-                fn(*[p.copy() for p in probe], *([[]] if snapshot else []))
+                extra = [[]] if snapshot else [[0.0] * (len(g.nodes) + 1)] if profile else []
+                fn(*[p.copy() for p in probe], *extra)
             break
         except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
             break  # not reached yet compile on the first real call

@@ -33,6 +33,7 @@ class Entry:
     # argument objects keyed by id() (modules, optimizers, ...): held so that, while this
     # entry exists, no other object can be born at the same address and match its key
     held: list[Any] = field(default_factory=list)
+    profiled: Any = None  # the instrumented twin of `program` that profile() runs
 
     @property
     def breaks(self) -> list[GraphBreak]:
