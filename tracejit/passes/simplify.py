@@ -16,6 +16,7 @@ from ..ops import REGISTRY as R
 from ..ops.registry import ShapeError, TensorType, broadcast_shapes
 from ..ops.structural import CONSTANT
 from .cse import rewrite
+from .fold import FOLD_LIMIT
 
 # x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
 _IDENTITY_RIGHT = {"mul": 1, "div": 1, "sub": 0}
@@ -97,6 +98,10 @@ def _one_hot(n: Node, producer: dict[Value, Node]) -> list[Node] | None:
     nodes = [Node(R["check_index"], (idx,), (check,),
                   {"size": size, "negative": False, "ignore": None, "op": "scatter_add",
                    "style": "index", "dim": d}, n.loc),
+             # (as fold would make it, which has run: a constant the program reads, not an
+             # arange it allocates and fills on every call)
+             Node(CONSTANT, (), (ar,), {"value": np.arange(size, dtype=i64.np)}, n.loc)
+             if size <= FOLD_LIMIT else
              Node(R["arange"], (), (ar,), {"start": 0, "end": size, "step": 1, "dtype": i64},
                   n.loc)]
     pos: Value = ar
