@@ -6,6 +6,7 @@ moves, beside the runtime's own parts of a call (key and guards, gather, finish)
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from .entry import Entry
 
 @dataclass(frozen=True)
 class ProfileRow:
-    """One line of the table: `seconds` is the mean per call."""
+    """One line of the table: `seconds` is the median per call."""
 
     node: str  # "%6" (the IR number, as ir() and the driver's comments print it), or ""
     kind: str  # "kernel", "BLAS", "driver op", "view", "effects", "driver", "runtime"
@@ -35,8 +36,8 @@ class ProfileRow:
 
 @dataclass(frozen=True)
 class Profile:
-    """Per-call times of one compiled program, averaged over `calls` calls (`str()`: the
-    table). `total` is the mean wall time of a whole call; the rows' times sum to it."""
+    """Per-call times of one compiled program over `calls` calls (`str()`: the table): each
+    row's median over the calls; `total`, their sum, is a typical call's wall time."""
 
     name: str
     program: str
@@ -51,8 +52,8 @@ class Profile:
         return [r.name for r in self.rows if r.kind == "kernel"]
 
     def table(self) -> str:
-        head = (f"profile of {self.name} ({self.program}): {_us(self.total)} per call, mean of "
-                f"{self.calls} calls")
+        head = (f"profile of {self.name} ({self.program}): {_us(self.total)} per call (medians "
+                f"of {self.calls} calls)")
         cols = f"{'node':>5}  {'kind':<9}  {'name':<44} {'time':>10} {'share':>6} " \
                f"{'bytes':>9} {'GB/s':>6}  line"
         lines = [head, cols, "-" * len(cols)]
@@ -67,7 +68,7 @@ class Profile:
 
     __str__ = table
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # (the table is str(); printing it twice in a REPL helps no one)
         return f"<Profile {self.name}: {len(self.rows)} rows, {_us(self.total)} per call>"
 
 
@@ -130,13 +131,11 @@ def profile_entry(e: Entry, flat_of: Callable[[], list[Any]], calls: int) -> Pro
     if e.profiled is None:
         e.profiled = compile_graph(g, profile=True)
     prog = e.profiled
-    slots = [0.0] * (len(g.nodes) + 1)
-    guards = gather = run = finish = 0.0
+    n_slots = len(g.nodes) + 1
+    samples: list[list[float]] = []  # per call: guards, gather, each node, effects, rest, finish
     clock = time.perf_counter
     for k in range(calls + 1):
-        if k == 1:  # the warm-up call is not counted
-            slots = [0.0] * (len(g.nodes) + 1)
-            guards = gather = run = finish = 0.0
+        slots = [0.0] * n_slots
         t0 = clock()
         flat = flat_of()
         e.guards_hold(flat)
@@ -147,24 +146,26 @@ def profile_entry(e: Entry, flat_of: Callable[[], list[Any]], calls: int) -> Pro
         t3 = clock()
         e.finish(flat, params, list(outs), None)
         t4 = clock()
-        guards, gather, run, finish = guards + t1 - t0, gather + t2 - t1, run + t3 - t2, \
-            finish + t4 - t3
+        if k:  # the warm-up call is not counted
+            samples.append([t1 - t0, t2 - t1, *slots, max(0.0, t3 - t2 - sum(slots)), t4 - t3])
+    # the median of each part over the calls: a call preempted by another process on a busy
+    # machine (tens of us lost in one place) does not move it, as it would a mean
+    med = [statistics.median(col) for col in zip(*samples)]
     made = _kernel_of(g, prog.kernels, prog.source)
     numbers = value_numbers(g)
-    rows = [ProfileRow("", "runtime", "key and guards", guards / calls, 0),
-            ProfileRow("", "runtime", "gather parameters", gather / calls, 0)]
+    rows = [ProfileRow("", "runtime", "key and guards", med[0], 0),
+            ProfileRow("", "runtime", "gather parameters", med[1], 0)]
     for i, n in enumerate(g.nodes):
         kind, name, moved = _describe(n, prog.kernels, made)
         if n.op is FUSED or kind == "kernel":
             kind = "kernel" if id(n) in made else kind
-        rows.append(ProfileRow(f"%{numbers[i]}", kind, name, slots[i] / calls, moved, n.loc))
+        rows.append(ProfileRow(f"%{numbers[i]}", kind, name, med[2 + i], moved, n.loc))
     written = sum(_nbytes(e_.target) for e_ in g.effects
                   if e_.target not in prog.plan.in_place_effects(g))
-    rows.append(ProfileRow("", "effects", "copies into parameters", slots[-1] / calls,
-                           2 * written))
-    rows.append(ProfileRow("", "driver", "Python between the calls (and the timers)",
-                           max(0.0, run - sum(slots)) / calls, 0))
-    rows.append(ProfileRow("", "runtime", "finish (outputs, .grad, versions)", finish / calls, 0))
+    rows.append(ProfileRow("", "effects", "copies into parameters", med[-3], 2 * written))
+    rows.append(ProfileRow("", "driver", "Python between the calls (and the timers)", med[-2],
+                           0))
+    rows.append(ProfileRow("", "runtime", "finish (outputs, .grad, versions)", med[-1], 0))
     total = sum(r.seconds for r in rows)
     kind = "native driver profiled as its Python twin" if e.program.native else "Python driver"
     return Profile(g.name, f"{prog.name.removesuffix('_profile')}, {kind}", calls, total,
