@@ -606,7 +606,7 @@ class JitFunction:
                 **kwargs: Any) -> Profile:
         """Run the compiled program for these inputs `calls` times (after one warm-up call)
         through an instrumented copy of its driver, and print (unless `show=False`) and return
-        where a call's time goes: each kernel, BLAS call and driver-level op with its mean time,
+        where a call's time goes: each kernel, BLAS call and driver-level op with its median time,
         share of the call and bytes moved, and the runtime's parts (key and guards, gather,
         finish). The calls really run, as `calls + 1` ordinary calls would: a training step
         trains. Inputs not seen yet are traced first, as ir() does. (`calls` and `show` are
