@@ -12,7 +12,7 @@ import inspect
 import types
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .tensor import Tensor
 from .trace.pystate import PythonStateWatcher
 from .trace.scalars import ScalarArg, plain
 from .trace.tracer import Tracer, TraceResult, UndoLog
+
+if TYPE_CHECKING:
+    from .runtime.profile import Profile
 
 
 class CacheInfo(NamedTuple):
@@ -598,6 +601,34 @@ class JitFunction:
                          + (text.rstrip("\n") + "\n" if text is not None
                             else "# (source not registered)\n"))
         return "\n\n".join(parts)
+
+    def profile(self, *args: Any, calls: int = 20, show: bool = True,
+                **kwargs: Any) -> Profile:
+        """Run the compiled program for these inputs `calls` times (after one warm-up call)
+        through an instrumented copy of its driver, and print (unless `show=False`) and return
+        where a call's time goes: each kernel, BLAS call and driver-level op with its median time,
+        share of the call and bytes moved, and the runtime's parts (key and guards, gather,
+        finish). The calls really run, as `calls + 1` ordinary calls would: a training step
+        trains. Inputs not seen yet are traced first, as ir() does. (`calls` and `show` are
+        taken by profile, not passed on to the function.)"""
+        from .runtime.profile import profile_entry
+
+        e = self._entry_for(args, kwargs)
+        if e.program is None and not e.failed:
+            self._compile(e)
+        if e.program is None:
+            raise RuntimeError(f"tracejit: {self.name} is not compiled for these inputs "
+                               f"({e.failed or 'no program'}); nothing to profile")
+
+        def flat_of() -> list[Any]:
+            flat: list[Any] = []
+            self._flatten_args(args, kwargs, flat, [], [STATE.grad_enabled])
+            return flat
+
+        prof = profile_entry(e, flat_of, max(1, calls))
+        if show:
+            print(prof.table())
+        return prof
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
         """What @jit did with this function. Given inputs, they are traced first if not seen

@@ -1,6 +1,7 @@
 """Test helpers for users and for tracejit's own op table, like jax.test_util: `check_op`
 (values and the shape/dtype rule against a NumPy float64 reference) and `check_grad` (reverse
-mode against central finite differences in float64). Imports the public API only."""
+mode against central finite differences in float64), and `count_allocations` (the arrays
+NumPy and Numba allocate inside a block). Imports the public API only."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from . import dtypes as dt
 from .autograd import grad as autograd_grad
 from .dispatch import STATE
 from .ops.registry import OpDef, TensorType
+from .runtime.allocations import AllocationCount, count_allocations  # noqa: F401
 from .tensor import Tensor
 
 LAYOUTS = ("contiguous", "transposed", "strided")

@@ -34,10 +34,12 @@ def check_target(idx, n, ignore, op, loc):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def gather_last(x, idx, dim, loc):  # type: ignore[no-untyped-def]
+def gather_last(x, idx, dim, loc, out=None):  # type: ignore[no-untyped-def]
+    """x[..., idx] along the last dim, into `out` when given (a driver's planned buffer)."""
     n = x.shape[-1]
     check_range(idx, 0, n, "gather", "index", dim, loc)
-    out = np.empty(idx.shape, x.dtype)
+    if out is None:
+        out = np.empty(idx.shape, x.dtype)
     for pos in np.ndindex(idx.shape[:-1]):
         for j in range(idx.shape[-1]):
             out[pos + (j,)] = x[pos + (idx[pos + (j,)],)]

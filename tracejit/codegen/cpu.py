@@ -22,7 +22,7 @@ from .. import kir
 from ..dtypes import DType, int64
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Value
-from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
+from ..ir.plan import BufferPlan, is_view, make_plan, roots, verify_plan
 from ..ir.printer import print_graph, value_numbers
 from ..kir.lower import lower_fused, lower_reduce
 from ..ops.registry import Kind, OpDef, lit, np_name
@@ -59,6 +59,10 @@ class Kernel:
 NATIVE_DRIVER_MAX_NODES = 64
 # a string literal argument in a driver-level rule's text: str('...')
 _STR_ARG = re.compile(r"""str\(('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\)""")
+# an int64 literal argument: np.int64(3). A Python driver passes the int itself, which Numba
+# types as int64 too: the same compiled kernel, without a NumPy scalar made on every call (and
+# a 0-d array Numba makes from it to type and unbox it)
+_I64_ARG = re.compile(r"np\.int64\((-?\d+)\)")
 
 
 @dataclass
@@ -217,10 +221,12 @@ def _rule(op: OpDef) -> Any:
 
 
 class _Gen:
-    def __init__(self, g: Graph, plan: BufferPlan, snapshot: bool = False) -> None:
+    def __init__(self, g: Graph, plan: BufferPlan, snapshot: bool = False,
+                 profile: bool = False) -> None:
         self.g = g
         self.plan = plan
         self.snapshot = snapshot  # check mode: keep a copy of every value as it is computed
+        self.profile = profile  # step.profile(): add each node's time to _prof[node]
         self.w = Writer()
         self.names: dict[Value, str] = {}
         self.kernels: dict[str, Kernel] = {}
@@ -230,6 +236,10 @@ class _Gen:
         self.native = True
         self.numbers = value_numbers(g)
         self.texts: list[str] = []  # strings a Python driver passes as ids (_T)
+        # the workspace: buffers a Python driver takes from `_w` (made once per program, see
+        # planned_buffers) instead of allocating them on every call; (shape, dtype) each
+        self.ws: list[tuple[tuple[int, ...], str]] = []
+        self.fresh: set[Value] | None = None  # buffers that must be new each call (or None)
 
     def text(self, t: str) -> str:
         if t not in self.texts:
@@ -246,13 +256,38 @@ class _Gen:
         self.kir[k.name] = ir
         return k.name
 
-    def alloc(self, outs: list[str], types: list[Any], reuse: dict[int, int],
-              args: list[str]) -> None:
-        """The buffers a kernel writes: fresh, or (the buffer plan) an operand's."""
-        for k, (o, t) in enumerate(zip(outs, types)):
+    def planned(self, v: Value) -> str | None:
+        """The workspace buffer `v` is computed into, when it may live in one."""
+        if self.fresh is None or v in self.fresh:
+            return None
+        self.ws.append((tuple(v.type.shape), np_name(v.type.dtype)))
+        return f"_w[{len(self.ws) - 1}]"
+
+    def scratch(self, name: str, shape: tuple[int, ...]) -> list[str]:
+        """The scratch arrays kernel `name` takes (`kir.Param.scratch`), for this domain:
+        workspace buffers, or (no workspace) new arrays."""
+        out = []
+        for p in self.kir[name].params:
+            if p.scratch is None:
+                continue
+            dims = tuple(_extent(e, shape) for e in p.scratch)
+            if self.fresh is None:
+                out.append(f"np.empty({dims!r}, {np_name(p.dtype)})")
+            else:
+                self.ws.append((dims, np_name(p.dtype)))
+                out.append(f"_w[{len(self.ws) - 1}]")
+        return out
+
+    def alloc(self, outs: list[Value], reuse: dict[int, int], args: list[str]) -> None:
+        """The buffers a kernel writes: the workspace's, fresh, or (the buffer plan) an
+        operand's."""
+        for k, v in enumerate(outs):
+            o, t = self.names[v], v.type
             shape, dtype = tuple(t.shape), np_name(t.dtype)
             if k in reuse:
                 self.w.line(f"{o} = {args[reuse[k]]}")
+            elif (buf := self.planned(v)) is not None:
+                self.w.line(f"{o} = {buf}")
             elif not self.native and math.prod(shape) * t.dtype.np.itemsize >= \
                     pool.THRESHOLD_BYTES:
                 # a large buffer: from the pool of blocks dead arrays released (glibc maps
@@ -286,8 +321,9 @@ class _Gen:
             k = self.kernel(*fused_kernel(n, reuse))
             shape = repr(tuple(n.attrs.get("domain", n.outs[0].type.shape)))
             onames = [self.names[o] for o in n.outs]
-            self.alloc(onames, [o.type for o in n.outs], reuse, args)
+            self.alloc(list(n.outs), reuse, args)
             written = [o for j, o in enumerate(onames) if j not in reuse]  # (the rest: operands)
+            written += self.scratch(k, tuple(n.attrs.get("domain", n.outs[0].type.shape)))
             self.w.line(f"{k}({shape}, {', '.join(args + written)})"
                         f"{comment}: {' ; '.join(m.name for m in n.attrs['body'].nodes)}", origin)
             return
@@ -300,8 +336,11 @@ class _Gen:
             return
         if n.op.kind is Kind.REDUCE and n.op.reduce is not None:
             k = self.kernel(*reduce_kernel(n))
-            self.alloc([out], [n.out.type], {}, args)
-            self.w.line(f"{k}({args[0]}.shape, {args[0]}, {out}){comment}", origin)
+            self.alloc([n.out], {}, args)
+            x = n.inputs[0]
+            scratch = "".join(f", {b}" for b in self.scratch(
+                k, tuple(x.type.shape) if isinstance(x, Value) else ()))
+            self.w.line(f"{k}({args[0]}.shape, {args[0]}, {out}{scratch}){comment}", origin)
             return
         ins = [v.type if isinstance(v, Value) else v.value for v in n.inputs]
         text = _rule(n.op)(args, n.attrs, n.out.type, ins)
@@ -310,8 +349,12 @@ class _Gen:
             raise UnsupportedError(f"{n.name} with these operands ({shown}) has no CPU "
                                    "compilation rule")
         text = text.replace("{loc}", repr(n.loc))  # the user's line, for a kernel's errors
+        if "{into}" in text:  # the rule can write its result into a buffer it is given
+            buf = self.planned(n.out)
+            text = text.replace("{into}", "" if buf is None else f", {buf}")
         if not self.native:  # str('...') arguments as ids (ops/index.py's text_ids)
             text = _STR_ARG.sub(lambda m: self.text(ast.literal_eval(m.group(1))), text)
+            text = _I64_ARG.sub(lambda m: m.group(1), text)
         if "{out}" in text:
             self.w.line(text.replace("{out}", out).rstrip() + comment, origin)
         else:
@@ -324,17 +367,27 @@ class _Gen:
             self.names[v] = f"p{k}"
         if native:
             self.w.line(JIT)
-        extra = ["_snap"] if self.snapshot else []
+        extra = ["_snap"] if self.snapshot else ["_prof"] if self.profile else []
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         fills = self._effect_fills()
+        if not native and not self.snapshot:
+            self.fresh = fresh_buffers(g, self.plan)
         with self.w.indent():
+            self.w.line("_w = _WS.pop() if _WS else _new_ws()")
+            at = len(self.w.lines)
             for i, n in enumerate(g.nodes):
                 if n.out in fills:  # written by its effect straight into the target
                     continue
+                if self.profile:
+                    self.w.line("_t = _clock()")
                 self.node(i, n)
+                if self.profile:
+                    self.w.line(f"_prof[{i}] += _clock() - _t")
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
                         f"np.copy({self.names[o]}), " for o in n.outs) + "))")
+            if self.profile:  # the effects' copies: one more slot
+                self.w.line("_t = _clock()")
             view_made = {o for n in g.nodes if n.op.view for o in n.outs}
             aliasable = set(g.params) | view_made
             in_place = self.plan.in_place_effects(g)
@@ -350,6 +403,8 @@ class _Gen:
                 if e.source in aliasable and len(g.effects) > 1:
                     src += ".copy()"  # the source may alias another target written first
                 self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
+            if self.profile:
+                self.w.line(f"_prof[{len(g.nodes)}] += _clock() - _t")
             outs = []
             for o in g.outputs:
                 if isinstance(o, Value) and root.get(o, o) in self.const_of:
@@ -359,6 +414,10 @@ class _Gen:
                     outs.append(self.names[o])
                 else:
                     outs.append(f"np.array({self.ref(o)})")
+            if self.ws:
+                self.w.line("_WS.append(_w)")
+            else:  # (no workspace after all)
+                self.w.drop(at - 1)
             self.w.line("return (" + "".join(f"{o}, " for o in outs) + ")")
         return self.w.text()
 
@@ -382,6 +441,39 @@ class _Gen:
         return out
 
 
+def _extent(e: kir.Expr, shape: tuple[int, ...]) -> int:
+    """The value of a scratch array's extent for a kernel called on domain `shape`."""
+    if isinstance(e, kir.Dim):
+        return shape[e.k]
+    if isinstance(e, kir.Lit):
+        return int(e.value)
+    if isinstance(e, kir.Op) and e.op in ("add", "mul"):
+        a, b = (_extent(x, shape) for x in e.args)
+        return a + b if e.op == "add" else a * b
+    raise AssertionError(f"a scratch extent the driver cannot compute: {e}")
+
+
+def fresh_buffers(g: Graph, plan: BufferPlan) -> set[Value]:
+    """The values whose buffers a Python driver must allocate anew on every call: those an
+    output is, views or (by the buffer plan) is written into. Every other buffer a node
+    computes is dead when the call returns (effects copy theirs into the targets), so it can
+    live in the program's workspace, made once and reused by every call."""
+    owner: dict[Value, Value] = {}  # value -> the value whose buffer it is
+
+    def of(v: Value) -> Value:
+        return owner.get(v, v)
+
+    for i, n in enumerate(g.nodes):
+        if is_view(n) and n.inputs and isinstance(n.inputs[0], Value):
+            owner[n.out] = of(n.inputs[0])
+        for k, j in plan.for_node(i).items():
+            operand = n.inputs[j]
+            if isinstance(operand, Value):
+                owner[n.outs[k]] = of(operand)
+    escaping = {of(o) for o in g.outputs if isinstance(o, Value)}
+    return {v for n in g.nodes for v in n.outs if of(v) in escaping}
+
+
 class _Single:
     """Adapter: one elementwise node seen as a one-member fusion group."""
 
@@ -399,20 +491,20 @@ def use_native_driver(g: Graph) -> bool:
 
 
 def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
-             snapshot: bool = False) -> tuple[str, list[Kernel], list[np.ndarray], str,
-                                              dict[str, kir.Kernel]]:
+             snapshot: bool = False, profile: bool = False
+             ) -> tuple[str, list[Kernel], list[np.ndarray], str, dict[str, kir.Kernel]]:
     """Source of the driver module (without kernels), its kernels, constants, and name.
     A native driver is one njit function; a Python one runs the same statements in the
     interpreter, calling the njit kernels (LLVM then never re-optimises every kernel inlined at
     every call site of a long unrolled driver, which is what makes big graphs slow to compile)."""
-    gen = _Gen(g, make_plan(g) if plan is None else plan, snapshot)
+    gen = _Gen(g, make_plan(g) if plan is None else plan, snapshot, profile)
     body = gen.generate("DRIVER", native)
     digest = cache.content_hash(print_graph(g) + body + "".join(k.source for k in
                                                                  gen.kernels.values()))
     cdigest = hashlib.sha1(b"".join(c.tobytes() + str(c.dtype).encode() + str(c.shape).encode()
                                     for c in gen.consts)).hexdigest()
     fname = f"{g.name}_{hashlib.sha1((digest + cdigest).encode()).hexdigest()[:10]}" + \
-        ("_check" if snapshot else "")
+        ("_check" if snapshot else "_profile" if profile else "")
     fname = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fname)
     kind = "native driver" if native else "Python driver over njit kernels"
     header = (f"# tracejit program {fname}: graph {g.name}, {kind}, tracejit {cache.VERSION}, "
@@ -428,7 +520,13 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         "# NumPy's OpenBLAS, as eager mode, or MKL), never the second OpenBLAS that Numba's\n"
         "# np.dot reaches through SciPy\n"
         "from tracejit.runtime.blas import matmul2d  # noqa: F811\nmatmul_batched = np.matmul\n"
-        "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
+        "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n" +
+        ("from time import perf_counter as _clock\n" if profile else ""))
+    if gen.ws:  # the workspace: one set of buffers per call in flight (a list of free sets, so
+        # a call made while another runs, from a thread or a hook, takes a set of its own)
+        consts += ("_WS_SPEC = (" + "".join(f"({shape!r}, {dt}), " for shape, dt in gen.ws) +
+                   ")\n_WS = []\n\n\ndef _new_ws():\n"
+                   "    return tuple([np.empty(s, d) for s, d in _WS_SPEC])\n")
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")
@@ -493,21 +591,23 @@ def _check_dtypes(g: Graph) -> None:
                                    "type); compute in float32 (x.float()) to compile")
 
 
-def compile_graph(g: Graph, snapshot: bool = False) -> Program:
+def compile_graph(g: Graph, snapshot: bool = False, profile: bool = False) -> Program:
     """Compile `g` with its buffer plan (made here, and verified). With `snapshot` (check
     mode), a Python driver that takes one more argument, a list, and appends to it a copy of
-    every node's results as they are computed."""
-    native = use_native_driver(g) and not snapshot
+    every node's results as they are computed. With `profile` (step.profile()), a Python
+    driver that takes a list of len(g.nodes) + 1 floats and adds to item i the seconds node i
+    took (its allocations and its call), to the last one the effects' copies."""
+    native = use_native_driver(g) and not snapshot and not profile
     _check_dtypes(g)
     plan = make_plan(g)
     verify_plan(g, plan)
-    src, kernels, consts, fname, kernel_ir = generate(g, native, plan, snapshot)
+    src, kernels, consts, fname, kernel_ir = generate(g, native, plan, snapshot, profile)
     for k in kernels:
         cache.register_kernel(k.name, k.source)
     if consts:
         cache.register_constants(fname, consts)
     if not native:
-        prog = _python_program(g, src, fname, kernels, plan, snapshot)
+        prog = _python_program(g, src, fname, kernels, plan, snapshot, profile)
         prog.kernel_ir = kernel_ir
         return prog
     sig = tuple(numba.typeof(np.empty(v.type.shape, v.type.dtype.np)) for v in g.params)
@@ -534,7 +634,7 @@ def compile_graph(g: Graph, snapshot: bool = False) -> Program:
 
 
 def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan: BufferPlan,
-                    snapshot: bool = False) -> Program:
+                    snapshot: bool = False, profile: bool = False) -> Program:
     """Load a Python driver and run it once on copies of typical inputs, so its kernels are
     compiled (or loaded from Numba's cache) now rather than inside the first real call."""
     # ones for floats; zeros for integers, the one index valid for any non-empty dimension
@@ -549,7 +649,8 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
-                fn(*[p.copy() for p in probe], *([[]] if snapshot else []))
+                extra = [[]] if snapshot else [[0.0] * (len(g.nodes) + 1)] if profile else []
+                fn(*[p.copy() for p in probe], *extra)
             break
         except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
             break  # not reached yet compile on the first real call

@@ -27,5 +27,11 @@ class Writer:
         finally:
             self._indent -= 1
 
+    def drop(self, index: int) -> None:
+        """Remove the line at 0-based `index` (the lines after it move up, with their origin)."""
+        del self.lines[index]
+        self.origin = {(k - 1 if k > index + 1 else k): v for k, v in self.origin.items()
+                       if k != index + 1}
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"

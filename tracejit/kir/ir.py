@@ -154,6 +154,9 @@ class Param:
     dtype: DType
     ndim: int
     out: bool = False  # written by the kernel (results); inputs are only read
+    # a scratch array the caller passes (in the domain's extents), whose contents the kernel
+    # never reads before it writes them: `kir.passes.scratch_params` makes them of `Alloc`s
+    scratch: tuple[Expr, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,8 @@ def _format_body(body: tuple[Stmt, ...], indent: str, out: list[str]) -> None:
 def format_kernel(k: Kernel, name: str | None = None) -> str:
     """The kernel as text: a signature line, then the body, two spaces per level."""
     params = ", ".join(f"{p.name}: {p.dtype.short}{'[' + ','.join('_' * p.ndim) + ']'}"
-                       f"{' out' if p.out else ''}" for p in k.params)
+                       f"{' scratch' if p.scratch is not None else ' out' if p.out else ''}"
+                       for p in k.params)
     note = f"  # {k.note}" if k.note else ""
     dom = f"[{', '.join(f'D{i}' for i in range(k.rank))}]"
     lines = [f"kernel {name or k.hint}(domain {dom}; {params}){note}"]

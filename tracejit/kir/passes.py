@@ -7,13 +7,18 @@ by `optimise` after lowering (and before any renderer sees the kernel).
   loop writes that memory, which it cannot for arrays passed in (an output may be an input's
   buffer: the buffer plan). Loads from buffers the loop stores to are never moved. A moved
   load reads in bounds even when the loop runs zero times: it indexes only dimensions of the
-  loops around it, and 0 in the array's own size-1 dimensions."""
+  loops around it, and 0 in the array's own size-1 dimensions.
+- `scratch_params`: an `Alloc` at the kernel's top level (a row kept between passes, an
+  accumulator array) becomes a parameter the caller passes (`Param.scratch`: its shape in the
+  domain's extents), filled by a loop nest when it has a fill value: a Python driver passes a
+  buffer of its workspace, made once, so the kernel allocates nothing per call."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .ir import Accum, Expr, Kernel, Let, Load, Loop, Stmt, Store, Var, sub_exprs
+from .. import dtypes as dt
+from .ir import Accum, Alloc, Expr, Kernel, Let, Load, Loop, Param, Stmt, Store, Var, sub_exprs
 
 
 def _free_vars(e: Expr) -> Iterator[str]:
@@ -80,7 +85,28 @@ def hoist(k: Kernel) -> Kernel:
     return Kernel(k.hint, k.params, _hoist_body(k.body), k.note, k.rank, k.meta)
 
 
-PASSES: list[tuple[str, Callable[[Kernel], Kernel]]] = [("hoist", hoist)]
+def scratch_params(k: Kernel) -> Kernel:
+    params = list(k.params)
+    body: list[Stmt] = []
+    for s in k.body:
+        if not isinstance(s, Alloc):
+            body.append(s)
+            continue
+        params.append(Param(s.buf, s.dtype, len(s.shape), out=True, scratch=s.shape))
+        if s.fill is None:
+            continue
+        idx = tuple(Var(f"{s.buf}_{d}", dt.int64) for d in range(len(s.shape)))
+        fill: Stmt = Store(s.buf, idx, s.fill)
+        for d in reversed(range(len(s.shape))):
+            fill = Loop(idx[d], s.shape[d], (fill,))
+        body.append(fill)
+    if len(params) == len(k.params):
+        return k
+    return Kernel(k.hint, tuple(params), tuple(body), k.note, k.rank, k.meta)
+
+
+PASSES: list[tuple[str, Callable[[Kernel], Kernel]]] = [("hoist", hoist),
+                                                        ("scratch_params", scratch_params)]
 
 
 def optimise(k: Kernel) -> Kernel:
@@ -89,4 +115,4 @@ def optimise(k: Kernel) -> Kernel:
     return k
 
 
-__all__ = ["PASSES", "hoist", "optimise"]
+__all__ = ["PASSES", "hoist", "optimise", "scratch_params"]

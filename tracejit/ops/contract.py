@@ -55,7 +55,7 @@ def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[An
     if out.dtype.name not in ("float32", "float64"):
         return None  # BLAS has no integer or half matmul: those run eagerly
     if len(out.shape) == 2:
-        return f"matmul2d({a[0]}, {a[1]})"
+        return f"matmul2d({a[0]}, {a[1]}{{into}})"  # (into: a planned buffer, see registry)
     # batched: broadcast the batch dims, flatten them to one, loop over BLAS calls
     batch, (m, n) = out.shape[:-2], out.shape[-2:]
     k = ins[0].shape[-1]

@@ -51,6 +51,8 @@ def _gather_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[An
     if out.ndim == 0:
         return None  # 0-d: eager only
     perm, inv = _to_last(out.ndim, at["dim"])
+    if at["dim"] == out.ndim - 1:  # along the last dim: straight into a planned buffer
+        return f"gather_last({a[0]}, {a[1]}, {_where(at['dim'])}{{into}})"
     return (f"np.transpose(gather_last(np.transpose({a[0]}, {perm!r}), "
             f"np.transpose({a[1]}, {perm!r}), {_where(at['dim'])}), {inv!r})")
 

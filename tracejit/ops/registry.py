@@ -161,6 +161,8 @@ def defop(name: str, kind: Kind, **kw: Any) -> OpDef:
 # A `kernels[device]` rule is `rule(args, attrs, out, ins) -> str | None`: `args` are the operand
 # expressions, `out` the output TensorType, `ins` the operand types. It returns an expression, or
 # statements that assign `{out}`, or None when this case has no compiled form (a graph break).
+# `{into}` in the text marks where the driver may pass a buffer planned for the result: it
+# becomes `, BUF` (a last positional argument: a Python driver's workspace buffer) or nothing.
 
 
 def np_name(d: DType) -> str:

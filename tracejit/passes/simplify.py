@@ -1,5 +1,6 @@
 """Algebraic simplification: x*1, x-0, x/1 -> x; identity reshape/expand/cast/permute;
-reshape of reshape and permute of permute composed; an elementwise op reads the operand of an
+reshape of reshape and permute of permute composed; (a @ b).T as b.T @ a.T; a clone of a
+buffer nothing else reads dropped; an elementwise op reads the operand of an
 `expand` directly when its own broadcasting gives the same result shape (so a row value
 broadcast back over its row, as VJPs of reductions do, fuses with the work reading it). Only
 rewrites that keep the exact type."""
@@ -16,6 +17,7 @@ from ..ops import REGISTRY as R
 from ..ops.registry import ShapeError, TensorType, broadcast_shapes
 from ..ops.structural import CONSTANT
 from .cse import rewrite
+from .fold import FOLD_LIMIT
 
 # x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
 _IDENTITY_RIGHT = {"mul": 1, "div": 1, "sub": 0}
@@ -97,6 +99,10 @@ def _one_hot(n: Node, producer: dict[Value, Node]) -> list[Node] | None:
     nodes = [Node(R["check_index"], (idx,), (check,),
                   {"size": size, "negative": False, "ignore": None, "op": "scatter_add",
                    "style": "index", "dim": d}, n.loc),
+             # (as fold would make it, which has run: a constant the program reads, not an
+             # arange it allocates and fills on every call)
+             Node(CONSTANT, (), (ar,), {"value": np.arange(size, dtype=i64.np)}, n.loc)
+             if size <= FOLD_LIMIT else
              Node(R["arange"], (), (ar,), {"start": 0, "end": size, "step": 1, "dtype": i64},
                   n.loc)]
     pos: Value = ar
@@ -114,6 +120,20 @@ def _one_hot(n: Node, producer: dict[Value, Node]) -> list[Node] | None:
     else:
         nodes.append(Node(R["where"], (hit, src, zero), n.outs, {}, n.loc))
     return nodes
+
+
+def _transposed(v: Operand, producer: dict[Value, Node], nodes: list[Node], loc: str) -> Value:
+    """`v.T` for a 2-d value: the operand of a transposing permute, or a new permute node."""
+    assert isinstance(v, Value)
+    src = producer.get(v)
+    if src is not None and src.name == "permute" and tuple(src.attrs["dims"]) == (1, 0) and \
+            isinstance(src.inputs[0], Value):
+        return src.inputs[0]
+    t = Value(TensorType(v.type.shape[::-1], v.type.dtype, v.type.device))
+    m = Node(R["permute"], (v,), (t,), {"dims": (1, 0)}, loc)
+    producer[t] = m
+    nodes.append(m)
+    return t
 
 
 def simplify(g: Graph) -> Graph:
@@ -146,6 +166,20 @@ def simplify(g: Graph) -> Graph:
             # reshape(sum(x, dims, keepdim=True)) dropping the kept dims: sum(.., keepdim=False)
             # (a VJP's sum_to; its reshape would otherwise close a fused group)
             n = Node(src.op, src.inputs, n.outs, {**src.attrs, "keepdim": False}, n.loc)
+        elif src is not None and n.name == "permute" and src.name == "matmul" and \
+                n.out.type.ndim == 2 and uses.get(src.out, 0) == 1:
+            # (a @ b).T = b.T @ a.T: the product made in the layout that is read (a weight's
+            # gradient, x.T @ g transposed back), not a transposed view a clone then copies
+            # with a strided pass (BLAS reads transposed operands at no cost)
+            a, b = (_transposed(v, producer, nodes, n.loc) for v in src.inputs)
+            n = Node(R["matmul"], (b, a), n.outs, {}, n.loc)
+        elif src is not None and n.name == "clone" and src.op is not CONSTANT and \
+                not src.op.view and src.name != "expand" and not src.op.multiple_results and \
+                uses.get(src.out, 0) == 1:
+            # a clone of a buffer nothing else reads (AccumulateGrad's of a new gradient): the
+            # buffer itself
+            env[n.out] = src.out
+            continue
         elif src is not None and n.name == "permute" and src.name == "permute":
             inner, outer = src.attrs["dims"], n.attrs["dims"]
             n = Node(R["permute"], src.inputs, n.outs,

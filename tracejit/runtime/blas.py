@@ -388,30 +388,30 @@ def _mkl_callable(m: _Mkl, a: np.ndarray, b: np.ndarray) -> Any:
     empty = np.empty
 
     if ta and tb:
-        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            c = empty(shape, dtype)
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            c = empty(shape, dtype) if out is None else out
             gemm(fa, fb, mm, nn, kk, a.T, lda, b.T, ldb, c)
             return c
     elif ta:
-        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            c = empty(shape, dtype)
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            c = empty(shape, dtype) if out is None else out
             gemm(fa, fb, mm, nn, kk, a.T, lda, b, ldb, c)
             return c
     elif tb:
-        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            c = empty(shape, dtype)
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            c = empty(shape, dtype) if out is None else out
             gemm(fa, fb, mm, nn, kk, a, lda, b.T, ldb, c)
             return c
     else:
-        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            c = empty(shape, dtype)
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            c = empty(shape, dtype) if out is None else out
             gemm(fa, fb, mm, nn, kk, a, lda, b, ldb, c)
             return c
     return run
 
 
-def _numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.dot(a, b)
+def _numpy(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.dot(a, b) if out is None else np.dot(a, b, out=out)
 
 
 def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
@@ -454,11 +454,13 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
     return fns[c.lib]
 
 
-def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for 2-d operands, through the BLAS chosen for their dtype, shape and layout."""
+def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` for 2-d operands, through the BLAS chosen for their dtype, shape and layout;
+    into `out` when given (C-contiguous, of the result's shape and dtype, overlapping neither
+    operand: a driver's planned buffer)."""
     md = get_flag("blas")
     k = (md, a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides)
     fn = _plans.get(k)
     if fn is None:
         fn = _plans[k] = _resolve(mode(), a, b)
-    return fn(a, b)
+    return fn(a, b) if out is None else fn(a, b, out)

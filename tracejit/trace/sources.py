@@ -15,6 +15,12 @@ class Source:
     def get(self, flat: list[Any]) -> Any:
         raise NotImplementedError
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        """A Python expression over `flat` (and names it adds to `ns`) that evaluates to
+        `get(flat)`: `runtime/entry.py` compiles an entry's guards and gather into one
+        function of such expressions."""
+        return f"{bind(ns, self)}.get(flat)"
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -26,6 +32,9 @@ class ArgSource(Source):
 
     def get(self, flat: list[Any]) -> Any:
         return flat[self.index]
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        return f"flat[{self.index}]"
 
     def describe(self) -> str:
         return f"argument {self.name}"
@@ -53,6 +62,9 @@ class RefSource(Source):
     def get(self, flat: list[Any]) -> Any:
         return self.obj
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        return bind(ns, self.obj)
+
     def describe(self) -> str:
         return f"lifted tensor {self.name}"
 
@@ -63,6 +75,9 @@ class GradSource(Source):
 
     def get(self, flat: list[Any]) -> Any:
         return self.owner.get(flat)._grad
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        return f"{self.owner.emit(ns)}._grad"
 
     def describe(self) -> str:
         return f"{self.owner.describe()}.grad"
@@ -79,6 +94,9 @@ class ScalarSource(Source):
     def get(self, flat: list[Any]) -> Any:
         return self.container[self.key]
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        return f"{bind(ns, self.container)}[{bind(ns, self.key)}]"
+
     def describe(self) -> str:
         return f"value [{self.key!r}] of a {type(self.container).__name__}"
 
@@ -86,9 +104,23 @@ class ScalarSource(Source):
 # ---- guards -------------------------------------------------------------------------------------
 
 
+def bind(ns: dict[str, Any], obj: Any) -> str:
+    """A name in `ns` for `obj` (one per object), for generated expressions."""
+    for k, v in ns.items():
+        if v is obj and k.startswith("_o"):
+            return k
+    name = f"_o{len(ns)}"
+    ns[name] = obj
+    return name
+
+
 class Guard:
     def check(self, flat: list[Any]) -> bool:
         raise NotImplementedError
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        """A Python expression over `flat` that is `check(flat)` (see `Source.emit`)."""
+        return f"{bind(ns, self)}.check(flat)"
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -110,6 +142,10 @@ class TensorMetaGuard(Guard):
         t = self.source.get(flat)
         return t is not None and t._data.shape == self.shape and t._dtype is self.dtype
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        return (f"((t := {self.source.emit(ns)}) is not None and t._data.shape == "
+                f"{self.shape!r} and t._dtype is {bind(ns, self.dtype)})")
+
     def describe(self) -> str:
         return f"{self.source.describe()} is a {self.dtype.name} tensor of shape {list(self.shape)}"
 
@@ -121,8 +157,14 @@ class NoneGuard(Guard):
     def check(self, flat: list[Any]) -> bool:
         return self.source.get(flat) is None
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        return f"({self.source.emit(ns)} is None)"
+
     def describe(self) -> str:
         return f"{self.source.describe()} is None"
+
+
+_PLAIN = (bool, int, float, str)  # values whose == is a plain bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +187,12 @@ class ValueGuard(Guard):
         # Adam step checks six of these); arrays compare elementwise
         return same if type(same) is bool else bool(np.all(same))
 
+    def emit(self, ns: dict[str, Any]) -> str:
+        if type(self.container) is not dict or type(self.value) not in _PLAIN:
+            return super().emit(ns)
+        return (f"(type(v := {bind(ns, self.container)}.get({bind(ns, self.key)}, _MISSING)) "
+                f"is {bind(ns, type(self.value))} and v == {bind(ns, self.value)})")
+
     def describe(self) -> str:
         return f"[{self.key!r}] == {self.value!r} (a {type(self.container).__name__})"
 
@@ -157,6 +205,10 @@ class AttrGuard(Guard):
 
     def check(self, flat: list[Any]) -> bool:
         return getattr(self.obj, self.attr, None) == self.value
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        return (f"(getattr({bind(ns, self.obj)}, {self.attr!r}, None) == "
+                f"{bind(ns, self.value)})")
 
     def describe(self) -> str:
         return f"{type(self.obj).__name__}.{self.attr} == {self.value!r}"
@@ -210,6 +262,9 @@ class GlobalIdentityGuard(PyGuard):
 
     def check(self, flat: list[Any]) -> bool:
         return self.namespace.get(self.name, _MISSING) is self.obj
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        return f"({bind(ns, self.namespace)}.get({self.name!r}, _MISSING) is {bind(ns, self.obj)})"
 
     def describe(self) -> str:
         return (f"global {self.name} is the same {type(self.obj).__name__} object (read in "
@@ -293,6 +348,10 @@ class ModuleVersionsGuard(PyGuard):
         self.items = [[m, m.__dict__.get("_jit_version", 0), module_state(m)] for m in modules]
         self.epoch = MODULE_EPOCH[0]
         self.failed: Any = None
+
+    def emit(self, ns: dict[str, Any]) -> str:
+        g = bind(ns, self)  # the epoch test inline, the rest only when a module was assigned
+        return f"(_EPOCH[0] == {g}.epoch or {g}.check(flat))"
 
     def check(self, flat: list[Any]) -> bool:
         if MODULE_EPOCH[0] == self.epoch:
