@@ -58,8 +58,9 @@ def build(lib: Any, cfg: GPTConfig, seed: int | None = None) -> Any:
 def _define(torch: Any) -> Any:  # noqa: C901 - one model, its classes read as one listing
     nn = torch.nn
     F = torch.nn.functional  # noqa: N806
+    Module: Any = nn.Module  # noqa: N806 - a base class only known at run time
 
-    class CausalSelfAttention(nn.Module):
+    class CausalSelfAttention(Module):
         def __init__(self, cfg: GPTConfig) -> None:
             super().__init__()
             # query, key and value of every head in one projection
@@ -81,7 +82,7 @@ def _define(torch: Any) -> Any:  # noqa: C901 - one model, its classes read as o
             y = y.transpose(1, 2).contiguous().view(B, T, C)
             return self.resid_dropout(self.c_proj(y))
 
-    class MLP(nn.Module):
+    class MLP(Module):
         def __init__(self, cfg: GPTConfig) -> None:
             super().__init__()
             self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
@@ -92,7 +93,7 @@ def _define(torch: Any) -> Any:  # noqa: C901 - one model, its classes read as o
         def forward(self, x: Any) -> Any:
             return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
-    class Block(nn.Module):
+    class Block(Module):
         def __init__(self, cfg: GPTConfig) -> None:
             super().__init__()
             self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -105,7 +106,7 @@ def _define(torch: Any) -> Any:  # noqa: C901 - one model, its classes read as o
             x = x + self.attn(self.ln_1(x))
             return x + self.mlp(self.ln_2(x))
 
-    class GPT(nn.Module):
+    class GPT(Module):
         def __init__(self, cfg: GPTConfig) -> None:
             super().__init__()
             self.config = cfg
