@@ -87,7 +87,8 @@ def main() -> list[float]:
     seconds = time.perf_counter() - t_start
     info = step.cache_info()
     print(f"{args.steps} steps in {seconds:.1f} s (compiling included); "
-          f"traces={info.traces} compiles={info.compiles} fallbacks={info.fallbacks}")
+          f"traces={info.traces} compiles={info.compiles} compiled calls={info.hits} "
+          f"fallbacks={info.fallbacks}")
     model.eval()
     with torch.no_grad():
         x, y = data.batch(rng, data.val, 4 * args.batch_size, args.block_size)

@@ -178,9 +178,12 @@ def batches(n: int, t: int = 12) -> list[tuple[np.ndarray, ...]]:
     return [data(t=t, seed=10 + i) for i in range(n)]
 
 
-def assert_compiled(f: Any) -> None:
+def assert_compiled(f: Any, calls: int) -> None:
+    """Traced twice (while the gradients and AdamW's state appeared), then every call ran
+    compiled code (compiles is 0 when an earlier test left the program in the disk cache)."""
     info = f.cache_info()
-    assert info.fallbacks == 0 and info.compiles == 1 and info.hits >= 1, (info, f.explain())
+    assert info.fallbacks == 0 and info.compiles <= 1 and info.traces == 2, (info, f.explain())
+    assert info.hits == calls - info.traces, (info, f.explain())
     assert not f.explain().graph_breaks
 
 
@@ -197,7 +200,7 @@ def test_jitted_train_step_matches_torch(cfg: dict[str, Any]) -> None:
         close(t_loss, o_loss, f"loss, step {i}")
         grads_close(theirs, ours)
         params_close(theirs, ours)
-    assert_compiled(o_step)
+    assert_compiled(o_step, 5)
 
 
 def test_jitted_train_step_with_dropout_matches_eager() -> None:
@@ -214,7 +217,7 @@ def test_jitted_train_step_with_dropout_matches_eager() -> None:
     j_losses = [j_step(tracejit.tensor(x), tracejit.tensor(y)).item() for x, y in data_]
     np.testing.assert_allclose(j_losses, e_losses, rtol=TOL, atol=TOL)
     params_close(eager, jitted)
-    assert_compiled(j_step)
+    assert_compiled(j_step, 5)
     # dropout was on: the losses differ from the same model in eval mode
     eager.eval()
     x, y = data_[-1]
