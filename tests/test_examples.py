@@ -63,3 +63,16 @@ def test_data_credit_is_shipped():
     assert "Fisher (1936)" in readme and "UCI" in readme and "public domain" in readme.lower()
     with open(os.path.join(EXAMPLES, "data", "iris.csv")) as f:
         assert f.readline().strip() == "150,4,setosa,versicolor,virginica"
+
+
+def test_gpt_example_trains_compiled_and_samples(monkeypatch, capsys):
+    losses = run_main("gpt", ["--steps", "8", "--n-layer", "1", "--n-embd", "16",
+                              "--block-size", "8", "--batch-size", "4", "--sample", "12"],
+                      monkeypatch)
+    assert len(losses) == 8 and max(losses[-2:]) < losses[0]
+    out = capsys.readouterr().out
+    assert "step    0  loss" in out and "held-out loss" in out
+    # compiled (or loaded from the disk cache, compiles=0): every call after the traces hit
+    assert "compiled calls=6 fallbacks=0" in out
+    sample = out.split("sample:\n")[1]  # may hold newlines: the text has them
+    assert sample.startswith("We hold ") and len(sample) >= len("We hold ") + 12

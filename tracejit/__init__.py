@@ -107,6 +107,18 @@ def is_tensor(obj: object) -> _builtins.bool:
     return isinstance(obj, Tensor)
 
 
-def numel(x: Tensor) -> _builtins.int:
-    return x.numel()
+def numel(input: Tensor) -> _builtins.int:
+    return input.numel()
+from . import nn as _nn  # noqa: E402
 from .jit import JitFunction, disable_jit, jit  # noqa: E402
+from .options import (  # noqa: E402, F401
+    channels_last,
+    contiguous_format,
+    layout,
+    memory_format,
+    preserve_format,
+    strided,
+)
+from .options import install as _install_options  # noqa: E402
+
+_install_options(globals(), _nn.functional, Tensor)

@@ -46,16 +46,21 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     return _from_value(data, dtype, copy=False)
 
 
-def from_numpy(a: np.ndarray) -> Tensor:
-    """A tensor sharing `a`'s memory: changes to one show in the other."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(located(f"from_numpy: expected np.ndarray, got {type(a).__name__}"))
-    return Tensor._make(a, dt.from_numpy_dtype(a.dtype))
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A tensor sharing `ndarray`'s memory: changes to one show in the other."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(located(f"from_numpy: expected np.ndarray, got "
+                                f"{type(ndarray).__name__}"))
+    return Tensor._make(ndarray, dt.from_numpy_dtype(ndarray.dtype))
 
 
-def from_dlpack(ext: Any) -> Tensor:
-    """Zero-copy import from any object with __dlpack__ (torch, JAX, NumPy)."""
-    a = np.from_dlpack(ext)
+def from_dlpack(ext_tensor: Any, *, device: Any = None, copy: bool | None = None) -> Tensor:
+    """Zero-copy import from any object with __dlpack__ (torch, JAX, NumPy); copy=True copies,
+    device must be the CPU."""
+    as_device(device)
+    a = np.from_dlpack(ext_tensor)
+    if copy:
+        a = a.copy()
     return Tensor._make(a, dt.from_numpy_dtype(a.dtype))
 
 
@@ -94,28 +99,30 @@ def _like(x: Tensor, dtype: Any) -> dt.DType:
     return x.dtype if dtype is None else dt.as_dtype(dtype)
 
 
-def zeros_like(x: Tensor, *, dtype: Any = None, device: Any = None,
+def zeros_like(input: Tensor, *, dtype: Any = None, device: Any = None,
                requires_grad: bool = False) -> Tensor:
-    return full(x.shape, 0, dtype=_like(x, dtype), device=device, requires_grad=requires_grad)
-
-
-def ones_like(x: Tensor, *, dtype: Any = None, device: Any = None,
-              requires_grad: bool = False) -> Tensor:
-    return full(x.shape, 1, dtype=_like(x, dtype), device=device, requires_grad=requires_grad)
-
-
-def empty_like(x: Tensor, *, dtype: Any = None, device: Any = None,
-               requires_grad: bool = False) -> Tensor:
-    return zeros_like(x, dtype=dtype, device=device, requires_grad=requires_grad)
-
-
-def full_like(x: Tensor, fill_value: Any, *, dtype: Any = None, device: Any = None,
-              requires_grad: bool = False) -> Tensor:
-    return full(x.shape, fill_value, dtype=_like(x, dtype), device=device,
+    return full(input.shape, 0, dtype=_like(input, dtype), device=device,
                 requires_grad=requires_grad)
 
 
-def arange(start: float, end: float | None = None, step: float = 1, *, dtype: Any = None,
+def ones_like(input: Tensor, *, dtype: Any = None, device: Any = None,
+              requires_grad: bool = False) -> Tensor:
+    return full(input.shape, 1, dtype=_like(input, dtype), device=device,
+                requires_grad=requires_grad)
+
+
+def empty_like(input: Tensor, *, dtype: Any = None, device: Any = None,
+               requires_grad: bool = False) -> Tensor:
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(input: Tensor, fill_value: Any, *, dtype: Any = None, device: Any = None,
+              requires_grad: bool = False) -> Tensor:
+    return full(input.shape, fill_value, dtype=_like(input, dtype), device=device,
+                requires_grad=requires_grad)
+
+
+def arange(start: float = 0, end: float | None = None, step: float = 1, *, dtype: Any = None,
            device: Any = None, requires_grad: bool = False) -> Tensor:
     """arange(5) -> 0..4 (int64); any float bound makes it the default float dtype."""
     as_device(device)
@@ -257,8 +264,8 @@ def get_rng_state() -> Tensor:
     return default_generator.get_state()
 
 
-def set_rng_state(state: Tensor) -> None:
-    default_generator.set_state(state)
+def set_rng_state(new_state: Tensor) -> None:
+    default_generator.set_state(new_state)
 
 
 def _shape(op: str, size: Sequence[Any]) -> tuple[int, ...]:
@@ -327,8 +334,9 @@ def _numpy_rng(op: str, generator: Any) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([int(x) for x in w]))
 
 
-def randint(low: int, high: Any = None, size: Any = (), *,
-            generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Tensor:
+def randint(low: int = 0, high: Any = None, size: Any = (), *,
+            generator: Generator | None = None, dtype: Any = None, device: Any = None,
+            requires_grad: bool = False) -> Tensor:
     """Integers uniform in [low, high): low + floor(u * (high - low)) for float64 Philox
     uniforms u (53 random bits, so the bias is below 2^-21 for any span under 2^32), as graph
     nodes under @jit: the same numbers eagerly and compiled."""
@@ -345,6 +353,9 @@ def randint(low: int, high: Any = None, size: Any = (), *,
                                     f"{type(v).__name__} ({v!r})")) from None
     low, high = bounds
     as_device(device)
+    if requires_grad:
+        raise RuntimeError(located("randint: only floating-point tensors can require "
+                                   "gradients, and randint makes integers"))
     if high <= low:
         raise RuntimeError(located(f"randint: expected low < high, got low={low}, high={high}"))
     span = int(high) - int(low)
@@ -361,27 +372,41 @@ def randint(low: int, high: Any = None, size: Any = (), *,
 
 
 def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
-             device: Any = None) -> Tensor:
+             device: Any = None, requires_grad: bool = False) -> Tensor:
     as_device(device)
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    return Tensor._make(_numpy_rng("randperm", generator).permutation(n).astype(d.np), d)
+    t = Tensor._make(_numpy_rng("randperm", generator).permutation(n).astype(d.np), d)
+    return _finish(t, requires_grad)
 
 
-def rand_like(x: Tensor, *, dtype: Any = None, device: Any = None,
+def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None,
               generator: Generator | None = None, requires_grad: bool = False) -> Tensor:
-    return rand(*x.shape, dtype=_like(x, dtype), device=device, generator=generator,
+    return rand(*input.shape, dtype=_like(input, dtype), device=device, generator=generator,
                 requires_grad=requires_grad)
 
 
-def randn_like(x: Tensor, *, dtype: Any = None, device: Any = None,
+def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None,
                generator: Generator | None = None, requires_grad: bool = False) -> Tensor:
-    return randn(*x.shape, dtype=_like(x, dtype), device=device, generator=generator,
+    return randn(*input.shape, dtype=_like(input, dtype), device=device, generator=generator,
                  requires_grad=requires_grad)
 
 
-def bernoulli(p: Tensor, *, generator: Generator | None = None) -> Tensor:
-    """1 with probability p[i], else 0, in p's dtype: rand_like(p) < p (p = 0 never, p = 1
-    always: the uniforms lie in [0, 1))."""
+def bernoulli(input: Tensor, p: float | None = None, *,
+              generator: Generator | None = None) -> Tensor:
+    """1 with probability input[i] (or the float p, in input's shape), else 0, in input's
+    dtype: rand_like(input) < probability (0 never, 1 always: the uniforms lie in [0, 1))."""
+    probs = input
+    if p is not None:
+        if not isinstance(input, Tensor):
+            raise TypeError(located(f"bernoulli: expected a tensor, got "
+                                    f"{type(input).__name__}"))
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(located(f"bernoulli: p must be in [0, 1], got {p}"))
+        probs = full(input.shape, float(p), dtype=input.dtype)
+    return _bernoulli(probs, generator)
+
+
+def _bernoulli(p: Tensor, generator: Generator | None) -> Tensor:
     if not isinstance(p, Tensor):
         raise TypeError(located(f"bernoulli: expected a tensor of probabilities, got "
                                 f"{type(p).__name__}"))
@@ -392,10 +417,10 @@ def bernoulli(p: Tensor, *, generator: Generator | None = None) -> Tensor:
     return (u < p.detach()).to(p.dtype)
 
 
-def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *,
+def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *,
                 generator: Generator | None = None) -> Tensor:
     rng = _numpy_rng("multinomial", generator)
-    p = probs._data.astype(np.float64)
+    p = input._data.astype(np.float64)
     rows = p.reshape(-1, p.shape[-1])
     out = np.stack([rng.choice(rows.shape[1], num_samples, replace=replacement, p=r / r.sum())
                     for r in rows]).astype(np.int64)

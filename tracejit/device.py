@@ -71,11 +71,11 @@ def as_device(d: Any) -> device:
     return dev
 
 
-def set_default_device(d: Any) -> None:
+def set_default_device(device: Any) -> None:
     """torch.set_default_device: the device factories use when given none (None: the CPU).
     Setting 'cuda' is allowed, as in torch; creating a tensor then raises."""
     global _default
-    _default = CPU if d is None else device(d)
+    _default = CPU if device is None else globals()["device"](device)
 
 
 def get_default_device() -> device:

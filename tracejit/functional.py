@@ -89,6 +89,28 @@ for _n in UNARY:
     globals()[_n] = _function(_n, getattr(Tensor, _n), True)
 negative = globals()["neg"]
 absolute = globals()["abs"]
+_round_half_even = Tensor.round
+
+
+def _round(self: Tensor, *, decimals: int = 0) -> Tensor:
+    """Round half to even; to `decimals` places as torch computes it: round(x * 10^d) / 10^d
+    (d < 0: round(x / 10^-d) * 10^-d), in x's dtype."""
+    if not isinstance(decimals, int) or isinstance(decimals, bool):
+        raise TypeError(located(f"round: decimals must be an int, got {type(decimals).__name__}"))
+    if decimals == 0:
+        return _round_half_even(self)
+    if not self.dtype.is_floating_point:
+        raise RuntimeError(located("round: decimals= is only supported for floating-point "
+                                   f"tensors, got {self.dtype.name}"))
+    scale = 10.0 ** _builtins.abs(decimals)
+    if decimals > 0:
+        return _round_half_even(self * scale) / scale
+    return _round_half_even(self / scale) * scale
+
+
+_round.__name__ = "round"
+Tensor.round = _round  # type: ignore[method-assign]
+globals()["round"] = _function("round", _round, True)
 
 
 def _t(x: Any) -> Tensor:
@@ -228,8 +250,15 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return x.where(x > 0, x * negative_slope)
 
 
-def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor:
-    x = input
+def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, out: Any = None,
+         dtype: Any = None) -> Tensor:
+    """The p-norm over dim (all dims by default), computed in dtype when given."""
+    x = input if dtype is None else input.to(dtype)
+    r = _norm(x, p, dim, keepdim)
+    return r if out is None else _write_out("norm", out, r)
+
+
+def _norm(x: Tensor, p: Any, dim: Any, keepdim: bool) -> Tensor:
     if p in ("fro", 2, 2.0):
         return (x * x).sum(dim, keepdim).sqrt()
     if p in (1, 1.0):
@@ -346,7 +375,13 @@ for _n in ("add", "sub", "mul", "div", "true_divide", "pow", "maximum", "minimum
 subtract, multiply, divide = globals()["sub"], globals()["mul"], globals()["div"]
 
 
+def _norm_method(self: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False,
+                 dtype: Any = None) -> Tensor:
+    return norm(self, p, dim, keepdim, dtype=dtype)
+
+
+_norm_method.__name__ = "norm"
 for _n, _f in {"mean": mean, "var": var, "std": std, "logsumexp": logsumexp, "softmax": softmax,
-               "log_softmax": log_softmax, "norm": norm, "isnan": isnan, "isinf": isinf,
+               "log_softmax": log_softmax, "norm": _norm_method, "isnan": isnan, "isinf": isinf,
                "isfinite": isfinite, "square": square, "nonzero": nonzero}.items():
     setattr(Tensor, _n, _f)

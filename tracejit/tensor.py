@@ -103,7 +103,8 @@ class Tensor:
         def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor: ...
         def softmax(self, dim: int, dtype: Any = None) -> Tensor: ...
         def log_softmax(self, dim: int, dtype: Any = None) -> Tensor: ...
-        def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False) -> Tensor: ...
+        def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False,
+                 dtype: Any = None) -> Tensor: ...
         def isnan(self) -> Tensor: ...
         def isinf(self) -> Tensor: ...
         def isfinite(self) -> Tensor: ...
@@ -120,7 +121,7 @@ class Tensor:
                     stable: bool = False) -> Tensor: ...
         def sort(self, dim: int = -1, descending: bool = False, *,
                  stable: bool = False) -> Any: ...
-        def topk(self, k: int, dim: int | None = None, largest: bool = True,
+        def topk(self, k: int, dim: int = -1, largest: bool = True,
                  sorted: bool = True) -> Any: ...
 
     # ---- metadata ------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ class Tensor:
             return self
         return dispatch(R["cast"], (self,), {"dtype": d})
 
-    def type(self, dtype: Any = None) -> Any:
+    def type(self, dtype: Any = None, non_blocking: bool = False) -> Any:
         if dtype is None:
             return f"tracejit.{self._dtype.name.capitalize()}Tensor"
         return self.to(dtype)
@@ -706,7 +707,9 @@ class Tensor:
         p[a], p[b] = p[b], p[a]
         return dispatch(R["permute"], (self,), {"dims": tuple(p)})
 
-    swapaxes = transpose
+    def swapaxes(self, axis0: int, axis1: int) -> Tensor:
+        return self.transpose(axis0, axis1)
+
     swapdims = transpose
 
     def t(self) -> Tensor:
@@ -727,14 +730,14 @@ class Tensor:
                                f"got {self.ndim}-D tensor"))
         return self.transpose(-2, -1)
 
-    def expand(self, *shape: Any) -> Tensor:
-        return dispatch(R["expand"], (self,), {"shape": tuple(_sizes(shape))})
+    def expand(self, *size: Any) -> Tensor:
+        return dispatch(R["expand"], (self,), {"shape": tuple(_sizes(size))})
 
     def expand_as(self, other: Tensor) -> Tensor:
         return self.expand(other.shape)
 
-    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
-        return self.expand(tuple(shape))
+    def broadcast_to(self, size: Sequence[int]) -> Tensor:
+        return self.expand(tuple(size))
 
     def repeat(self, *sizes: Any) -> Tensor:
         reps = tuple(_sizes(sizes))
@@ -763,7 +766,8 @@ class Tensor:
         starts[d], stops[d] = start, start + length
         return self._slice(starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
 
-    def split(self, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
+    def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        split_size_or_sections = split_size
         d = norm_dim("split", dim, self.ndim)
         n = self._data.shape[d]
         if isinstance(split_size_or_sections, int):
@@ -827,19 +831,22 @@ class Tensor:
 
         return matmul(self, other)
 
-    def mm(self, other: Tensor) -> Tensor:
-        if self.ndim != 2 or getattr(other, "ndim", 0) != 2:
+    def mm(self, mat2: Tensor) -> Tensor:
+        if self.ndim != 2 or getattr(mat2, "ndim", 0) != 2:
             raise RuntimeError(located(f"mm: expected 2-D tensors, got {self.ndim}-D and "
-                               f"{getattr(other, 'ndim', '?')}-D; use matmul for other ranks"))
-        return dispatch(R["matmul"], (self, other))
+                               f"{getattr(mat2, 'ndim', '?')}-D; use matmul for other ranks"))
+        return dispatch(R["matmul"], (self, mat2))
 
-    def bmm(self, other: Tensor) -> Tensor:
-        if self.ndim != 3 or other.ndim != 3:
+    def bmm(self, mat2: Tensor) -> Tensor:
+        if self.ndim != 3 or mat2.ndim != 3:
             raise RuntimeError(located(f"bmm: expected 3-D tensors, got {self.ndim}-D and "
-                                       f"{other.ndim}-D"))
-        return dispatch(R["matmul"], (self, other))
+                                       f"{mat2.ndim}-D"))
+        return dispatch(R["matmul"], (self, mat2))
 
-    def gather(self, dim: int, index: Tensor) -> Tensor:
+    def gather(self, dim: int, index: Tensor, *, sparse_grad: bool = False) -> Tensor:
+        if sparse_grad:
+            raise RuntimeError(located("gather: sparse_grad=True asks for a sparse gradient, and "
+                                       "tracejit has only dense tensors; drop sparse_grad="))
         return dispatch(R["gather"], (self, index), {"dim": norm_dim("gather", dim, self.ndim)})
 
     def scatter_add(self, dim: int, index: Tensor, src: Tensor) -> Tensor:
@@ -913,10 +920,14 @@ class Tensor:
         return self._inplace(self.new_full(self.shape, value) if not isinstance(value, Tensor)
                              else value.expand(self.shape))
 
-    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
-        if not isinstance(src, Tensor):
-            src = _from_value(src, None, copy=False)
-        return self._inplace(src.to(self._dtype).expand(self.shape))
+    def copy_(self, other: Any = None, non_blocking: bool = False, *, src: Any = None) -> Tensor:
+        # torch 2.13 lists both copy_(other) and copy_(src): one of the two, by either name
+        if (other is None) == (src is None):
+            raise TypeError(located("copy_: give the source tensor once, as copy_(src) (or "
+                                    "copy_(other=...) / copy_(src=...))"))
+        v = other if src is None else src
+        v = v if isinstance(v, Tensor) else _from_value(v, None, copy=False)
+        return self._inplace(v.to(self._dtype).expand(self.shape))
 
     def uniform_(self, a: float = 0.0, b: float = 1.0, *, generator: Any = None) -> Tensor:
         from .creation import rand

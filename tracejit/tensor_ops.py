@@ -141,7 +141,7 @@ def sort(input: Any, dim: int = -1, descending: bool = False, *, stable: bool = 
     return _out("sort", out, return_types.sort(values, idx))
 
 
-def topk(input: Any, k: int, dim: int | None = None, largest: bool = True, sorted: bool = True,
+def topk(input: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = True,
          *, out: Any = None) -> return_types.topk:
     """The `k` largest (or smallest) elements along `dim` and their indices, in sorted order
     (also when `sorted=False`, which leaves the order to the implementation). Of equal

@@ -89,13 +89,13 @@ def _embedding_renorm_(weight: Tensor, flat: Tensor, max_norm: float, norm_type:
         weight[flat] = rows * scale
 
 
-def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
-    if tensor.dtype is not dt.int64:
+def one_hot(input: Tensor, num_classes: int = -1) -> Tensor:
+    if input.dtype is not dt.int64:
         raise RuntimeError("one_hot is only applicable to index tensor of type int64")
     if num_classes < 0:
-        num_classes = int(tensor.max().item()) + 1 if tensor.numel() else 0
+        num_classes = int(input.max().item()) + 1 if input.numel() else 0
     classes = arange(num_classes)
-    return (tensor.unsqueeze(-1) == classes).to(dt.int64)
+    return (input.unsqueeze(-1) == classes).to(dt.int64)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -138,11 +138,15 @@ def _softmax_dim(name: str, ndim: int) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+# _stacklevel: torch's (for the warning an implicit dim gives), kept so that dtype stays
+# the fourth positional argument as in torch
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+            dtype: Any = None) -> Tensor:
     return _F.softmax(input, _softmax_dim("softmax", input.ndim) if dim is None else dim, dtype)
 
 
-def log_softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: Any = None) -> Tensor:
     d = _softmax_dim("log_softmax", input.ndim) if dim is None else dim
     return _F.log_softmax(input, d, dtype)
 
@@ -226,18 +230,35 @@ def _check_pair(name: str, input: Tensor, target: Tensor) -> None:
 
 
 def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
-             reduce: bool | None = None, reduction: str = "mean") -> Tensor:
+             reduce: bool | None = None, reduction: str = "mean",
+             weight: Tensor | None = None) -> Tensor:
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_pair("mse_loss", input, target)
     d = input - target
-    return _reduce(d * d, reduction)
+    return _weighted("mse_loss", d * d, input, weight, reduction)
 
 
 def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
-            reduce: bool | None = None, reduction: str = "mean") -> Tensor:
+            reduce: bool | None = None, reduction: str = "mean",
+            weight: Tensor | None = None) -> Tensor:
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_pair("l1_loss", input, target)
-    return _reduce((input - target).abs(), reduction)
+    return _weighted("l1_loss", (input - target).abs(), input, weight, reduction)
+
+
+def _weighted(name: str, loss: Tensor, input: Tensor, weight: Tensor | None,
+              reduction: str) -> Tensor:
+    """torch 2.13's per-element weights: loss * weight, and 'mean' divides by the weights'
+    sum (a weighted mean), not by the element count."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError(located(f"{name}: weight must have the input's shape "
+                                 f"{list(input.shape)}, got {list(weight.shape)}"))
+    loss = loss * weight
+    if reduction == "mean":
+        return loss.sum() / weight.sum()
+    return _reduce(loss, reduction)
 
 
 def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
