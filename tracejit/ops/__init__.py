@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  (declares the ops)
     contract,
+    control,
     elementwise,
     index,
     movement,
