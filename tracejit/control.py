@@ -215,12 +215,19 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any],
         if isinstance(v, Tensor) and (v.shape != () or v.dtype.is_floating_point):
             raise TypeError(located(f"tracejit.fori_loop: {name} must be a 0-d integer tensor, "
                                     f"got {_type_str(v)}"))
+    leaves, tree = flatten_leaves(init_val, "init_val", "fori_loop")
+
+    def body(i: Tensor, val: Any) -> Any:
+        out = body_fun(i, val)
+        check_carry("fori_loop", "init_val", tree, leaves, out, "body_fun's result")
+        return out
+
     if _static_int(lower) and _static_int(upper):
         n = max(int(upper) - int(lower), 0)
 
         def step(c: Any, _: Any) -> Any:
             i, val = c
-            return (i + 1, body_fun(i, val)), None
+            return (i + 1, body(i, val)), None
 
         (_, out), _ = scan(step, (tensor(int(lower)), init_val), None, length=n)
         return out
@@ -230,7 +237,7 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any],
             tensor(0) + v  # (a traced scalar stays a graph value)
 
     hi = upper.to(dt.int64) if isinstance(upper, Tensor) else upper
-    _, out = while_loop(lambda c: c[0] < hi, lambda c: (c[0] + 1, body_fun(c[0], c[1])),
+    _, out = while_loop(lambda c: c[0] < hi, lambda c: (c[0] + 1, body(c[0], c[1])),
                         (start(lower), init_val))
     return out
 
