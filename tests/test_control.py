@@ -310,20 +310,45 @@ def test_fori_loop_with_a_traced_trip_count():
     assert info.traces == 2 and info.compiles <= 1 and info.fallbacks == 0, info
 
 
-def test_loop_grads_under_jit_run_eagerly_and_correctly():
-    w = tj.tensor([0.5, 2.0], requires_grad=True)
+def test_jitted_training_step_differentiates_through_scan():
+    """loss.backward() through a scan inside @jit: the backward is a reverse scan region (two
+    loops in one program, no unrolled chain), and the updates equal eager's."""
+    ps, qs = rnn_params(), rnn_params()
+
+    def make(params):
+        def step(xs):
+            loss = rnn_scan(*params, xs, tj.zeros(2, 4))[0]
+            loss.backward()
+            with tj.no_grad():
+                for p in params:
+                    p -= 0.05 * p.grad
+                    p.grad = None
+            return loss
+
+        return step
+
+    jstep, estep = tj.jit(make(ps)), make(qs)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        xs = tj.tensor(rng.normal(size=(5, 2, 3)).astype(np.float32))
+        np.testing.assert_allclose(float(jstep(xs)), float(estep(xs)), rtol=1e-5)
+        for p, q in zip(ps, qs):
+            np.testing.assert_allclose(_np(p), _np(q), rtol=1e-5, atol=1e-6)
+    _one_compile(jstep)
+    text = jstep.ir(xs)
+    assert "reverse=False" in text and "reverse=True" in text and not jstep.explain().graph_breaks
+
+
+def test_while_loop_gradient_under_jit_runs_eagerly():
+    w = tj.tensor(1.5, requires_grad=True)
 
     @tj.jit
     def f(x):
-        c, _ = tj.scan(lambda c, xt: (c * w + xt, None), tj.zeros(2), x)
-        return c.sum()
+        return tj.while_loop(lambda v: v < 10, lambda v: v * w, x, max_iterations=3)
 
-    x = tj.ones(4, 2)
-    loss = f(x)
-    loss.backward()
-    wn = np.array([0.5, 2.0])
-    np.testing.assert_allclose(_np(w.grad), 3 * wn ** 2 + 2 * wn + 1, rtol=1e-6)
-    assert f.explain().graph_breaks and "not compiled yet" in str(f.explain())
+    f(tj.tensor(1.0)).backward()
+    assert float(w.grad) == pytest.approx(3 * 1.5 ** 2)
+    assert "not compiled yet" in str(f.explain())
 
 
 def test_training_run_as_one_compiled_fori_loop():

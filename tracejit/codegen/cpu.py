@@ -402,11 +402,11 @@ class _Gen:
         w.line(f"for {pre}t in {order}:{comment}", origin)
         with w.indent():
             sl = [f"{pre}x{k}" for k in range(len(xs))]
-            self.assign(sl, [f"{x}[{pre}t]" for x in xs])
+            self.assign(sl, [f"{x}[{pre}t, ...]" for x in xs])  # (a 0-d array, not a scalar)
             res = self.region(n, "body", f"{pre}b_", args[:nc] + carry + sl)
+            for o, y in zip(outs[nk:], res[nk:]):  # before the carry is rebound: a y may
+                w.line(f"{o}[{pre}t] = {y}")  # be the carry this step began with
             self.assign(carry, res[:nk])
-            for o, y in zip(outs[nk:], res[nk:]):
-                w.line(f"{o}[{pre}t] = {y}")
             w.line("if _probe:  # (compiling: one trip runs every kernel)")
             with w.indent():
                 w.line("break")

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import Function, FunctionCtx
 from ..control import (
     check_carry,
     check_pred,
     flatten_leaves,
-    run_scan,
     run_while,
     split_step,
     truth,
@@ -364,15 +364,12 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
                reverse: bool) -> tuple[Any, Any]:
     outer = _outer()
     loc = user_location()
-    if _needs_grad(leaves) or _needs_grad(x_leaves):
-        outer.graph_break(_GRAD_BREAK.format(fn="scan"), loc)
-        return _eagerly(lambda: run_scan(f, leaves, tree, x_leaves, x_tree, n, reverse))
     bs = SubTracer(outer)
     carry = [bs.add_carry(t, k) for k, t in enumerate(leaves)]
     first = n - 1 if reverse else 0
     with _installed(None):  # type: ignore[arg-type]  # (the slices are the region's params)
         if n:
-            slices = [x[first] for x in x_leaves]
+            slices = [Tensor._make(x._data[first], x._dtype) for x in x_leaves]
         else:
             slices = [Tensor._make(np.zeros(x.shape[1:], x.dtype.np), x.dtype) for x in x_leaves]
     x_params = [bs.add_param(s, RefSource(s, f"x{k}"), f"x{k}") for k, s in enumerate(slices)]
@@ -390,56 +387,192 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
     with _installed(bs):
         y_leaves, y_tree = flatten_leaves(y, "f's y", "scan")
         b_results = [bs.value_of(t) for t in new] + [bs.value_of(t) for t in y_leaves]
-    # the real values: the first iteration's, then the rest eagerly; ys stacked as eager does
-    with _installed(SubTracer(outer, scratch=True)):
-        if n:
-            order = list(range(n - 1, -1, -1) if reverse else range(n))
-            real, ys = new, [y_leaves]
-            for t in order[1:]:
-                c, yt = split_step(f(tree_unflatten(tree, real), x_slice(x_leaves, x_tree, t)))
-                real = check_carry("scan", "init", tree, leaves, c, "f's carry")
-                yl, yt_tree = flatten_leaves(yt, "f's y", "scan")
-                if yt_tree != y_tree:
-                    raise TypeError("tracejit.scan: f must return ys of the same structure on "
-                                    "every iteration")
-                ys.append(yl)
-            if reverse:
-                ys.reverse()
-            from ..functional import stack
-
-            stacked = [stack([s[k] for s in ys]) for k in range(len(y_leaves))]
-        else:
-            real = leaves
-            stacked = [Tensor._make(np.zeros((0, *t.shape), t.dtype.np), t.dtype)
-                       for t in y_leaves]
+    real, stacked, starts = _scan_values(f, leaves, tree, x_leaves, x_tree, n, reverse, new,
+                                         y_leaves, y_tree)
     n_carry = len(leaves)
     try:
         _check_region_breaks([bs])
         lay = _Layout([bs], None, [t._type() for t in leaves], bs)
+        wants = STATE.grad_enabled and any(
+            t.requires_grad for t in leaves + x_leaves + [t for _, t, _ in lay.consts])
+        if wants and (lay.state or lay.grads):
+            raise RegionError("a scan that writes tensors in place cannot be differentiated "
+                              "under @jit yet")
         ins = lay.operands([outer.value_of(t) for t in leaves]) + \
             [outer.value_of(x) for x in x_leaves]
-        # body results: carry, then state, then ys (the node: carry + state, then stacked ys)
+        # body results: carry, then state, then ys (the node: carry + state, then stacked ys),
+        # then, for a gradient, the carry each step began with (saved for the backward)
         state_res = lay.state_results(bs)
+        saved = [v for _, v in carry] if wants else []
         body_r = _region(bs, lay.params(bs, [v for _, v in carry], x_params),
-                         b_results[:n_carry] + state_res + b_results[n_carry:])
+                         b_results[:n_carry] + state_res + b_results[n_carry:] + saved)
     except RegionError as e:
         outer.graph_break(f"a scan body the compiled loop cannot hold: {e}", loc)
         _absorb(outer, [bs])
         return tree_unflatten(tree, real), tree_unflatten(y_tree, stacked)
     n_state = len(state_res)
     outs = [Value(t._type()) for t in leaves] + [Value(v.type) for v in state_res] + \
-        [Value(TensorType((n, *t.shape), t._dtype, t._device)) for t in y_leaves]
+        [Value(TensorType((n, *v.type.shape), v.type.dtype, v.type.device))
+         for v in body_r.results[n_carry + n_state:]]
     outer.nodes.append(Node(SCAN, tuple(ins), tuple(outs),
                             {"body": body_r, "n_consts": len(lay.consts),
                              "n_carry": n_carry + n_state, "length": n, "reverse": reverse},
                             loc))
     _absorb(outer, [bs])
     lay.bind_state(outs[n_carry:n_carry + n_state])
-    res_c = _bind_results(outer, real, outs[:n_carry])
-    res_y = _bind_results(outer, stacked, outs[n_carry + n_state:])
-    if _needs_grad(res_c + res_y):
+    n_y = len(y_leaves)
+    res_c = _bind_results(outer, _plain(real), outs[:n_carry])
+    res_y = _bind_results(outer, _plain(stacked), outs[n_carry + n_state:][:n_y])
+    if wants:
+        res_s = _bind_results(outer, starts, outs[n_carry + n_state + n_y:])
+        params = [t for _, t, _ in lay.consts if t.requires_grad]
+        spec = _ScanSpec(f, tree, x_tree, n_carry, len(x_leaves), n, reverse, res_s, x_leaves)
+        spec.n_params = len(params)
+        out = _ScanGrad.apply(spec, *leaves, *x_leaves, *params, *res_c, *res_y)
+        res_c, res_y = list(out[:n_carry]), list(out[n_carry:])
+    elif _needs_grad(res_c + res_y):
         outer.graph_break(_GRAD_BREAK.format(fn="scan"), loc)
     return tree_unflatten(tree, res_c), tree_unflatten(y_tree, res_y)
+
+
+def _plain(ts: list[Tensor]) -> list[Tensor]:
+    """The same arrays in tensors without autograd history (a traced differentiable scan's
+    results get the scan's own backward instead of the eager iterations')."""
+    return [Tensor._make(t._data, t._dtype) for t in ts]
+
+
+def _scan_values(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef,
+                 x_leaves: list[Tensor], x_tree: TreeDef, n: int, reverse: bool,
+                 new: list[Tensor], y_leaves: list[Tensor],
+                 y_tree: TreeDef) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """The traced call's values: the first iteration's, then the rest run eagerly; the ys
+    stacked, and the carry each step began with stacked in step order (a backward's input)."""
+    from ..functional import stack
+
+    with _installed(SubTracer(_outer(), scratch=True)):
+        if not n:
+            empty = [Tensor._make(np.zeros((0, *t.shape), t.dtype.np), t.dtype)
+                     for t in y_leaves]
+            return leaves, empty, [Tensor._make(np.zeros((0, *t.shape), t.dtype.np), t.dtype)
+                                   for t in leaves]
+        order = list(range(n - 1, -1, -1) if reverse else range(n))
+        real, ys, begun = new, [y_leaves], [leaves]
+        for t in order[1:]:
+            begun.append(real)
+            c, yt = split_step(f(tree_unflatten(tree, real), x_slice(x_leaves, x_tree, t)))
+            real = check_carry("scan", "init", tree, leaves, c, "f's carry")
+            yl, yt_tree = flatten_leaves(yt, "f's y", "scan")
+            if yt_tree != y_tree:
+                raise TypeError("tracejit.scan: f must return ys of the same structure on "
+                                "every iteration")
+            ys.append(yl)
+        if reverse:
+            ys.reverse()
+            begun.reverse()
+        stacked = [stack([s[k] for s in ys]) for k in range(len(y_leaves))]
+        starts = [Tensor._make(np.stack([b[k]._data for b in begun]), leaves[k]._dtype)
+                  for k in range(len(leaves))]
+        return real, stacked, starts
+
+
+class _ScanSpec:
+    """What a traced scan's backward needs besides the cotangents."""
+
+    def __init__(self, f: Callable[[Any, Any], Any], tree: TreeDef, x_tree: TreeDef,
+                 n_carry: int, n_x: int, n: int, reverse: bool, starts: list[Tensor],
+                 xs: list[Tensor]) -> None:
+        self.f, self.tree, self.x_tree = f, tree, x_tree
+        self.n_carry, self.n_x, self.n, self.reverse = n_carry, n_x, n, reverse
+        self.starts, self.xs = starts, xs
+        self.n_params = 0
+
+
+class _ScanGrad(Function):
+    """A differentiable scan inside @jit. Its backward is itself a scan, in the other
+    direction, whose body recomputes one step from the carry it began with (saved by the
+    forward node) and takes that step's VJP with autograd; traced, it is one more loop
+    region, so a jitted training step through a scan compiles to two loops, not an unrolled
+    chain."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, spec: _ScanSpec, *args: Tensor) -> tuple[Tensor, ...]:
+        # args: carry, xs, params (what gets a gradient), then the results, returned as they
+        # are (computed already): this node only gives them their backward
+        ctx.set_materialize_grads(False)
+        k = spec.n_carry + spec.n_x
+        # saved as PyTorch saves (the jit's escape check knows them), the spec keeps no tensor
+        ctx.save_for_backward(*spec.starts, *spec.xs, *args[k:k + spec.n_params])
+        spec.starts, spec.xs = [], []
+        ctx.spec = spec  # type: ignore[attr-defined]
+        ctx.n_args = 1 + len(args)  # type: ignore[attr-defined]
+        return tuple(args[k + spec.n_params:])
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, *grads: Any) -> Any:
+        spec: _ScanSpec = ctx.spec  # type: ignore[attr-defined]
+        saved = list(ctx.saved_tensors)
+        nc, nx = spec.n_carry, spec.n_x
+        out = _scan_vjp(spec, saved[:nc], saved[nc:nc + nx], saved[nc + nx:], list(grads))
+        return out + (None,) * (ctx.n_args - len(out))  # type: ignore[attr-defined]
+
+
+def _floating(t: Tensor) -> bool:
+    return t.dtype.is_floating_point
+
+
+def _scan_vjp(spec: _ScanSpec, starts: list[Tensor], xs: list[Tensor], params: list[Tensor],
+              grads: list[Any]) -> tuple[Any, ...]:
+    """The gradients of a scan's carry, xs and params, by a scan over the steps reversed."""
+    from .. import autograd
+    from ..creation import zeros_like
+
+    nc = spec.n_carry
+    g_c = [zeros_like(s[0]) if g is None else g for s, g in zip(starts, grads[:nc])]
+    g_ys = [g for g in grads[nc:]]
+    ys_live = [k for k, g in enumerate(g_ys) if g is not None]
+    c_float = [k for k in range(nc) if _floating(starts[k])]
+    x_float = [k for k in range(len(xs)) if _floating(xs[k])]
+
+    def vjp_step(acc: Any, inp: Any) -> Any:
+        gc, gp = acc
+        c_t, x_t, gy_t = inp
+        with autograd.enable_grad():
+            cs = [c.detach().requires_grad_() if k in c_float else c.detach()
+                  for k, c in enumerate(c_t)]
+            xv = [x.detach().requires_grad_() if k in x_float else x.detach()
+                  for k, x in enumerate(x_t)]
+            new_c, y = split_step(spec.f(tree_unflatten(spec.tree, cs),
+                                         tree_unflatten(spec.x_tree, xv)))
+            c_leaves = tree_flatten(new_c)[0]
+            y_leaves = tree_flatten(y)[0]
+            outs: list[Tensor] = []
+            cots: list[Tensor] = []
+            for k in c_float:
+                if isinstance(c_leaves[k], Tensor) and c_leaves[k].requires_grad:
+                    outs.append(c_leaves[k])
+                    cots.append(gc[c_float.index(k)])
+            for j, k in enumerate(ys_live):
+                if isinstance(y_leaves[k], Tensor) and y_leaves[k].requires_grad:
+                    outs.append(y_leaves[k])
+                    cots.append(gy_t[j])
+            wrt = [cs[k] for k in c_float] + [xv[k] for k in x_float] + params
+            raw = list(autograd.grad(outs, wrt, cots, allow_unused=True)) if outs else \
+                [None] * len(wrt)
+        got = [zeros_like(w) if g is None else g for g, w in zip(raw, wrt)]
+        n1, n2 = len(c_float), len(c_float) + len(x_float)
+        return (list(got[:n1]), [a + b for a, b in zip(gp, got[n2:])]), list(got[n1:n2])
+
+    from ..control import scan
+
+    init = ([g_c[k] for k in c_float], [zeros_like(p) for p in params])
+    (gc, gp), g_x = scan(vjp_step, init, (starts, xs, [g_ys[k] for k in ys_live]),
+                         reverse=not spec.reverse)
+    out: list[Any] = [None] * nc + [None] * len(xs) + list(gp)
+    for j, k in enumerate(c_float):
+        out[k] = gc[j]
+    for j, k in enumerate(x_float):
+        out[nc + k] = g_x[j]
+    return (None, *out)
 
 
 # ---- cond -----------------------------------------------------------------------------------
