@@ -1,7 +1,8 @@
 """An Elman RNN written with `tracejit.scan`, trained to predict the next value of noisy sine
 waves: the recurrence is one scan (no Python loop over time steps), differentiated by
 autograd like any other code. Checks the scan's loss and gradients against the same RNN
-unrolled by hand, and runs the forward compiled under @jit, where the scan is one loop.
+unrolled by hand, then trains with a jitted step: forward, backward and Adam in one program,
+where the scan is one loop and its backward a second loop running the steps in reverse.
 
     python examples/rnn_scan.py --steps 300
 """
@@ -68,15 +69,20 @@ def main() -> list[float]:
     print(f"scan vs unrolled RNN: loss and gradients differ by at most "
           f"{check_against_unrolled(model, xs, ys):.2e}")
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    bar = progress(args.steps)
-    for t in bar:
-        xs, ys = waves(rng, args.batch, args.length)
+
+    @torch.jit
+    def train_step(xs, ys):
         loss = ((model(xs) - ys) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        return loss
+
+    losses = []
+    bar = progress(args.steps)
+    for t in bar:
+        xs, ys = waves(rng, args.batch, args.length)
+        losses.append(train_step(xs, ys).item())
         if t % report_every(args.steps) == 0 or t == args.steps - 1:
             bar.write(f"step {t:4d}  loss {losses[-1]:.5f}")
         bar.set_note(f"loss {losses[-1]:.5f}")
@@ -85,6 +91,11 @@ def main() -> list[float]:
         for _ in range(2):  # the first call traces, the second compiles
             xs, ys = waves(rng, args.batch, args.length)
             compiled, eager = predict(xs), model(xs)
+    why = train_step.explain()
+    loops = sum(" = scan[" in ln for ln in train_step.ir(xs, ys).splitlines())
+    info = train_step.cache_info()
+    print(f"training step: {info.traces} traces, {info.hits} compiled calls, {loops} loops in "
+          f"its program, {len(why.graph_breaks)} graph breaks")
     diff = float((compiled - eager).abs().max())
     info = predict.cache_info()
     print(f"compiled forward vs eager: max difference {diff:.2e} ({info.traces} trace, "

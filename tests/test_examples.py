@@ -50,6 +50,7 @@ def test_rnn_scan_example_checks_scan_against_the_unrolled_loop(monkeypatch, cap
     diff = float(out.split("differ by at most ")[1].split()[0])
     assert diff < 1e-5
     assert "(1 trace, 1 program, 0 graph breaks)" in out
+    assert "2 loops in its program, 0 graph breaks" in out  # the scan and its reverse
 
 
 def test_while_solver_example(monkeypatch, capsys):
