@@ -384,3 +384,27 @@ def test_training_run_as_one_compiled_fori_loop():
         np.testing.assert_allclose(_np(p), _np(q), rtol=1e-3, atol=2e-3)
     assert train.cache_info().hits == 1 and train.cache_info().fallbacks == 0
     assert not train.explain().graph_breaks
+
+
+def test_a_body_the_region_cannot_hold_is_a_graph_break_with_eager_values():
+    @tj.jit
+    def f(x):  # an in-place write to the carry: JAX's carries are values
+        return tj.while_loop(lambda v: v.sum() < 10, lambda v: v.add_(1.0), x.clone())
+
+    for _ in range(2):
+        assert _np(f(tj.zeros(2))).tolist() == [5.0, 5.0]
+    assert "writes its carry in place" in str(f.explain())
+
+    w = tj.nn.Linear(2, 1)
+
+    @tj.jit
+    def g(x):  # .grad is None before the loop and a tensor after it: the state changes shape
+        def body(i, c):
+            w(x).sum().backward()
+            return c + 1
+
+        return tj.fori_loop(0, 3, body, tj.tensor(0))
+
+    assert int(g(tj.ones(1, 2))) == 3
+    np.testing.assert_allclose(_np(w.weight.grad), [[3.0, 3.0]])
+    assert "call zero_grad() at the end of the body" in str(g.explain())

@@ -273,10 +273,15 @@ def _region(s: SubTracer, params: tuple, results: list[Value]) -> Region:
     return Region(tuple(params), tuple(s.nodes), tuple(results))
 
 
-def _check_region_breaks(subs: list[SubTracer]) -> None:
+def _check_region_breaks(subs: list[SubTracer],
+                         carries: list[list[tuple[Tensor, Value]]] = ()) -> None:  # type: ignore[assignment]
     for s in subs:
         if s.breaks:
             raise RegionError(s.breaks[0].reason)
+    for s, carry in zip(subs, carries):
+        if any(s.env.get(id(t._data)) is not v for t, v in carry):
+            raise RegionError("the body writes its carry in place (x.add_(...)); return the new "
+                              "value instead (JAX's carries are values)")
 
 
 def _speculative(s: SubTracer, fn: Callable[[], Any]) -> Any:
@@ -331,7 +336,7 @@ def trace_while(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
         new = _speculative(bs, body)
         real = leaves
     try:
-        _check_region_breaks([cs, bs])
+        _check_region_breaks([cs, bs], [c_carry, b_carry])
         with _installed(bs):
             b_results = [bs.value_of(t) for t in new]
         lay = _Layout([cs, bs], None, [t._type() for t in leaves], bs)
@@ -391,7 +396,7 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
                                          y_leaves, y_tree)
     n_carry = len(leaves)
     try:
-        _check_region_breaks([bs])
+        _check_region_breaks([bs], [carry])
         lay = _Layout([bs], None, [t._type() for t in leaves], bs)
         wants = STATE.grad_enabled and any(
             t.requires_grad for t in leaves + x_leaves + [t for _, t, _ in lay.consts])
