@@ -68,7 +68,7 @@ def main() -> float:
     info = train.cache_info()
     print(f"eagerly: loss {float(eager_loss):.4f} after {args.steps} steps in "
           f"{eager_seconds * 1e3:.1f} ms; compiled {info.traces} traces, {info.hits} compiled "
-          f"call, {len(train.explain().graph_breaks)} graph breaks")
+          f"calls, {len(train.explain().graph_breaks)} graph breaks")
     loop = [ln for ln in train.ir(torch.tensor(3)).splitlines() if "= while" in ln]
     print("the program's loop:", loop[0].strip()[:90] + " ...")
     return accuracy
