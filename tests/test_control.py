@@ -408,3 +408,21 @@ def test_a_body_the_region_cannot_hold_is_a_graph_break_with_eager_values():
     assert int(g(tj.ones(1, 2))) == 3
     np.testing.assert_allclose(_np(w.weight.grad), [[3.0, 3.0]])
     assert "call zero_grad() at the end of the body" in str(g.explain())
+
+
+def test_check_mode_runs_control_flow_beside_the_interpreter():
+    @tj.jit(check=True)
+    def f(x, lim):
+        c, ys = tj.scan(lambda c, xt: (c + xt, c * xt), tj.zeros(3), x)
+        big = tj.while_loop(lambda v: v.sum() < lim, lambda v: v * 2 + 1, c)
+        return tj.cond(big.sum() > 100, lambda a: a - 100, lambda a: a, big), ys
+
+    rng = np.random.default_rng(2)
+    for lim in (5.0, 500.0, 50.0):
+        x = tj.tensor(rng.uniform(0.5, 1.0, size=(4, 3)).astype(np.float32))
+        got = f(x, tj.tensor(lim))
+        with tj.disable_jit():
+            want = f(x, tj.tensor(lim))
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+    assert f.cache_info().fallbacks == 0
