@@ -279,7 +279,8 @@ def _check_region_breaks(subs: list[SubTracer],
         if s.breaks:
             raise RegionError(s.breaks[0].reason)
     for s, carry in zip(subs, carries):
-        if any(s.env.get(id(t._data)) is not v for t, v in carry):
+        last = {id(t._data): v for t, v in carry}  # (a leaf passed twice: its last param)
+        if any(s.env.get(k) is not v for k, v in last.items()):
             raise RegionError("the body writes its carry in place (x.add_(...)); return the new "
                               "value instead (JAX's carries are values)")
 
@@ -589,26 +590,24 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
     loc = user_location()
     _, op_tree = tree_flatten(operands)
     leaves, _ = flatten_leaves(operands, "operands", "cond")
-    if _needs_grad(leaves):
-        outer.graph_break(_GRAD_BREAK.format(fn="cond"), loc)
-        with _installed(SubTracer(outer, scratch=True)):
-            return true_fun(*operands) if bool(pred._data) else false_fun(*operands)
     taken = bool(pred._data)
     pv = outer.value_of(pred)
     subs: dict[bool, SubTracer] = {}
     outs_of: dict[bool, Any] = {}
-    params_of: dict[bool, list[Value]] = {}
+    carry_of: dict[bool, list[tuple[Tensor, Value]]] = {}
     for branch in (not taken, taken):  # the one not taken first: what it writes is put back
         s = SubTracer(outer)
-        carry = [s.add_carry(t, k) for k, t in enumerate(leaves)]
-        args = tree_unflatten(op_tree, [c for c, _ in carry])
+        # the operands themselves (a branch runs once): the taken one's results keep their
+        # autograd history, which a graph break then returns as eager would
+        carry = [(t, s.add_param(t, RefSource(t, f"c{k}"), f"c{k}")) for k, t in enumerate(leaves)]
+        args = tree_unflatten(op_tree, leaves)
         fn = true_fun if branch else false_fun
         if branch == taken:
             with _installed(s):
                 out = fn(*args)
         else:
             out = _speculative(s, lambda fn=fn, args=args: fn(*args))  # type: ignore[misc]
-        subs[branch], outs_of[branch], params_of[branch] = s, out, [v for _, v in carry]
+        subs[branch], outs_of[branch], carry_of[branch] = s, out, carry
     t_leaves, t_tree = flatten_leaves(outs_of[True], "true_fun's result", "cond")
     f_leaves, f_tree = flatten_leaves(outs_of[False], "false_fun's result", "cond")
     if t_tree != f_tree or any(a.shape != b.shape or a.dtype is not b.dtype
@@ -619,17 +618,22 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
                         f"and types: {t_tree} ({shown}) against {f_tree} ({other}) (at {loc})")
     real = t_leaves if taken else f_leaves
     try:
-        _check_region_breaks(list(subs.values()))
+        _check_region_breaks([subs[True], subs[False]], [carry_of[True], carry_of[False]])
         for s in subs.values():
             if s.grad_writes:
                 raise RegionError("a cond branch assigns .grad")
         lay = _Layout([subs[True], subs[False]], None, [], None)
+        params_req = [t for _, t, _ in lay.consts if t.requires_grad]
+        wants = STATE.grad_enabled and (any(t.requires_grad for t in leaves) or bool(params_req))
+        if wants and lay.state:
+            raise RegionError("a cond that writes tensors in place cannot be differentiated "
+                              "under @jit yet")
         regions = {}
         for branch, lv in ((True, t_leaves), (False, f_leaves)):
             s = subs[branch]
             with _installed(s):
                 res = [s.value_of(t) for t in lv]
-            params = lay.params(s, params_of[branch])
+            params = lay.params(s, [v for _, v in carry_of[branch]])
             state_res = []
             for (k, _t, _), p in zip(lay.state, params[len(lay.consts) + len(leaves):]):
                 state_res.append(s.env[k] if k in s.captured else p)
@@ -644,7 +648,73 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
     outer.nodes.append(Node(COND, tuple(ins), tuple(outs), regions, loc))
     _absorb(outer, list(subs.values()))
     lay.bind_state(outs[n_out:])
-    result = _bind_results(outer, real, outs[:n_out])
-    if _needs_grad(result):
+    result = _bind_results(outer, _plain(real) if wants else real, outs[:n_out])
+    if wants:
+        spec = _CondSpec(true_fun, false_fun, op_tree, len(leaves), len(params_req),
+                         [t._type() for t in result])
+        result = list(_CondGrad.apply(spec, pred, *leaves, *params_req, *result))
+    elif _needs_grad(result):
         outer.graph_break(_GRAD_BREAK.format(fn="cond"), loc)
     return tree_unflatten(t_tree, result)
+
+
+class _CondSpec:
+    def __init__(self, true_fun: Callable[..., Any], false_fun: Callable[..., Any],
+                 op_tree: TreeDef, n_leaves: int, n_params: int,
+                 out_types: list[TensorType]) -> None:
+        self.fns = (true_fun, false_fun)
+        self.op_tree, self.n_leaves, self.n_params = op_tree, n_leaves, n_params
+        self.out_types = out_types
+
+
+class _CondGrad(Function):
+    """A differentiable cond inside @jit: its backward is a cond on the same predicate whose
+    branches recompute their side with autograd and take its VJP, so the compiled backward
+    follows the predicate of each call (as JAX's transposed cond does)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, spec: _CondSpec, pred: Tensor,
+                *args: Tensor) -> tuple[Tensor, ...]:
+        ctx.set_materialize_grads(False)
+        k = spec.n_leaves + spec.n_params
+        ctx.save_for_backward(pred, *args[:k])
+        ctx.spec = spec  # type: ignore[attr-defined]
+        ctx.n_args = 2 + len(args)  # type: ignore[attr-defined]
+        return tuple(args[k:])
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, *grads: Any) -> Any:
+        from .. import autograd
+        from ..control import cond
+        from ..creation import zeros, zeros_like
+
+        spec: _CondSpec = ctx.spec  # type: ignore[attr-defined]
+        pred, *rest = ctx.saved_tensors
+        nl = spec.n_leaves
+        leaves, params = rest[:nl], rest[nl:]
+        cots = [zeros(t.shape, dtype=t.dtype) if g is None else g
+                for g, t in zip(grads, spec.out_types)]
+        floats = [k for k, t in enumerate(leaves) if _floating(t)]
+
+        def vjp(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*a: Tensor) -> tuple[Tensor, ...]:
+                ls, cs = a[:nl], a[nl:]
+                with autograd.enable_grad():
+                    xs = [x.detach().requires_grad_() if k in floats else x.detach()
+                          for k, x in enumerate(ls)]
+                    out = tree_flatten(fn(*tree_unflatten(spec.op_tree, xs)))[0]
+                    pairs = [(o, c) for o, c in zip(out, cs)
+                             if isinstance(o, Tensor) and o.requires_grad]
+                    wrt = [xs[k] for k in floats] + list(params)
+                    raw = list(autograd.grad([o for o, _ in pairs], wrt, [c for _, c in pairs],
+                                             allow_unused=True)) if pairs else [None] * len(wrt)
+                return tuple(zeros_like(w) if g is None else g for g, w in zip(raw, wrt))
+
+            return run
+
+        got = cond(pred, vjp(spec.fns[0]), vjp(spec.fns[1]), *leaves, *cots)
+        out: list[Any] = [None] * nl + list(got[len(floats):])
+        for j, k in enumerate(floats):
+            out[k] = got[j]
+        res = (None, None, *out)
+        return res + (None,) * (ctx.n_args - len(res))  # type: ignore[attr-defined]
