@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function, FunctionCtx
 from ..control import (
     check_carry,
     check_pred,
@@ -42,6 +41,7 @@ from ..ops.control import COND, SCAN, WHILE
 from ..ops.registry import TensorType
 from ..pytree import TreeDef, tree_flatten, tree_unflatten
 from ..tensor import Tensor
+from .region_grads import CondGrad, CondSpec, ScanGrad, ScanSpec
 from .sources import RefSource
 from .tracer import GradWrite, Tracer, UndoLog
 
@@ -172,10 +172,8 @@ class _Layout:
     state (captured tensors written in place, and .grad slots). Each region gets one param per
     slot: its own value where it read the slot, a fresh unused one where it did not."""
 
-    def __init__(self, subs: list[SubTracer], carry: list[list[Value]] | None,
-                 carry_types: list[TensorType], writer: SubTracer | None) -> None:
+    def __init__(self, subs: list[SubTracer], writer: SubTracer | None) -> None:
         outer = subs[0].outer
-        self.subs, self.carry, self.carry_types = subs, carry, carry_types
         keys: dict[int, tuple[Tensor, Value]] = {}
         for s in subs:
             for k, (t, ov, _) in s.captured.items():
@@ -340,7 +338,7 @@ def trace_while(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
         _check_region_breaks([cs, bs], [c_carry, b_carry])
         with _installed(bs):
             b_results = [bs.value_of(t) for t in new]
-        lay = _Layout([cs, bs], None, [t._type() for t in leaves], bs)
+        lay = _Layout([cs, bs], bs)
         types = [t._type() for t in leaves]
         ins = lay.operands([outer.value_of(t) for t in leaves])
         cond_r = _region(cs, lay.params(cs, [v for _, v in c_carry]), [pv])
@@ -398,7 +396,7 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
     n_carry = len(leaves)
     try:
         _check_region_breaks([bs], [carry])
-        lay = _Layout([bs], None, [t._type() for t in leaves], bs)
+        lay = _Layout([bs], bs)
         wants = STATE.grad_enabled and any(
             t.requires_grad for t in leaves + x_leaves + [t for _, t, _ in lay.consts])
         if wants and (lay.state or lay.grads):
@@ -432,9 +430,9 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
     if wants:
         res_s = _bind_results(outer, starts, outs[n_carry + n_state + n_y:])
         params = [t for _, t, _ in lay.consts if t.requires_grad]
-        spec = _ScanSpec(f, tree, x_tree, n_carry, len(x_leaves), n, reverse, res_s, x_leaves)
+        spec = ScanSpec(f, tree, x_tree, n_carry, len(x_leaves), n, reverse, res_s, x_leaves)
         spec.n_params = len(params)
-        out = _ScanGrad.apply(spec, *leaves, *x_leaves, *params, *res_c, *res_y)
+        out = ScanGrad.apply(spec, *leaves, *x_leaves, *params, *res_c, *res_y)
         res_c, res_y = list(out[:n_carry]), list(out[n_carry:])
     elif _needs_grad(res_c + res_y):
         outer.graph_break(_GRAD_BREAK.format(fn="scan"), loc)
@@ -481,106 +479,6 @@ def _scan_values(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeD
         return real, stacked, starts
 
 
-class _ScanSpec:
-    """What a traced scan's backward needs besides the cotangents."""
-
-    def __init__(self, f: Callable[[Any, Any], Any], tree: TreeDef, x_tree: TreeDef,
-                 n_carry: int, n_x: int, n: int, reverse: bool, starts: list[Tensor],
-                 xs: list[Tensor]) -> None:
-        self.f, self.tree, self.x_tree = f, tree, x_tree
-        self.n_carry, self.n_x, self.n, self.reverse = n_carry, n_x, n, reverse
-        self.starts, self.xs = starts, xs
-        self.n_params = 0
-
-
-class _ScanGrad(Function):
-    """A differentiable scan inside @jit. Its backward is itself a scan, in the other
-    direction, whose body recomputes one step from the carry it began with (saved by the
-    forward node) and takes that step's VJP with autograd; traced, it is one more loop
-    region, so a jitted training step through a scan compiles to two loops, not an unrolled
-    chain."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, spec: _ScanSpec, *args: Tensor) -> tuple[Tensor, ...]:
-        # args: carry, xs, params (what gets a gradient), then the results, returned as they
-        # are (computed already): this node only gives them their backward
-        ctx.set_materialize_grads(False)
-        k = spec.n_carry + spec.n_x
-        # saved as PyTorch saves (the jit's escape check knows them), the spec keeps no tensor
-        ctx.save_for_backward(*spec.starts, *spec.xs, *args[k:k + spec.n_params])
-        spec.starts, spec.xs = [], []
-        ctx.spec = spec  # type: ignore[attr-defined]
-        ctx.n_args = 1 + len(args)  # type: ignore[attr-defined]
-        return tuple(args[k + spec.n_params:])
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, *grads: Any) -> Any:
-        spec: _ScanSpec = ctx.spec  # type: ignore[attr-defined]
-        saved = list(ctx.saved_tensors)
-        nc, nx = spec.n_carry, spec.n_x
-        out = _scan_vjp(spec, saved[:nc], saved[nc:nc + nx], saved[nc + nx:], list(grads))
-        return out + (None,) * (ctx.n_args - len(out))  # type: ignore[attr-defined]
-
-
-def _floating(t: Tensor) -> bool:
-    return t.dtype.is_floating_point
-
-
-def _scan_vjp(spec: _ScanSpec, starts: list[Tensor], xs: list[Tensor], params: list[Tensor],
-              grads: list[Any]) -> tuple[Any, ...]:
-    """The gradients of a scan's carry, xs and params, by a scan over the steps reversed."""
-    from .. import autograd
-    from ..creation import zeros_like
-
-    nc = spec.n_carry
-    g_c = [zeros_like(s[0]) if g is None else g for s, g in zip(starts, grads[:nc])]
-    g_ys = [g for g in grads[nc:]]
-    ys_live = [k for k, g in enumerate(g_ys) if g is not None]
-    c_float = [k for k in range(nc) if _floating(starts[k])]
-    x_float = [k for k in range(len(xs)) if _floating(xs[k])]
-
-    def vjp_step(acc: Any, inp: Any) -> Any:
-        gc, gp = acc
-        c_t, x_t, gy_t = inp
-        with autograd.enable_grad():
-            cs = [c.detach().requires_grad_() if k in c_float else c.detach()
-                  for k, c in enumerate(c_t)]
-            xv = [x.detach().requires_grad_() if k in x_float else x.detach()
-                  for k, x in enumerate(x_t)]
-            new_c, y = split_step(spec.f(tree_unflatten(spec.tree, cs),
-                                         tree_unflatten(spec.x_tree, xv)))
-            c_leaves = tree_flatten(new_c)[0]
-            y_leaves = tree_flatten(y)[0]
-            outs: list[Tensor] = []
-            cots: list[Tensor] = []
-            for k in c_float:
-                if isinstance(c_leaves[k], Tensor) and c_leaves[k].requires_grad:
-                    outs.append(c_leaves[k])
-                    cots.append(gc[c_float.index(k)])
-            for j, k in enumerate(ys_live):
-                if isinstance(y_leaves[k], Tensor) and y_leaves[k].requires_grad:
-                    outs.append(y_leaves[k])
-                    cots.append(gy_t[j])
-            wrt = [cs[k] for k in c_float] + [xv[k] for k in x_float] + params
-            raw = list(autograd.grad(outs, wrt, cots, allow_unused=True)) if outs else \
-                [None] * len(wrt)
-        got = [zeros_like(w) if g is None else g for g, w in zip(raw, wrt)]
-        n1, n2 = len(c_float), len(c_float) + len(x_float)
-        return (list(got[:n1]), [a + b for a, b in zip(gp, got[n2:])]), list(got[n1:n2])
-
-    from ..control import scan
-
-    init = ([g_c[k] for k in c_float], [zeros_like(p) for p in params])
-    (gc, gp), g_x = scan(vjp_step, init, (starts, xs, [g_ys[k] for k in ys_live]),
-                         reverse=not spec.reverse)
-    out: list[Any] = [None] * nc + [None] * len(xs) + list(gp)
-    for j, k in enumerate(c_float):
-        out[k] = gc[j]
-    for j, k in enumerate(x_float):
-        out[nc + k] = g_x[j]
-    return (None, *out)
-
-
 # ---- cond -----------------------------------------------------------------------------------
 
 
@@ -622,7 +520,7 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
         for s in subs.values():
             if s.grad_writes:
                 raise RegionError("a cond branch assigns .grad")
-        lay = _Layout([subs[True], subs[False]], None, [], None)
+        lay = _Layout([subs[True], subs[False]], None)
         params_req = [t for _, t, _ in lay.consts if t.requires_grad]
         wants = STATE.grad_enabled and (any(t.requires_grad for t in leaves) or bool(params_req))
         if wants and lay.state:
@@ -650,71 +548,9 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
     lay.bind_state(outs[n_out:])
     result = _bind_results(outer, _plain(real) if wants else real, outs[:n_out])
     if wants:
-        spec = _CondSpec(true_fun, false_fun, op_tree, len(leaves), len(params_req),
+        spec = CondSpec(true_fun, false_fun, op_tree, len(leaves), len(params_req),
                          [t._type() for t in result])
-        result = list(_CondGrad.apply(spec, pred, *leaves, *params_req, *result))
+        result = list(CondGrad.apply(spec, pred, *leaves, *params_req, *result))
     elif _needs_grad(result):
         outer.graph_break(_GRAD_BREAK.format(fn="cond"), loc)
     return tree_unflatten(t_tree, result)
-
-
-class _CondSpec:
-    def __init__(self, true_fun: Callable[..., Any], false_fun: Callable[..., Any],
-                 op_tree: TreeDef, n_leaves: int, n_params: int,
-                 out_types: list[TensorType]) -> None:
-        self.fns = (true_fun, false_fun)
-        self.op_tree, self.n_leaves, self.n_params = op_tree, n_leaves, n_params
-        self.out_types = out_types
-
-
-class _CondGrad(Function):
-    """A differentiable cond inside @jit: its backward is a cond on the same predicate whose
-    branches recompute their side with autograd and take its VJP, so the compiled backward
-    follows the predicate of each call (as JAX's transposed cond does)."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, spec: _CondSpec, pred: Tensor,
-                *args: Tensor) -> tuple[Tensor, ...]:
-        ctx.set_materialize_grads(False)
-        k = spec.n_leaves + spec.n_params
-        ctx.save_for_backward(pred, *args[:k])
-        ctx.spec = spec  # type: ignore[attr-defined]
-        ctx.n_args = 2 + len(args)  # type: ignore[attr-defined]
-        return tuple(args[k:])
-
-    @staticmethod
-    def backward(ctx: FunctionCtx, *grads: Any) -> Any:
-        from .. import autograd
-        from ..control import cond
-        from ..creation import zeros, zeros_like
-
-        spec: _CondSpec = ctx.spec  # type: ignore[attr-defined]
-        pred, *rest = ctx.saved_tensors
-        nl = spec.n_leaves
-        leaves, params = rest[:nl], rest[nl:]
-        cots = [zeros(t.shape, dtype=t.dtype) if g is None else g
-                for g, t in zip(grads, spec.out_types)]
-        floats = [k for k, t in enumerate(leaves) if _floating(t)]
-
-        def vjp(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def run(*a: Tensor) -> tuple[Tensor, ...]:
-                ls, cs = a[:nl], a[nl:]
-                with autograd.enable_grad():
-                    xs = [x.detach().requires_grad_() if k in floats else x.detach()
-                          for k, x in enumerate(ls)]
-                    out = tree_flatten(fn(*tree_unflatten(spec.op_tree, xs)))[0]
-                    pairs = [(o, c) for o, c in zip(out, cs)
-                             if isinstance(o, Tensor) and o.requires_grad]
-                    wrt = [xs[k] for k in floats] + list(params)
-                    raw = list(autograd.grad([o for o, _ in pairs], wrt, [c for _, c in pairs],
-                                             allow_unused=True)) if pairs else [None] * len(wrt)
-                return tuple(zeros_like(w) if g is None else g for g, w in zip(raw, wrt))
-
-            return run
-
-        got = cond(pred, vjp(spec.fns[0]), vjp(spec.fns[1]), *leaves, *cots)
-        out: list[Any] = [None] * nl + list(got[len(floats):])
-        for j, k in enumerate(floats):
-            out[k] = got[j]
-        res = (None, None, *out)
-        return res + (None,) * (ctx.n_args - len(res))  # type: ignore[attr-defined]
