@@ -397,8 +397,10 @@ def trace_scan(f: Callable[[Any, Any], Any], leaves: list[Tensor], tree: TreeDef
     try:
         _check_region_breaks([bs], [carry])
         lay = _Layout([bs], bs)
-        wants = STATE.grad_enabled and any(
-            t.requires_grad for t in leaves + x_leaves + [t for _, t, _ in lay.consts])
+        # a gradient flows when the carry or xs need one, or the first step's results do
+        # (through a captured parameter): then, and only then, the results are differentiable
+        wants = STATE.grad_enabled and any(t.requires_grad for t in leaves + x_leaves + new
+                                           + y_leaves)
         if wants and (lay.state or lay.grads):
             raise RegionError("a scan that writes tensors in place cannot be differentiated "
                               "under @jit yet")
@@ -522,7 +524,8 @@ def trace_cond(pred: Tensor, true_fun: Callable[..., Any], false_fun: Callable[.
                 raise RegionError("a cond branch assigns .grad")
         lay = _Layout([subs[True], subs[False]], None)
         params_req = [t for _, t, _ in lay.consts if t.requires_grad]
-        wants = STATE.grad_enabled and (any(t.requires_grad for t in leaves) or bool(params_req))
+        # either branch's results needing a gradient (each ran on the operands themselves)
+        wants = STATE.grad_enabled and any(t.requires_grad for t in t_leaves + f_leaves)
         if wants and lay.state:
             raise RegionError("a cond that writes tensors in place cannot be differentiated "
                               "under @jit yet")
