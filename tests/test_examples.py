@@ -12,7 +12,8 @@ import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 LOSS_EXAMPLES = ["tensors_by_hand", "autograd_basics", "custom_function", "nn_sequential",
-                 "nn_adam", "two_layer_net", "parallel_block", "dynamic_graph", "dropout_mlp"]
+                 "nn_adam", "two_layer_net", "parallel_block", "dynamic_graph", "dropout_mlp",
+                 "rnn_scan"]
 
 
 def run_main(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> object:
@@ -41,6 +42,35 @@ def test_iris_reaches_97_percent(monkeypatch, capsys):
     first = float(lines[0].split("loss")[1].split()[0])
     last = float(lines[-1].split("loss")[1].split()[0])
     assert last < first / 5
+
+
+def test_rnn_scan_example_checks_scan_against_the_unrolled_loop(monkeypatch, capsys):
+    run_main("rnn_scan", ["--steps", "2", "--length", "4", "--batch", "3"], monkeypatch)
+    out = capsys.readouterr().out
+    diff = float(out.split("differ by at most ")[1].split()[0])
+    assert diff < 1e-5
+    assert "(1 trace, 1 program, 0 graph breaks)" in out
+    assert "2 loops in its program, 0 graph breaks" in out  # the scan and its reverse
+
+
+def test_while_solver_example(monkeypatch, capsys):
+    counts = run_main("while_solver", ["--systems", "4", "--size", "8"], monkeypatch)
+    assert len(set(counts)) > 1  # data-dependent trip counts ...
+    out = capsys.readouterr().out
+    assert "1 trace, 1 program, 3 compiled calls" in out  # ... one program
+    errors = [float(ln.split("np.linalg.solve ")[1]) for ln in out.splitlines()
+              if ln.startswith("system")]
+    assert max(errors) < 1e-3
+
+
+def test_iris_as_one_fori_loop(monkeypatch, capsys):
+    accuracy = run_main("iris_fori_loop", ["--steps", "300"], monkeypatch)
+    assert accuracy >= 0.9
+    out = capsys.readouterr().out
+    assert "298 Adam steps in one compiled call" in out and "0 graph breaks" in out
+    jit_loss = float(out.split("step  299  loss ")[1].split()[0])
+    eager_loss = float(out.split("eagerly: loss ")[1].split()[0])
+    assert abs(jit_loss - eager_loss) < 1e-3
 
 
 def test_dataloader_example(monkeypatch, capsys):

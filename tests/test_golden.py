@@ -1,8 +1,8 @@
-"""Golden files: what each stage of @jit produces for three fixed programs (the seed's training
-step, a row softmax, a layernorm; tests/golden/programs.py): the graph IR, the kernel IR and
-the generated source, compared with
-tests/golden/<program>.<stage>.txt, so a change to tracing, the passes or code generation shows
-up as a readable diff of what users see.
+"""Golden files: what each stage of @jit produces for five fixed programs (the seed's training
+step, a row softmax, a layernorm, a cond and a while_loop; tests/golden/programs.py): the graph
+IR, the kernel IR and the generated source, compared with tests/golden/<program>.<stage>.txt,
+so a change to tracing, the passes or code generation shows up as a readable diff of what users
+see.
 
 Regenerate them (after a change that alters the output on purpose) with one command:
 

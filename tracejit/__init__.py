@@ -28,6 +28,7 @@ from . import (  # noqa: F401  # noqa: E402, F401 - after Tensor and the factori
 )
 from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .contractions import einsum
+from .control import cond, fori_loop, scan, while_loop
 from .creation import (
     Generator,
     arange,

@@ -20,6 +20,7 @@ from .autograd import OpNode
 from .dispatch import STATE, user_location
 from .errors import warn_at_user
 from .flags import get as get_flag
+from .ir.graph import walk
 from .ir.printer import print_graph
 from .ops.structural import FUSED
 from .passes import run_pipeline
@@ -754,8 +755,8 @@ class Explanation:
         self.name = jf.name
         self.fused = [
             (n.attrs.get("index", 0), [m.name for m in n.attrs["body"].nodes], n.loc)
-            for e in self.entries for n in e.graph.nodes if n.op is FUSED
-        ]
+            for e in self.entries for n in walk(e.graph.nodes) if n.op is FUSED
+        ]  # (those in loop bodies and branches too)
 
     def __str__(self) -> str:
         i = self.info

@@ -61,4 +61,33 @@ def layernorm() -> tuple[Any, tuple[Any, ...]]:
     return tj.jit(layer_norm), (tj.randn(4, 8), tj.randn(8), tj.randn(8))
 
 
-PROGRAMS: dict[str, Program] = {"seed": seed, "softmax": softmax, "layernorm": layernorm}
+def cond() -> tuple[Any, tuple[Any, ...]]:
+    """`tracejit.cond` on a data-dependent predicate: halve a (4,) vector whose sum is
+    positive, else add one."""
+    tj.manual_seed(0)
+
+    def halve_or_shift(x: Any) -> Any:
+        return tj.cond(x.sum() > 0, lambda v: v * 0.5, lambda v: v + 1, x)
+
+    return tj.jit(halve_or_shift), (tj.randn(4),)
+
+
+def while_loop() -> tuple[Any, tuple[Any, ...]]:
+    """`tracejit.while_loop`: Newton's iteration for the square roots of a (4,) vector, until
+    every residual is below a tolerance given as a 0-d tensor, counting the trips."""
+    tj.manual_seed(0)
+
+    def newton_sqrt(a: Any, tol: Any) -> Any:
+        def far(c: Any) -> Any:
+            return (c[0] * c[0] - a).abs().max() > tol
+
+        def step(c: Any) -> Any:
+            return (c[0] + a / c[0]) * 0.5, c[1] + 1
+
+        return tj.while_loop(far, step, (tj.ones_like(a), 0))
+
+    return tj.jit(newton_sqrt), (tj.rand(4) * 10 + 1, tj.tensor(1e-4))
+
+
+PROGRAMS: dict[str, Program] = {"seed": seed, "softmax": softmax, "layernorm": layernorm,
+                                "cond": cond, "while_loop": while_loop}

@@ -21,10 +21,11 @@ import numpy as np
 from .. import kir
 from ..dtypes import DType, int64
 from ..flags import get as get_flag
-from ..ir.graph import Const, Graph, Node, Operand, Value
+from ..ir.graph import Const, Graph, Node, Operand, Region, Value, walk
 from ..ir.plan import BufferPlan, is_view, make_plan, roots, verify_plan
-from ..ir.printer import print_graph, value_numbers
+from ..ir.printer import print_graph, value_numbers, values_printed
 from ..kir.lower import lower_fused, lower_reduce
+from ..ops.control import COND, SCAN, WHILE
 from ..ops.registry import Kind, OpDef, lit, np_name
 from ..ops.structural import CONSTANT, FUSED
 from ..runtime import cache, pool
@@ -240,6 +241,25 @@ class _Gen:
         # planned_buffers) instead of allocating them on every call; (shape, dtype) each
         self.ws: list[tuple[tuple[int, ...], str]] = []
         self.fresh: set[Value] | None = None  # buffers that must be new each call (or None)
+        self.prefix = ""  # a region's nodes are named apart from the graph's: r3b_v0
+
+    def child(self, r: Region, prefix: str, base: int) -> _Gen:
+        """A generator for region `r`, writing into this one's text, kernels and constants:
+        the region as a graph of its own (params as inputs) with its own buffer plan. `base`
+        is the number the printer gives the region's first param."""
+        sub = _Gen.__new__(_Gen)
+        sub.__dict__.update(self.__dict__)
+        sub.g = Graph(prefix, r.params, (), r.nodes, r.results)
+        sub.plan = make_plan(sub.g)
+        verify_plan(sub.g, sub.plan)
+        sub.snapshot = False
+        sub.numbers = [base + len(r.params) + k for k in value_numbers(sub.g)]
+        sub.prefix = prefix
+        # the workspace (shared list: one per program) holds the region's temporaries; what
+        # the region returns (a loop's carry, its ys, a branch's results) is allocated anew,
+        # so an iteration never overwrites a buffer the next one reads
+        sub.fresh = None if self.fresh is None else fresh_buffers(sub.g, sub.plan)
+        return sub
 
     def text(self, t: str) -> str:
         if t not in self.texts:
@@ -297,14 +317,17 @@ class _Gen:
                 self.w.line(f"{o} = np.empty({shape!r}, {dtype})")
 
     def node(self, i: int, n: Node) -> None:
-        out = f"v{i}"
+        out = f"{self.prefix}v{i}"
         num = self.numbers[i]  # as ir() numbers this node's (first) result
         origin = f"%{num} {n.loc}"
         for j, o in enumerate(n.outs):
-            self.names[o] = out if len(n.outs) == 1 else f"v{i}_{j}"
+            self.names[o] = out if len(n.outs) == 1 else f"{out}_{j}"
 
         args = [self.ref(v) for v in n.inputs]
         comment = f"  # %{num} {n.name} {n.loc}"
+        if n.op.control:
+            self.control(i, n, args, comment, origin)
+            return
         if n.op is CONSTANT:  # baked into the module, shared by every call
             c = _const_name(len(self.consts))
             value = np.asarray(n.attrs["value"])  # (ascontiguousarray would make 0-d 1-d)
@@ -360,6 +383,83 @@ class _Gen:
         else:
             self.w.line(f"{out} = {text}{comment}", origin)
 
+    # ---- control flow: the regions as Python statements under a real `if` or loop ----------
+
+    def region(self, n: Node, key: str, prefix: str, bind: list[str]) -> list[str]:
+        """Emit region `key` of `n` with its params bound to the expressions `bind`; returns
+        the names of its results."""
+        base = self.numbers[self.numbers_index(n)] + len(n.outs)
+        for k in n.op.regions:
+            if k == key:
+                break
+            r = n.attrs[k]
+            base += len(r.params) + sum(values_printed(m) for m in r.nodes)
+        r = n.attrs[key]
+        sub = self.child(r, prefix, base)
+        for p, b in zip(r.params, bind):
+            self.names[p] = b
+        for j, m in enumerate(r.nodes):
+            sub.node(j, m)
+        return [self.ref(v) for v in r.results]
+
+    def numbers_index(self, n: Node) -> int:
+        return next(i for i, m in enumerate(self.g.nodes) if m is n)
+
+    def assign(self, names: list[str], values: list[str]) -> None:
+        if names:
+            self.w.line(f"{', '.join(names)}, = {', '.join(values)},")
+
+    def control(self, i: int, n: Node, args: list[str], comment: str, origin: str) -> None:
+        w, pre = self.w, f"{self.prefix}r{i}"
+        outs = [self.names[o] for o in n.outs]
+        if n.op is COND:
+            w.line(f"if {args[0]}:{comment}", origin)
+            for key, head in (("then", None), ("else", "else:")):
+                if head:
+                    w.line(head)
+                with w.indent():
+                    res = self.region(n, key, f"{pre}{key[0]}_", args[1:])
+                    self.assign(outs, [f"np.copy({r})" for r in res])
+            return
+        nc = n.attrs["n_consts"]
+        if n.op is WHILE:
+            carry = [f"{pre}c{j}" for j in range(len(n.outs))]
+            self.assign(carry, args[nc:])
+            cap = n.attrs["max_iterations"]
+            w.line((f"for _ in range({cap}):" if cap is not None else "while True:") + comment,
+                   origin)
+            with w.indent():
+                (go,) = self.region(n, "cond", f"{pre}c_", args[:nc] + carry)
+                w.line(f"if not {go}:")
+                with w.indent():
+                    w.line("break")
+                self.assign(carry, self.region(n, "body", f"{pre}b_", args[:nc] + carry))
+                w.line("if _probe:  # (compiling: one trip runs every kernel)")
+                with w.indent():
+                    w.line("break")
+            self.assign(outs, [f"np.copy({c})" for c in carry])
+            return
+        assert n.op is SCAN
+        nk, length = n.attrs["n_carry"], n.attrs["length"]
+        carry = [f"{pre}c{j}" for j in range(nk)]
+        self.assign(carry, args[nc:nc + nk])
+        xs = args[nc + nk:]
+        for o, t in zip(outs[nk:], [o.type for o in n.outs[nk:]]):
+            w.line(f"{o} = np.empty({tuple(t.shape)!r}, {np_name(t.dtype)})")
+        order = f"range({length} - 1, -1, -1)" if n.attrs["reverse"] else f"range({length})"
+        w.line(f"for {pre}t in {order}:{comment}", origin)
+        with w.indent():
+            sl = [f"{pre}x{k}" for k in range(len(xs))]
+            self.assign(sl, [f"{x}[{pre}t, ...]" for x in xs])  # (a 0-d array, not a scalar)
+            res = self.region(n, "body", f"{pre}b_", args[:nc] + carry + sl)
+            for o, y in zip(outs[nk:], res[nk:]):  # before the carry is rebound: a y may
+                w.line(f"{o}[{pre}t] = {y}")  # be the carry this step began with
+            self.assign(carry, res[:nk])
+            w.line("if _probe:  # (compiling: one trip runs every kernel)")
+            with w.indent():
+                w.line("break")
+        self.assign(outs[:nk], [f"np.copy({c})" for c in carry])
+
     def generate(self, fname: str, native: bool = True) -> str:
         self.native = native
         g = self.g
@@ -368,6 +468,8 @@ class _Gen:
         if native:
             self.w.line(JIT)
         extra = ["_snap"] if self.snapshot else ["_prof"] if self.profile else []
+        if has_loops(g):
+            extra.append("_probe=False")
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         fills = self._effect_fills()
         if not native and not self.snapshot:
@@ -483,10 +585,23 @@ class _Single:
         self.shape = n.out.type.shape
 
 
+def has_control(g: Graph) -> bool:
+    return any(n.op.control for n in walk(g.nodes))
+
+
+def has_loops(g: Graph) -> bool:
+    return any(n.op is WHILE or n.op is SCAN for n in walk(g.nodes))
+
+
 def use_native_driver(g: Graph) -> bool:
+    """A graph with control flow always gets a Python driver (its `if` and loops over the njit
+    kernels): Numba would compile each region into the one native function, inlining every
+    kernel again, which is what makes native drivers slow to compile."""
     mode = get_flag("driver")
     if mode not in ("auto", "native", "python"):
         raise ValueError(f"TRACEJIT_DRIVER must be native, python or auto, got {mode!r}")
+    if has_control(g):
+        return False
     return mode == "native" or (mode == "auto" and len(g.nodes) <= NATIVE_DRIVER_MAX_NODES)
 
 
@@ -650,7 +765,8 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
                 extra = [[]] if snapshot else [[0.0] * (len(g.nodes) + 1)] if profile else []
-                fn(*[p.copy() for p in probe], *extra)
+                fn(*[p.copy() for p in probe], *extra,
+                   **({"_probe": True} if has_loops(g) else {}))
             break
         except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
             break  # not reached yet compile on the first real call

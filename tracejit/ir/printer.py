@@ -65,9 +65,32 @@ def _node_lines(n: Node, names: _Names, indent: str) -> list[str]:
         rhs = f"{head} {args}".rstrip()
     text = f"{indent}{outs} = {rhs}"
     lines = [f"{text:<56}  # {n.loc}" if n.loc else text]
-    for body in n.regions():
+    if n.op.control:  # cond, while, scan: each region in full, under a `name(params):` line
+        for key in n.op.regions:
+            lines += _region_lines(key, n.attrs[key], names, indent + "  ")
+        return lines
+    for body in n.regions():  # a fused node: its members
         lines.append(indent + "    " + " ; ".join(m.name for m in body.nodes))
     return lines
+
+
+def _region_lines(key: str, r: Region, names: _Names, indent: str) -> list[str]:
+    params = ", ".join(f"%{names.fresh(v)}: {v.type}" for v in r.params)
+    lines = [f"{indent}{key}({params}):"]
+    for m in r.nodes:
+        lines += _node_lines(m, names, indent + "  ")
+    lines.append(f"{indent}  yield " + ", ".join(names.ref(v) for v in r.results))
+    return lines
+
+
+def values_printed(n: Node) -> int:
+    """How many value numbers printing `n` uses: its results, and for a control node every
+    param and result inside its regions (nested ones included)."""
+    k = len(n.outs)
+    if n.op.control:
+        for r in n.regions():
+            k += len(r.params) + sum(values_printed(m) for m in r.nodes)
+    return k
 
 
 def value_numbers(g: Graph) -> list[int]:
@@ -76,7 +99,7 @@ def value_numbers(g: Graph) -> list[int]:
     out, k = [], 0
     for n in g.nodes:
         out.append(k)
-        k += len(n.outs)
+        k += values_printed(n)
     return out
 
 

@@ -601,9 +601,30 @@ def graph_kernels(g: Any, plan: Any = None) -> list[tuple[int, Kernel]]:
 
 
 def format_graph_kernels(g: Any, plan: Any = None) -> str:
+    """Every kernel of `g` in print order, those inside control regions too (each region with
+    the buffer plan the driver gives it), named by the number of the node's first result."""
     from ..ir.printer import value_numbers
+
+    parts = _kernel_texts(g, plan, value_numbers(g))
+    return "kernels:\n" + "\n".join(parts) if parts else ""
+
+
+def _kernel_texts(g: Any, plan: Any, num: list[int]) -> list[str]:
+    from ..ir.graph import Graph
+    from ..ir.plan import make_plan
+    from ..ir.printer import value_numbers, values_printed
     from .ir import format_kernel
 
-    num = value_numbers(g)
-    parts = [format_kernel(k, f"%{num[i]}") for i, k in graph_kernels(g, plan)]
-    return "kernels:\n" + "\n".join(parts) if parts else ""
+    kernels = dict(graph_kernels(g, plan))
+    parts = []
+    for i, n in enumerate(g.nodes):
+        if i in kernels:
+            parts.append(format_kernel(kernels[i], f"%{num[i]}"))
+        if n.op.control:
+            base = num[i] + len(n.outs)
+            for r in n.regions():
+                sub = Graph(g.name, r.params, (), r.nodes, r.results)
+                sub_num = [base + len(r.params) + k for k in value_numbers(sub)]
+                parts += _kernel_texts(sub, make_plan(sub), sub_num)
+                base += len(r.params) + sum(values_printed(m) for m in r.nodes)
+    return parts

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (declares the ops)
     attention,
     contract,
+    control,
     elementwise,
     index,
     movement,

@@ -29,8 +29,9 @@ class Kind(enum.Enum):
     INDEX = "index"  # gather/scatter/advanced indexing
     CREATION = "creation"  # no tensor inputs: full, arange
     SCAN = "scan"  # along one dim, each output reading its whole row: cumsum, argsort
-    # graph structure rather than arithmetic: `constant`, `fused` (later `cond` and loops);
-    # they exist only in graphs (no Tensor method dispatches them), see structural.py
+    # graph structure rather than arithmetic: `constant`, `fused` (structural.py) and the
+    # control flow `cond`, `while`, `scan` (control.py); they exist only in graphs (no Tensor
+    # method dispatches them)
     STRUCTURAL = "structural"
 
 
@@ -127,6 +128,10 @@ class OpDef:
     # the attributes that hold a Region (fused: "body"; cond: its branches): the verifier checks
     # them, `ir.graph.walk` and the printer descend into them
     regions: tuple[str, ...] = ()
+    # a control-flow node (cond, while, scan: control.py): its regions are whole sub-programs,
+    # printed in full, optimised by every pass and run by the driver as real `if` and loops
+    # (a fused node's region is a kernel's members instead)
+    control: bool = False
     # cse may merge two such nodes with equal operands and attributes (not: constants, whose key
     # would hash the whole array, and fused nodes, which have several outputs)
     cse: bool = True

@@ -3,7 +3,8 @@
 in TRACEJIT_PRINT_AFTER. Memory planning is not a graph pass: the buffer plan
 (`ir/plan.py`) is a structure over the final schedule, made when the graph is compiled;
 `TRACEJIT_PRINT_AFTER=plan_memory` prints the final graph with it, and `kir` the kernel IR
-each fused group and reduction lowers to."""
+each fused group and reduction lowers to. Every pass also runs inside the regions of control
+nodes (cond branches, loop bodies: passes/regions.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .cse import cse
 from .dce import dce
 from .fold import fold
 from .fuse import fuse
+from .regions import in_regions
 from .simplify import simplify
 
 Pass = Callable[[Graph], Graph]
@@ -51,7 +53,7 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
     for name, p in passes or PIPELINE:
         t0 = time.perf_counter()
         before = len(g.nodes)
-        g = p(g)
+        g = in_regions(p, p(g))  # and inside cond branches and loop bodies
         ms = (time.perf_counter() - t0) * 1e3
         HISTORY.append(PassRecord(name, before, len(g.nodes), ms))
         del HISTORY[:-200]

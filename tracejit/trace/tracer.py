@@ -95,6 +95,7 @@ class Tracer:
         self.view_parent: dict[int, np.ndarray] = {}
         self.stale: set[int] = set()
         self.produced: list[weakref.ref] = []
+        self.inner_ids: set[int] = set()  # arrays made inside regions (trace/regions.py)
         # a backward tracer reads the forward's values: (forward value, its param here)
         self.parent: Tracer | None = None
         self.from_parent: list[tuple[Value, Value]] = []
@@ -433,7 +434,8 @@ class Tracer:
         found = []
         for r in self.produced:
             t = r()
-            if t is not None and id(t) not in keep_alive and id(t._data) in self.env:
+            if t is not None and id(t) not in keep_alive and (id(t._data) in self.env
+                                                              or id(t._data) in self.inner_ids):
                 found.append(f"a {t.dtype.name} tensor of shape {list(t.shape)}")
         return found
 
