@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import kir
 from ..dtypes import DType, int64
+from ..errors import PathNotTakenError
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Value
 from ..ir.plan import BufferPlan, make_plan, roots, verify_plan
@@ -326,7 +327,9 @@ class _Gen:
         extra = ["_snap"] if self.snapshot else []
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         fills = self._effect_fills()
+        checks = self._checks_after()
         with self.w.indent():
+            self._check(checks.get(-1, ()))
             for i, n in enumerate(g.nodes):
                 if n.out in fills:  # written by its effect straight into the target
                     continue
@@ -334,6 +337,7 @@ class _Gen:
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
                         f"np.copy({self.names[o]}), " for o in n.outs) + "))")
+                self._check(checks.get(i, ()))
             view_made = {o for n in g.nodes if n.op.view for o in n.outs}
             aliasable = set(g.params) | view_made
             in_place = self.plan.in_place_effects(g)
@@ -361,6 +365,28 @@ class _Gen:
             self.w.line("return (" + "".join(f"{o}, " for o in outs) + ")")
         return self.w.text()
 
+
+    def _checks_after(self) -> dict[int, list[int]]:
+        """Node index (-1: a parameter) -> the checks on a predicate it computes. Each is
+        tested right after its node, so a call down a path not traced stops as early as it can,
+        and always before the effects (the buffer plan writes none in place before it)."""
+        made = {o: i for i, n in enumerate(self.g.nodes) for o in n.outs}
+        params = set(self.g.params)
+        out: dict[int, list[int]] = {}
+        for k, c in enumerate(self.g.checks):
+            v = self.g.outputs[c.output]
+            if isinstance(v, Value) and (v in made or v in params):
+                out.setdefault(made.get(v, -1), []).append(k)
+            # (a constant predicate, folded, is the same on every call: nothing to test)
+        return out
+
+    def _check(self, ks: Any) -> None:
+        for k in ks:
+            c = self.g.checks[k]
+            v = self.names[self.g.outputs[c.output]]  # type: ignore[index]
+            self.w.line(f"if {v}.item() != {c.taken}:  # check: the branch at {c.loc}")
+            with self.w.indent():
+                self.w.line(f"raise PathNotTakenError({k})")
 
     def _effect_fills(self) -> dict[Value, str]:
         """Values made by `full` that are read only by one effect writing them into a target
@@ -428,6 +454,8 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         "# np.dot reaches through SciPy\n"
         "from tracejit.runtime.blas import matmul2d  # noqa: F811\nmatmul_batched = np.matmul\n"
         "from tracejit.runtime.pool import empty as _pool_empty  # noqa: F401\n")
+    if g.checks:
+        consts += "from tracejit.errors import PathNotTakenError\n"
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")
@@ -550,8 +578,8 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan:
                 warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
                 fn(*[p.copy() for p in probe], *([[]] if snapshot else []))
             break
-        except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
-            break  # not reached yet compile on the first real call
+        except (IndexError, PathNotTakenError):  # a bounds check fired on the probe's made-up
+            break  # values, or a branch went elsewhere: kernels not reached compile when called
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
             raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
                                    f"{str(e).splitlines()[0]}") from None
