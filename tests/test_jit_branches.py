@@ -312,3 +312,49 @@ def test_check_mode_with_branches() -> None:
     for k in se:
         _close(sj[k].numpy(), se[k].numpy())
     assert jf.cache_info().traces == 2
+
+
+def test_seeds_branching_program_as_one_jitted_step() -> None:
+    # USER-PROGRAMS' dynamic graph, the branch on the previous loss (a Python float, from
+    # loss.item() outside the step) inside the jitted step: 40 steps down both branches
+    def make() -> tuple[Callable[..., Any], list[tj.Tensor]]:
+        tj.manual_seed(7)
+        w1 = tj.randn(20, 8, requires_grad=True)
+        w2a = tj.randn(8, 3, requires_grad=True)
+        w2b = tj.randn(8, 3, requires_grad=True)
+
+        def step(x: tj.Tensor, y: tj.Tensor, prev_loss: float) -> tj.Tensor:
+            w2 = w2a if prev_loss < 60.0 else w2b
+            y_pred = x.mm(w1).clamp(min=0).mm(w2)
+            loss = (y_pred - y).pow(2).sum()
+            loss.backward()
+            with tj.no_grad():
+                for w in (w1, w2):
+                    w -= 1e-3 * w.grad
+                    w.grad = None
+            return loss
+        return step, [w1, w2a, w2b]
+
+    tj.manual_seed(8)
+    x, y = tj.randn(16, 20), tj.randn(16, 3)
+    (eager, pe), (step, pj) = make(), make()
+    jf = tj.jit(step)
+    prev_e = prev_j = 80.0
+    sides = []
+    for _ in range(40):
+        sides.append(prev_e < 60.0)
+        assert (prev_j < 60.0) == sides[-1]
+        le, lj = eager(x, y, prev_e), jf(x, y, prev_j)
+        _close(lj.detach().numpy(), le.detach().numpy(), 1e-4)
+        for a, b in zip(pj, pe):  # the chosen weight only, as eager: no wrong-path update
+            _close(a.detach().numpy(), b.detach().numpy(), 1e-4)
+            assert a.grad is None
+        prev_e, prev_j = le.item(), lj.item()
+    assert sides.count(True) >= 5 and sides.count(False) >= 5, sides
+    info = jf.cache_info()
+    # one trace keyed by the first value, then one per branch with the loss as an input
+    assert info.traces == 3 and info.fallbacks == 0 and info.compiles <= 3, info
+    assert info.hits == 40 - 3, info
+    compiled = [e for es in jf._entries.values() for e in es if e.program is not None]
+    assert len(compiled) == 2
+    assert "prev_loss" in jf.explain().scalar_inputs
