@@ -224,7 +224,8 @@ def test_traced_number_compared_in_python() -> None:
     assert info.traces == 4 and info.fallbacks == 0, info
 
 
-def test_one_element_and_integer_predicates() -> None:
+@pytest.mark.parametrize("driver", ["python", "native"])
+def test_one_element_and_integer_predicates(driver: str) -> None:
     def f(x: tj.Tensor, n: tj.Tensor, flag: tj.Tensor) -> tj.Tensor:
         if flag:  # a bool argument: checked before any node runs
             x = x + 1
@@ -234,10 +235,16 @@ def test_one_element_and_integer_predicates() -> None:
 
     jf = tj.jit(f)
     x = tj.ones(3)
-    for fl, n in [(True, 2), (False, 0), (True, 0), (False, 3)] * 2:
-        a, b = tj.tensor(fl), tj.tensor([n])
-        _close(jf(x, b, a).numpy(), f(x, b, a).numpy())
-    assert jf.cache_info().traces == 4 and jf.cache_info().fallbacks == 0
+    with tj.flags(driver=driver):
+        for fl, n in [(True, 2), (False, 0), (True, 0), (False, 3)] * 2:
+            a, b = tj.tensor(fl), tj.tensor([n])
+            _close(jf(x, b, a).numpy(), f(x, b, a).numpy())
+        info = jf.cache_info()
+        assert info.traces == 4 and info.fallbacks == 0 and info.hits == 4, info
+        src = jf.source(x, tj.tensor([2]), tj.tensor(True))
+    # the bool argument's check is the driver's first statement
+    body = src.split("# ----")[0].split("):\n", 1)[1]
+    assert body.lstrip().startswith("if p2.item() != True:")
 
 
 def test_branch_inside_backward() -> None:
