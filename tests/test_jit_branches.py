@@ -365,3 +365,23 @@ def test_seeds_branching_program_as_one_jitted_step() -> None:
     compiled = [e for es in jf._entries.values() for e in es if e.program is not None]
     assert len(compiled) == 2
     assert "prev_loss" in jf.explain().scalar_inputs
+
+
+def test_a_missed_path_draws_no_random_numbers() -> None:
+    # the generator's offset is an effect: a call that misses the dropout path's entry must
+    # not advance it, so the jitted run draws the same numbers as the eager run
+    def f(x: tj.Tensor) -> tj.Tensor:
+        if x.sum() > 0:
+            return tj.nn.functional.dropout(x, 0.5, training=True)
+        return x * 2
+
+    xs = [tj.ones(8) * (1 if k % 3 else -1) for k in range(10)]
+    tj.manual_seed(11)
+    want = [f(x).numpy().copy() for x in xs]
+    jf = tj.jit(f)
+    tj.manual_seed(11)
+    got = [jf(x).numpy().copy() for x in xs]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    info = jf.cache_info()
+    assert info.traces == 2 and info.fallbacks == 0 and info.hits == 8, info
