@@ -208,10 +208,11 @@ class JitFunction:
                 failed = e.guards_hold(flat) if e.trace.guards else None
                 if failed is None:
                     if e.program is not None and not self.check and not get_flag("check"):
-                        r = e.run(flat)  # the fast path: compiled and unchecked
+                        self._stats["hits"] += 1  # the fast path: compiled and unchecked
+                        r = e.run(flat)  # (a call that raises counts as a hit)
                         if r is not MISSED:
-                            self._stats["hits"] += 1
                             return r
+                        self._stats["hits"] -= 1
                     else:
                         r = self._run(e, flat, args, kwargs)
                         if r is not MISSED:
@@ -498,15 +499,17 @@ class JitFunction:
                 self._stats["hits"] += 1
                 self._stats["fallbacks"] += 1
                 return self.fn(*args, **kwargs)
+        self._stats["hits"] += 1
+        e.hits += 1
         if self.check or get_flag("check"):
             from .runtime.check import run_checked
 
             r = run_checked(e, flat)
         else:
             r = e.run(flat)
-        if r is not MISSED:
-            self._stats["hits"] += 1
-            e.hits += 1
+        if r is MISSED:  # not this entry's path: not a hit
+            self._stats["hits"] -= 1
+            e.hits -= 1
         return r
 
     def _compile(self, e: Entry) -> None:
