@@ -73,6 +73,18 @@ def test_iris_as_one_fori_loop(monkeypatch, capsys):
     assert abs(jit_loss - eager_loss) < 1e-3
 
 
+def test_branching_example(monkeypatch, capsys):
+    losses = run_main("branching", ["--steps", "40", "--batch", "8", "--d-in", "20",
+                                    "--hidden", "8"], monkeypatch)
+    assert len(losses) == 40 and min(losses) < losses[0]
+    out = capsys.readouterr().out
+    seq = next(ln for ln in out.splitlines() if ln.startswith("     0  ")).split()[1]
+    assert len(seq) == 40 and "a" in seq and "b" in seq  # both branches ran
+    assert "traces=3" in out and "fallbacks=0" in out
+    assert "compiled step" in out and "eager step" in out
+    assert out.count("  path: the branch at branching.py:") == 2
+
+
 def test_dataloader_example(monkeypatch, capsys):
     accuracy = run_main("dataloader_loop", ["--steps", "3"], monkeypatch)
     assert accuracy > 0.8

@@ -219,6 +219,41 @@ def dynamic_branch(torch, _):
                     "w2b": w2b.detach().numpy()}
 
 
+def dynamic_branch_step(torch, _):
+    """The same program with the branch inside one step, jitted under tracejit: one entry
+    per branch, guarded by its predicate on the previous loss (a Python float)."""
+    x, y = torch.tensor(X), torch.tensor(Y)
+    w1 = torch.tensor(W1, requires_grad=True)
+    w2a = torch.tensor(W2, requires_grad=True)
+    w2b = torch.tensor(W2B, requires_grad=True)
+    threshold = 300.0
+
+    def step(x, y, prev_loss):
+        w2 = w2a if prev_loss < threshold else w2b
+        loss = (x.mm(w1).clamp(min=0).mm(w2) - y).pow(2).sum()
+        loss.backward()
+        with torch.no_grad():
+            for w in (w1, w2):
+                w -= 1e-4 * w.grad
+                w.grad = None
+        return loss
+
+    if torch is tracejit:
+        step = tracejit.jit(step)
+    prev_loss = math.inf
+    losses, path = [], []
+    for _t in range(STEPS):
+        path.append(prev_loss < threshold)
+        prev_loss = step(x, y, prev_loss).item()
+        losses.append(prev_loss)
+    assert any(path) and not all(path), "both branches must be taken"
+    if torch is tracejit:
+        info = step.cache_info()
+        assert info.traces == 3 and info.fallbacks == 0 and info.hits == STEPS - 3, info
+    return losses, {"w1": w1.detach().numpy(), "w2a": w2a.detach().numpy(),
+                    "w2b": w2b.detach().numpy()}
+
+
 IRIS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
                     "data", "iris.csv")
 
@@ -282,6 +317,7 @@ PROGRAMS = [
     (tensors_by_hand, None), (autograd_program, None), (custom_function, None),
     (sequential_manual, sequential_model), (sequential_adam, sequential_model),
     (two_layer_net, "two_layer"), (parallel_block, "parallel"), (dynamic_branch, None),
+    (dynamic_branch_step, None),
     (iris, iris_model), (dataloader_loop, sequential_model),
 ]
 

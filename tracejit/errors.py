@@ -55,6 +55,12 @@ def warn_at_user(msg: str, category: type[Warning],
                            module=g.get("__name__"), registry=registry)
 
 
+class PathNotTakenError(Exception):
+    """Raised by a compiled program whose branch predicate came out otherwise than in its
+    trace (its argument: which of the graph's checks), before it committed any effect. The
+    runtime catches it and tries another entry or traces the new path; users never see it."""
+
+
 def located(msg: str) -> str:
     """`msg` with " (at file:line)" appended, once."""
     return msg if " (at " in msg else f"{msg} (at {user_location()})"

@@ -24,7 +24,7 @@ from .ir.graph import walk
 from .ir.printer import print_graph
 from .ops.structural import FUSED
 from .passes import run_pipeline
-from .runtime.entry import Entry
+from .runtime.entry import MISSED, Entry
 from .runtime.log import log
 from .tensor import Tensor
 from .trace.pystate import PythonStateWatcher
@@ -213,8 +213,18 @@ class JitFunction:
                 if failed is None:
                     if e.program is not None and not self.check and not get_flag("check"):
                         self._stats["hits"] += 1  # the fast path: compiled and unchecked
-                        return e.run(flat)
-                    return self._run(e, flat, args, kwargs)
+                        r = e.run(flat)  # (a call that raises counts as a hit)
+                        if r is not MISSED:
+                            return r
+                        self._stats["hits"] -= 1
+                    else:
+                        r = self._run(e, flat, args, kwargs)
+                        if r is not MISSED:
+                            return r
+                    # down a branch this trace did not take, nothing committed: another
+                    # entry may be that path; else it is traced (eagerly, so it is right)
+                    self._changes[e.miss_reason()] += 1
+                    continue
                 self._changes[failed.reason()] += 1
         elif self._last_key is not None and self._entries:
             self._changes[_describe_key_change(self._last_key, k0, names)] += 1
@@ -482,21 +492,29 @@ class JitFunction:
                 _warn(f"tracejit: {text}; this call runs eagerly")
 
     def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
+        """Run an entry that is not compiled yet (compiling it), failed, or in check mode.
+        Returns MISSED, having committed nothing, when the call takes another branch."""
         if e.failed:
             self._stats["fallbacks"] += 1
             return self.fn(*args, **kwargs)
-        self._stats["hits"] += 1
-        e.hits += 1
         if e.program is None:
             self._compile(e)
             if e.failed:
+                self._stats["hits"] += 1
                 self._stats["fallbacks"] += 1
                 return self.fn(*args, **kwargs)
+        self._stats["hits"] += 1
+        e.hits += 1
         if self.check or get_flag("check"):
             from .runtime.check import run_checked
 
-            return run_checked(e, flat)
-        return e.run(flat)
+            r = run_checked(e, flat)
+        else:
+            r = e.run(flat)
+        if r is MISSED:  # not this entry's path: not a hit
+            self._stats["hits"] -= 1
+            e.hits -= 1
+        return r
 
     def _compile(self, e: Entry) -> None:
         from .codegen.cpu import compile_graph
@@ -530,9 +548,24 @@ class JitFunction:
         self._flatten_args(args, kwargs, flat, names, key)
         k = tuple(key)
         for e in self._entries.get(k, []):
-            if e.guards_hold(flat) is None:
+            if e.guards_hold(flat) is None and self._takes_path(e, flat):
                 return e
         return self._inspect(k, flat, names, args, kwargs)
+
+    @staticmethod
+    def _takes_path(e: Entry, flat: list[Any]) -> bool:
+        """Would these inputs go down `e`'s branches? Asked of the reference interpreter,
+        which writes nothing (a call down another path may fail inside it: not this path)."""
+        if not e.graph.checks:
+            return True
+        from .ir.interpret import interpret
+
+        try:
+            with np.errstate(all="ignore"):
+                outs, _ = interpret(e.graph, e.gather(flat))
+        except Exception:
+            return False
+        return e.failed_check(outs) < 0
 
     def _inspect(self, k: tuple, flat: list[Any], names: list[str], args: tuple,
                  kwargs: dict) -> Entry:
@@ -770,6 +803,8 @@ class Explanation:
             mark = "  <- these inputs" if e is self.entry else ""
             lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, {state}{mark}")
             lines += [f"  note: {x}" for x in e.notes]
+            lines += [f"  path: the branch at {c.loc} was {c.taken} (checked by the program; "
+                      "the other way misses this entry)" for c in e.graph.checks]
             for g in e.trace.guards:
                 lines.append(f"  guard: {g.describe()}")
         if self.scalar_inputs or self.scalar_guards:

@@ -296,8 +296,10 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with {self._data.size} elements is "
                                "ambiguous; use .any() or .all()")
-        self._graph_break("bool() of a tensor (a data-dependent branch)")
-        return bool(self._data.reshape(()))
+        taken = bool(self._data.reshape(()))
+        if STATE.tracer is not None:  # a branch: the trace is guarded on its predicate
+            STATE.tracer.branch(self, taken)
+        return taken
 
     def __float__(self) -> float:
         return float(self.item())

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import kir
 from ..dtypes import DType, int64
+from ..errors import PathNotTakenError
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value, walk
 from ..ir.plan import BufferPlan, is_view, make_plan, roots, verify_plan
@@ -472,9 +473,11 @@ class _Gen:
             extra.append("_probe=False")
         self.w.line(f"def {fname}({', '.join([self.names[v] for v in g.params] + extra)}):")
         fills = self._effect_fills()
+        checks = self._checks_after()
         if not native and not self.snapshot:
             self.fresh = fresh_buffers(g, self.plan)
         with self.w.indent():
+            self._check(checks.get(-1, ()))  # (before the workspace is taken)
             self.w.line("_w = _WS.pop() if _WS else _new_ws()")
             at = len(self.w.lines)
             for i, n in enumerate(g.nodes):
@@ -488,6 +491,7 @@ class _Gen:
                 if self.snapshot:
                     self.w.line("_snap.append((" + "".join(
                         f"np.copy({self.names[o]}), " for o in n.outs) + "))")
+                self._check(checks.get(i, ()))
             if self.profile:  # the effects' copies: one more slot
                 self.w.line("_t = _clock()")
             view_made = {o for n in g.nodes if n.op.view for o in n.outs}
@@ -523,6 +527,28 @@ class _Gen:
             self.w.line("return (" + "".join(f"{o}, " for o in outs) + ")")
         return self.w.text()
 
+
+    def _checks_after(self) -> dict[int, list[int]]:
+        """Node index (-1: a parameter) -> the checks on a predicate it computes. Each is
+        tested right after its node, so a call down a path not traced stops as early as it can,
+        and always before the effects (the buffer plan writes none in place before it)."""
+        made = {o: i for i, n in enumerate(self.g.nodes) for o in n.outs}
+        params = set(self.g.params)
+        out: dict[int, list[int]] = {}
+        for k, c in enumerate(self.g.checks):
+            v = self.g.outputs[c.output]
+            if isinstance(v, Value) and (v in made or v in params):
+                out.setdefault(made.get(v, -1), []).append(k)
+            # (a constant predicate, folded, is the same on every call: nothing to test)
+        return out
+
+    def _check(self, ks: Any) -> None:
+        for k in ks:
+            c = self.g.checks[k]
+            v = self.names[self.g.outputs[c.output]]  # type: ignore[index]
+            self.w.line(f"if {v}.item() != {c.taken}:  # check: the branch at {c.loc}")
+            with self.w.indent():
+                self.w.line(f"raise PathNotTakenError({k})")
 
     def _effect_fills(self) -> dict[Value, str]:
         """Values made by `full` that are read only by one effect writing them into a target
@@ -642,6 +668,8 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
         consts += ("_WS_SPEC = (" + "".join(f"({shape!r}, {dt}), " for shape, dt in gen.ws) +
                    ")\n_WS = []\n\n\ndef _new_ws():\n"
                    "    return tuple([np.empty(s, d) for s, d in _WS_SPEC])\n")
+    if g.checks:
+        consts += "from tracejit.errors import PathNotTakenError\n"
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")
@@ -768,8 +796,8 @@ def _python_program(g: Graph, src: str, fname: str, kernels: list[Kernel], plan:
                 fn(*[p.copy() for p in probe], *extra,
                    **({"_probe": True} if has_loops(g) else {}))
             break
-        except IndexError:  # a bounds check fired on the probe's made-up values: the kernels
-            break  # not reached yet compile on the first real call
+        except (IndexError, PathNotTakenError):  # a bounds check fired on the probe's made-up
+            break  # values, or a branch went elsewhere: kernels not reached compile when called
         except (numba.TypingError, numba.errors.UnsupportedError) as e:
             raise UnsupportedError(f"Numba could not compile a kernel of {fname}: "
                                    f"{str(e).splitlines()[0]}") from None

@@ -86,6 +86,17 @@ class Effect:
     source: Value
 
 
+@dataclass(frozen=True)
+class Check:
+    """A branch the trace took: graph output `output` (a bool[] value, `bool(t)` of a tensor
+    or a traced number's comparison) was `taken` at the user's `loc`. A program whose
+    predicate comes out otherwise stops before committing any effect (PathNotTakenError)."""
+
+    output: int
+    taken: bool
+    loc: str
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     name: str
@@ -94,6 +105,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[Operand, ...]
     effects: tuple[Effect, ...] = ()
+    checks: tuple[Check, ...] = ()  # the branches this graph is the path of
 
     @property
     def params(self) -> tuple[Value, ...]:
@@ -101,7 +113,7 @@ class Graph:
 
     def replace(self, **kw: Any) -> Graph:
         d = {k: getattr(self, k) for k in ("name", "inputs", "lifted", "nodes", "outputs",
-                                           "effects")}
+                                           "effects", "checks")}
         d.update(kw)
         return Graph(**d)
 

@@ -118,7 +118,11 @@ def _owned(n: Node) -> bool:
 
 
 def _last_raise(g: Graph) -> float:
-    return max((i for i, n in enumerate(g.nodes) if may_raise(n)), default=-1)
+    """The last node that may stop the program: an index check, or the node computing a
+    branch's predicate (the driver checks it right after that node)."""
+    checked = {g.outputs[c.output] for c in g.checks}
+    return max((i for i, n in enumerate(g.nodes)
+                if may_raise(n) or any(o in checked for o in n.outs)), default=-1)
 
 
 def _shares(n: Node, j: int, root: dict[Value, Value]) -> bool:

@@ -124,6 +124,8 @@ def print_graph(g: Graph, header: str = "", plan: BufferPlan | None = None) -> s
         lines.append("  effects: " + ", ".join(
             f"{names.ref(e.target)} <- {names.ref(e.source)}" for e in g.effects))
     lines.append("  return " + ", ".join(names.ref(o) for o in g.outputs))
+    for c in g.checks:  # the path this graph is: each branch as the trace took it
+        lines.append(f"  check {names.ref(g.outputs[c.output])} is {c.taken}  # {c.loc}")
     if plan is not None and plan.reuses:
         lines.append("  buffers:")
         lines += ["    " + line for line in plan.lines(g, names.names)]

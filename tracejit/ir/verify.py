@@ -71,6 +71,14 @@ def verify(g: Graph) -> Graph:
             raise VerifyError(f"{g.name}: output {o!r} is not defined")
         if not isinstance(o, (Value, Const)):
             raise VerifyError(f"{g.name}: output {o!r} is not an operand")
+    for c in g.checks:
+        if not 0 <= c.output < len(g.outputs):
+            raise VerifyError(f"{g.name}: check at {c.loc} names output {c.output}, which "
+                              "does not exist")
+        o = g.outputs[c.output]
+        t = o.type if isinstance(o, Value) else None
+        if t is not None and (t.shape != () or t.dtype.name != "bool"):
+            raise VerifyError(f"{g.name}: check at {c.loc} reads {o!r} of type {t}, not bool[]")
     params = set(g.params)
     for e in g.effects:
         if e.target not in params:

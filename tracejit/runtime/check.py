@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PathNotTakenError
 from ..ir.graph import Graph, Value
 from ..ir.interpret import interpret
 from ..ir.printer import print_graph
-from .entry import Entry
+from .entry import MISSED, Entry
 
 
 class CheckError(AssertionError):
@@ -34,7 +35,16 @@ def run_checked(e: Entry, flat: list[Any]) -> Any:
     params = e.gather(flat)
     copies = [p.copy() for p in params]
     ref_outs, ref_effects = interpret(e.graph, [c.copy() for c in copies])
-    outs, _ = e.program(params)  # applies effects to the real tensors
+    try:
+        outs, _ = e.program(params)  # applies effects to the real tensors
+    except PathNotTakenError as exc:  # (before any effect): the reference must agree
+        k = e.failed_check(ref_outs)
+        if k != exc.args[0]:
+            c = e.graph.checks[exc.args[0]]
+            raise CheckError(f"check mode: the compiled program took the other branch at "
+                             f"{c.loc}; the reference took the traced one") from None
+        e.missed = k
+        return MISSED
     index = {v: i for i, v in enumerate(e.graph.params)}
     bad: list[Any] = [k for k, (a, b) in enumerate(zip(outs, ref_outs)) if not _close(a, b)]
     bad += [f"effect on {e.graph.effects[k].target.name or k}" for k, src in enumerate(ref_effects)

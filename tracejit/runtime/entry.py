@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PathNotTakenError
 from ..ir.graph import Graph, Value
 from ..ir.interpret import interpret
 from ..tensor import Tensor
@@ -17,6 +18,17 @@ from ..trace.sources import ArgSource, Guard, ScalarArgSource, ScalarSource, Sou
 from ..trace.tracer import GraphBreak, TraceResult
 
 Program = Callable[[list[np.ndarray]], tuple[list[Any], list[Any]]]
+
+
+class _Missed:
+    """What `Entry.run` returns when the call went down a branch this entry's trace did not
+    take: nothing was committed, and the caller tries another entry or traces."""
+
+    def __repr__(self) -> str:
+        return "MISSED"
+
+
+MISSED: Any = _Missed()
 
 
 @dataclass
@@ -34,6 +46,7 @@ class Entry:
     # entry exists, no other object can be born at the same address and match its key
     held: list[Any] = field(default_factory=list)
     profiled: Any = None  # the instrumented twin of `program` that profile() runs
+    missed: int = -1  # the check (index into graph.checks) that the last missed call failed
 
     @property
     def breaks(self) -> list[GraphBreak]:
@@ -69,6 +82,7 @@ class Entry:
         self._free_scalars: list[dict[int, np.ndarray]] = []
         self._all_hold, self._gather_fn, self._after = _compile_call(
             self.trace, self._effect_src, self._grad_writes)
+        self._checked = {c.output for c in g.checks}  # predicates: never user-visible tensors
 
     def gather(self, flat: list[Any]) -> list[np.ndarray]:
         return self._gather(flat)[0]
@@ -111,11 +125,32 @@ class Entry:
         prog = self.program
         if prog is None:
             outs, effects = interpret(self.graph, params)
+            k = self.failed_check(outs)
+            if k >= 0:
+                self.missed = k
+                return MISSED
         else:
-            outs, effects = prog(params)
+            try:
+                outs, effects = prog(params)
+            except PathNotTakenError as e:  # raised before any effect was written
+                if bufs:
+                    self._free_scalars.append(bufs)
+                self.missed = e.args[0]
+                return MISSED
         if bufs:
             self._free_scalars.append(bufs)  # (the program read them only while it ran)
         return self.finish(flat, params, outs, effects)
+
+    def failed_check(self, outs: list[Any]) -> int:
+        """The first check whose predicate in `outs` differs from the trace's, or -1."""
+        for k, c in enumerate(self.graph.checks):
+            if bool(np.asarray(outs[c.output])) != c.taken:
+                return k
+        return -1
+
+    def miss_reason(self) -> str:
+        c = self.graph.checks[self.missed]
+        return f"the branch at {c.loc} went the other way ({c.taken} in this trace)"
 
     def finish(self, flat: list[Any], params: list[np.ndarray], outs: list[Any],
                effects: list[Any] | None) -> Any:
@@ -123,8 +158,13 @@ class Entry:
             for k, src in enumerate(self._effect_src):
                 np.copyto(src.get(flat)._data, effects[k], casting="unsafe")
         make = Tensor._make
-        tensors = [make(o, d) if type(o) is np.ndarray and o.dtype == d.np else _wrap(o, d)
-                   for o, d in zip(outs, self._out_dtypes)]
+        tensors: list[Any]
+        if not self._checked:
+            tensors = [make(o, d) if type(o) is np.ndarray and o.dtype == d.np else _wrap(o, d)
+                       for o, d in zip(outs, self._out_dtypes)]
+        else:  # (a branch's predicate is the program's business, never returned)
+            tensors = [None if i in self._checked else _wrap(o, d)
+                       for i, (o, d) in enumerate(zip(outs, self._out_dtypes))]
         self._after(flat, tensors)  # version counters of the effects' targets, .grad writes
         if self.backward is not None:
             self.backward.attach(flat, params, tensors, outs)

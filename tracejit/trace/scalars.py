@@ -3,9 +3,11 @@ changed between calls is traced as a `TracedScalar`: it behaves as the number in
 arithmetic (its value is always the real one, so the traced call computes what eager mode
 computes), records that arithmetic as 0-d int64/float64 graph values, and enters tensor ops as
 a Python number would (weakly typed: `x * lr` stays float32). Anything that needs the concrete
-value to decide what to compute (`bool()`, a comparison, `int()`, `range()`, a shape, an index,
-text) marks the argument as steering the trace: the trace is then not replayable with another
-value, and the argument stays a guard (see jit.py)."""
+value to decide what to compute (`int()`, `range()`, a shape, an index, text) marks the
+argument as steering the trace: the trace is then not replayable with another value, and the
+argument stays a guard (see jit.py). A comparison is recorded (a traced bool), and `bool()` of a
+traced number (an `if`) is a branch: the program checks its predicate, and a call down the
+other path traces that path (the tracer's `branch`)."""
 
 from __future__ import annotations
 
@@ -53,7 +55,14 @@ class TracedScalar:
                 o.steered.append(text)
 
     def __bool__(self) -> bool:
-        return bool(self.concrete("bool() of it (an if, and, or, while)"))
+        # a branch, not a steer: the program checks the predicate (`value != 0`) and a call
+        # down the other path traces that path, so the argument stays an input
+        taken = bool(self.value)
+        tracer = dispatch.STATE.tracer
+        if tracer is None:
+            return taken
+        tracer.branch(self.tensor, taken)
+        return taken
 
     def __index__(self) -> int:
         v = self.concrete("used as an index, a size or a range()")
@@ -92,11 +101,27 @@ class TracedScalar:
     __str__ = __repr__
 
     def _compare(self, o: Any, op: Callable[[Any, Any], bool], sym: str) -> Any:
+        """A comparison is recorded (a bool[] graph value) and gives a traced bool, so that
+        `if lr > 0.1:` is a branch the program checks rather than a guard on the value."""
         if isinstance(o, TracedScalar):
-            o = o.concrete(f"compared ({sym})")
-        elif not isinstance(o, (int, float)):
+            ov: Any = o.value
+            ot: Any = o.tensor
+            origins = self.origins + tuple(x for x in o.origins if x not in self.origins)
+        elif isinstance(o, (int, float)):
+            ov = ot = o
+            origins = self.origins
+        else:
             return NotImplemented
-        return op(self.concrete(f"compared ({sym})"), o)
+        value = op(self.value, ov)
+        if dispatch.STATE.tracer is None or type(value) is not bool:
+            return value
+        a, b = self.tensor, ot
+        if type(self.value) is bool or type(ov) is bool or \
+                (isinstance(ot, Tensor) and ot.dtype is not a.dtype):
+            d = dt.float64 if float in (type(self.value), type(ov)) else dt.int64
+            a, b = _as(a, d), _as(b, d)
+        t: Any = op(a, b)  # (a Tensor: a is one)
+        return TracedScalar(value, t, origins)
 
     def __eq__(self, o: Any) -> Any:  # type: ignore[override]
         return self._compare(o, operator.eq, "==")

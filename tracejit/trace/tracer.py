@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..dispatch import user_location
-from ..ir.graph import Const, Effect, Graph, Node, Value
+from ..ir.graph import Check, Const, Effect, Graph, Node, Value
 from ..ops.registry import OpDef, TensorType
 from ..ops.structural import CONSTANT
 from ..tensor import Tensor
@@ -102,6 +102,8 @@ class Tracer:
         # an inspection trace (jit's ir/source/explain on unseen inputs) keeps what it changes
         # in tensors that existed before it, to put back afterwards
         self.undo: UndoLog | None = None
+        # branches on tensor values: (bool[] value, what bool() gave, the user's line)
+        self.branches: list[tuple[Value, bool, str]] = []
 
     # ---- values ------------------------------------------------------------------------------
     def _bind(self, arr: np.ndarray, v: Value) -> None:
@@ -291,6 +293,29 @@ class Tracer:
             v = e
         return v
 
+    def branch(self, t: Tensor, taken: bool) -> None:
+        """`bool(t)` of a one-element tensor gave `taken` (an `if`, `and`, `while`, or a
+        conditional expression on a tensor): the trace is the path that value chose. The
+        predicate, `t != 0` as bool() means it (NaN is true), becomes a bool[] result of the
+        program, which checks it before committing anything (a `Check` of the graph)."""
+        from ..ops import REGISTRY as R
+
+        loc = user_location()
+        if self.parent is not None:  # a jitted forward's captured backward: no runtime check
+            self.graph_break("bool() of a tensor in the backward of a jitted function that "
+                             "is differentiated outside it (a data-dependent branch)", loc)
+            return
+        v = self.value_of(t)
+        if v.type.shape != ():
+            r = Value(TensorType((), v.type.dtype, v.type.device))
+            self.nodes.append(Node(R["reshape"], (v,), (r,), {"shape": ()}, loc))
+            v = r
+        if v.type.dtype is not dt.bool_:
+            p = Value(TensorType((), dt.bool_, v.type.device))
+            self.nodes.append(Node(R["ne"], (v, Const(0, v.type.dtype)), (p,), {}, loc))
+            v = p
+        self.branches.append((v, taken, loc))
+
     def graph_break(self, reason: str, loc: str | None = None) -> None:
         loc = loc or user_location()
         if not any(b.reason == reason and b.loc == loc for b in self.breaks):
@@ -419,11 +444,16 @@ class Tracer:
             else:
                 outputs.append(self.value_of(gw.tensor))
                 grad_writes.append((gw.owner, len(outputs) - 1))
+        checks = []
+        for v, taken, loc in self.branches:
+            checks.append(Check(len(outputs), taken, loc))
+            outputs.append(v)
         inputs = tuple(p.value for p in self.params if isinstance(p.source, ArgSource))
         lifted = tuple(p.value for p in self.params if not isinstance(p.source, ArgSource))
         order = [p for p in self.params if isinstance(p.source, ArgSource)] + \
                 [p for p in self.params if not isinstance(p.source, ArgSource)]
-        g = Graph(self.name, inputs, lifted, tuple(self.nodes), tuple(outputs), tuple(effects))
+        g = Graph(self.name, inputs, lifted, tuple(self.nodes), tuple(outputs), tuple(effects),
+                  tuple(checks))
         return TraceResult(g, order, self.guards, grad_writes, out_spec, self.breaks)
 
     def escaped(self, out: Any, keep_alive: set[int]) -> list[str]:
