@@ -75,3 +75,33 @@ def test_compiled_calls_bump_versions_and_write_grads() -> None:
     assert w._version.v == v0 + 1
     assert w.grad is not None and w.grad is not g0
     np.testing.assert_equal(np.isfinite(w.grad.numpy()).all(), True)
+
+
+def test_threads_calling_one_program_each_get_their_own_workspace() -> None:
+    import sys
+    import threading
+
+    jf = tj.jit(lambda a: ((a * 2 + 1) @ a.t()).sum(0))  # a fused temporary, a GEMM's buffer
+    xs = [tj.randn(64, 48) for _ in range(4)]  # (big enough that BLAS drops the GIL)
+    want = [((x * 2 + 1) @ x.t()).sum(0).numpy() for x in xs]
+    jf(xs[0])
+    jf(xs[0])  # compiled
+    bad: list[int] = []
+
+    def work(k: int) -> None:
+        for _ in range(1500):  # (with one workspace shared, about 1% of these calls went wrong)
+            got = jf(xs[k]).numpy()
+            if not np.allclose(got, want[k], rtol=1e-5, atol=1e-5):
+                bad.append(k)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not bad

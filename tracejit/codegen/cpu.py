@@ -478,7 +478,7 @@ class _Gen:
             self.fresh = fresh_buffers(g, self.plan)
         with self.w.indent():
             self._check(checks.get(-1, ()))  # (before the workspace is taken)
-            self.w.line("_w = _WS.pop() if _WS else _new_ws()")
+            self.w.line("_w = _take_ws()")
             at = len(self.w.lines)
             for i, n in enumerate(g.nodes):
                 if n.out in fills:  # written by its effect straight into the target
@@ -666,8 +666,11 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
     if gen.ws:  # the workspace: one set of buffers per call in flight (a list of free sets, so
         # a call made while another runs, from a thread or a hook, takes a set of its own)
         consts += ("_WS_SPEC = (" + "".join(f"({shape!r}, {dt}), " for shape, dt in gen.ws) +
-                   ")\n_WS = []\n\n\ndef _new_ws():\n"
-                   "    return tuple([np.empty(s, d) for s, d in _WS_SPEC])\n")
+                   ")\n_WS = []\n\n\ndef _take_ws():\n"
+                   "    try:  # (never 'if _WS: pop': another thread may take the last between)\n"
+                   "        return _WS.pop()\n"
+                   "    except IndexError:\n"
+                   "        return tuple([np.empty(s, d) for s, d in _WS_SPEC])\n")
     if g.checks:
         consts += "from tracejit.errors import PathNotTakenError\n"
     if gen.texts:

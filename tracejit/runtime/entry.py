@@ -113,8 +113,10 @@ class Entry:
         return out
 
     def _scalar_buffers(self) -> dict[int, np.ndarray]:
-        if self._free_scalars:
+        try:  # (not "if free: pop": another thread may take the last set between)
             return self._free_scalars.pop()
+        except IndexError:
+            pass
         if not self._scalar_slots or self.backward is not None or self.program is None:
             return {}
         return {k: np.empty((), self.trace.params[k].source.dtype.np)  # type: ignore
