@@ -33,6 +33,9 @@ class Entry:
     # argument objects keyed by id() (modules, optimizers, ...): held so that, while this
     # entry exists, no other object can be born at the same address and match its key
     held: list[Any] = field(default_factory=list)
+    # its trace met a graph break: calls run the function as a lazy replay, compiled in
+    # segments around the breaks (trace/lazy.py)
+    lazy: bool = False
 
     @property
     def breaks(self) -> list[GraphBreak]:
