@@ -39,6 +39,11 @@ class CacheInfo(NamedTuple):
     compiles: int
     fallbacks: int
     segments: int = 0  # segments compiled around graph breaks (a lazy replay's programs)
+    replays: int = 0  # calls run as a lazy replay (their tensor work in those segments)
+
+    def __repr__(self) -> str:  # (the last two shown only for a function that replays)
+        names = self._fields if self.replays or self.segments else self._fields[:5]
+        return "CacheInfo(" + ", ".join(f"{n}={getattr(self, n)}" for n in names) + ")"
 
 
 _disabled_depth = 0
@@ -179,7 +184,8 @@ class JitFunction:
         s = self._stats
         r = self._replay
         return CacheInfo(s["hits"], s["misses"], s["traces"], s["compiles"] + r.compiles,
-                         s["fallbacks"], sum(1 for e in r.segments.values() if e.program))
+                         s["fallbacks"], sum(1 for e in r.segments.values() if e.program),
+                         r.calls)
 
     def clear_cache(self) -> None:
         self._entries.clear()
@@ -213,7 +219,6 @@ class JitFunction:
         if entries is not None:
             for e in entries:
                 if e.lazy:  # its Python runs every call, so no guards: compiled in segments
-                    self._stats["hits"] += 1
                     e.hits += 1
                     return self._replay.call(self.fn, args, kwargs)
                 failed = e.guards_hold(flat) if e.trace.guards else None
@@ -361,7 +366,7 @@ class JitFunction:
                 return out, entry
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
-            split = not (self.check or get_flag("check"))
+            split = self.fallback and not (self.check or get_flag("check"))
             self._record_breaks(result, split)
             entry = Entry(result, result.graph, failed="" if split else "graph break", held=held,
                           lazy=split)
@@ -491,6 +496,7 @@ class JitFunction:
                 _warn(f"tracejit: {text}; " + (
                     "from the next call the function runs as a lazy replay, compiled in "
                     "segments around its breaks" if split else
+                    "with fallback=False a call raises" if not self.fallback else
                     "check mode runs it eagerly (check mode does not split graphs)"))
 
     def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
@@ -764,7 +770,8 @@ class Explanation:
         c = self.cached
         lines = [f"tracejit.explain({self.name}): {c} cache entr"
                  f"{'y' if c == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
-                 f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"]
+                 f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"
+                 + (f" segments={i.segments} replays={i.replays}" if i.replays else "")]
         for n, e in enumerate(self.entries):
             state = "compiled" if e.program else (
                 "eager: " + e.failed if e.failed else
