@@ -197,6 +197,8 @@ class Segment:
         self.pending: list[Tensor] = []  # real tensors written in place (deferred class)
         self.mutated: list[np.ndarray] = []  # their arrays
         self.scalars: dict[tuple[int, Any], Tensor] = {}
+        # param index -> indices of the params written here whose memory it overlaps
+        self.overlaps: dict[int, set[int]] = {}
 
     # ---- values -------------------------------------------------------------------------------
     def value_of(self, t: Tensor) -> Value:
@@ -300,8 +302,16 @@ class Segment:
             self.env[k] = self._conform(self.value_of(result), self.value_of(target).type)
             self._invalidate_views(k, keep=-1)
             return
-        elif not self._shares(ta):
+        elif not any(m is not ta and np.may_share_memory(m, ta) for m in self.mutated):
+            # inputs overlapping the target (a saved `w.t()` beside `w`) are read as they were
+            # at the segment's start (from a copy, where the program writes the target in
+            # place before their last read); read again after this write, they flush first
             old = self.value_of(target)
+            ti = self.param_of[k]
+            for i, (_, a, _) in enumerate(self.params):
+                if a is not ta and np.may_share_memory(a, ta):
+                    self.stale.add(id(a))
+                    self.overlaps.setdefault(i, set()).add(ti)
             self.env[k] = self._conform(self.value_of(result), old.type)
             self._invalidate_views(k, keep=-1)
             if not isinstance(target, _Deferred):
@@ -448,7 +458,7 @@ class Segment:
                   tuple(outputs), effects)
         arrays = [p[1] for p in self.params]
         try:
-            outs = replay.run_segment(g, arrays, reason)
+            outs = replay.run_segment(g, arrays, reason, self.overlaps)
         except BaseException:
             self._abandon()
             raise
@@ -500,6 +510,10 @@ class SegmentEntry:
     program: Any = None
     failed: str = ""  # why it runs in the interpreter
     runs: int = 0
+    # param index -> the node whose kernel writes its effect in place (the buffer plan); and
+    # param index -> the last node reading its buffer (directly or through a view)
+    inplace_at: dict[int, int] = field(default_factory=dict)
+    last_read: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -533,7 +547,10 @@ class Replay:
             STATE.tracer, ACTIVE.segment = prev, prev_active
         return out
 
-    def run_segment(self, g: Graph, arrays: list[np.ndarray], reason: str | None) -> list[Any]:
+    def run_segment(self, g: Graph, arrays: list[np.ndarray], reason: str | None,
+                    overlaps: dict[int, set[int]]) -> list[Any]:
+        """Run a flushed segment's graph on `arrays` (its params); returns its outputs, with
+        the effects written. `overlaps`: params that share memory with a written one."""
         key = structure(g)
         e = self.segments.get(key)
         if e is None:
@@ -551,6 +568,11 @@ class Replay:
         e.runs += 1
         if e.program is None:
             return self._interpret(g, arrays)
+        for b, written in overlaps.items():
+            # the program writes `a` in place at node inplace_at[a]: a param overlapping it
+            # and read at or after that node is passed as a copy of its values at the start
+            if any(e.last_read.get(b, -1) >= e.inplace_at.get(a, 1 << 62) for a in written):
+                arrays[b] = arrays[b].copy()
         outs, _ = e.program(arrays)
         return list(outs)
 
@@ -564,10 +586,19 @@ class Replay:
     def _compile(self, g: Graph, reason: str | None) -> SegmentEntry:
         from ..codegen.cpu import compile_graph
         from ..codegen.lower import UnsupportedError
+        from ..ir.plan import last_reads, make_plan, roots
         from ..passes import run_pipeline
 
         graph = run_pipeline(g)
         e = SegmentEntry(graph, reason, user_location())
+        plan = make_plan(graph)
+        index = {v: i for i, v in enumerate(graph.params)}
+        for r in plan.reuses:
+            w = graph.nodes[r.node].inputs[r.operand]
+            if r.effect and isinstance(w, Value) and w in index:
+                e.inplace_at[index[w]] = r.node
+        last = last_reads(graph, roots(graph))
+        e.last_read = {index[v]: i for v, i in last.items() if v in index}
         try:
             e.program = compile_graph(graph)
         except UnsupportedError as exc:
