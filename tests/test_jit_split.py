@@ -324,3 +324,17 @@ def test_a_deferred_value_never_computed_raises_instead_of_showing_garbage() -> 
         jf(tj.ones(4), tj.tensor([0, 9]))
     with pytest.raises(RuntimeError, match="never computed"):
         kept[-1].numpy()
+
+
+def test_shape_reads_and_iteration_stay_deferred() -> None:
+    def f(x: tj.Tensor) -> tj.Tensor:
+        k = x.sum().item()  # the break that makes this a replay
+        h = x * k
+        rows = [r.sum() for r in h]  # len(), shape and iteration: no values needed
+        return tj.stack(rows) * h.shape[0] * len(h) + float(h.is_contiguous())
+
+    jf = tj.jit(f)
+    for _ in range(4):
+        x = tj.randn(3, 2)
+        np.testing.assert_allclose(_quiet(lambda x=x: jf(x)).numpy(), f(x).numpy(), rtol=1e-5)
+    assert [why for why, _ in jf.explain().segment_breaks] == [".item()"]

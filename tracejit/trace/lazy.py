@@ -103,6 +103,10 @@ class _Deferred:
             raise TypeError("len() of a 0-d tensor")
         return int(a.shape[0])
 
+    def __iter__(self: Any) -> Any:
+        n = len(self)
+        return (self[i] for i in range(n))
+
 
 _DEFERRED: dict[type, type] = {}  # a tensor class -> its deferred subclass
 _REAL: dict[type, type] = {}  # and back
@@ -430,11 +434,11 @@ class Segment:
     guard_value = guard_attr = use_module = guard_python = _nothing
 
     # ---- the flush ------------------------------------------------------------------------------
-    def flush(self, reason: str | None) -> None:
+    def flush(self, reason: str | None, is_break: bool = True) -> None:
         """Run what was deferred and put the values in place. `reason`: the break that needs
         them (None: the call returns)."""
         replay = self.replay
-        if reason is not None:
+        if reason is not None and is_break:
             replay.breaks[(reason, user_location())] += 1
         if not self.nodes and not self.pending:
             self._reset()
@@ -540,7 +544,7 @@ class Replay:
                 out = fn(*args, **kwargs)
             except BaseException:
                 # eager mode ran every op before the exception: so does this call
-                seg.flush("an exception")
+                seg.flush("an exception", is_break=False)
                 raise
             seg.flush(None)
         finally:
