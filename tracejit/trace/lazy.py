@@ -135,9 +135,27 @@ def _undefer(t: Tensor) -> None:
 _TENSOR_D = _deferred_class(Tensor)
 
 
+def _owner(a: np.ndarray) -> Any:
+    """The object owning an array's memory: arrays with different owners never overlap."""
+    b = a.base
+    while isinstance(b, np.ndarray):
+        a, b = b, b.base
+    return a if b is None else b
+
+
+_COMPILABLE: dict[str, bool] = {}  # op name -> compilable (op names are unique)
+
+
 def compilable(op: OpDef) -> bool:
     """Whether codegen has a form for `op` (a rule may still refuse some operands: then the
     segment runs in the interpreter)."""
+    r = _COMPILABLE.get(op.name)
+    if r is None:
+        r = _COMPILABLE[op.name] = _compilable(op)
+    return r
+
+
+def _compilable(op: OpDef) -> bool:
     if op.dynamic_shape or op.kind is Kind.STRUCTURAL:
         return False
     if op.kind is Kind.ELEMENTWISE and op.scalar is not None:
@@ -203,8 +221,20 @@ class Segment:
         self.scalars: dict[tuple[int, Any], Tensor] = {}
         # param index -> indices of the params written here whose memory it overlaps
         self.overlaps: dict[int, set[int]] = {}
+        self.num: dict[Value, int] = {}  # value -> its number in the key
+        self.key: list[Any] = []  # the structure key, a part per node
+        self.mutated_roots: set[int] = set()  # id of the buffer owning each mutated array
 
     # ---- values -------------------------------------------------------------------------------
+    def _add(self, n: Node) -> None:
+        """Append a node, and its part of the segment's structure key (see `structure`)."""
+        num = self.num
+        self.nodes.append(n)
+        self.key.append((n.op.name, tuple(num[i] if isinstance(i, Value) else
+                                          (i.value, type(i.value), i.dtype) for i in n.inputs),
+                         tuple(n.attrs.items()), n.outs[0].type))
+        num[n.outs[0]] = len(num)
+
     def value_of(self, t: Tensor) -> Value:
         arr = _raw(t)
         v = self.env.get(id(arr))
@@ -212,6 +242,7 @@ class Segment:
             if isinstance(t, _Deferred):  # deferred, but in no segment: its segment raised
                 raise RuntimeError(_NEVER)
             v = Value(TensorType(arr.shape, t._dtype, t._device))
+            self.num[v] = len(self.num)
             self.env[id(arr)] = v
             self.param_of[id(arr)] = len(self.params)
             self.params.append((v, arr, t))
@@ -224,7 +255,7 @@ class Segment:
         k = id(arr)
         if k in self.stale:
             return True
-        if k not in self.env and self.mutated:
+        if k not in self.env and self.mutated and id(_owner(arr)) in self.mutated_roots:
             return any(np.may_share_memory(arr, m) for m in self.mutated)
         return False
 
@@ -239,10 +270,11 @@ class Segment:
                    else "it has no compiled form")
             self.flush(f"{op.name} ({why})")
             return None
-        for a in args:
-            if isinstance(a, Tensor) and self._must_flush(a):
-                self.flush("a read of a view whose base was changed in place")
-                break
+        if self.stale or self.mutated:
+            for a in args:
+                if isinstance(a, Tensor) and self._must_flush(a):
+                    self.flush("a read of a view whose base was changed in place")
+                    break
         ins: list[Any] = []
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
@@ -277,7 +309,7 @@ class Segment:
             out.__class__ = _TENSOR_D
             self.roots[id(data)] = [data, [weakref.ref(out)]]
         v = Value(out_t)
-        self.nodes.append(Node(op, tuple(ins), (v,), dict(attrs), _location()))
+        self._add(Node(op, tuple(ins), (v,), dict(attrs), _location()))
         self.env[id(data)] = v
         return out
 
@@ -306,14 +338,16 @@ class Segment:
             self.env[k] = self._conform(self.value_of(result), self.value_of(target).type)
             self._invalidate_views(k, keep=-1)
             return
-        elif not any(m is not ta and np.may_share_memory(m, ta) for m in self.mutated):
+        elif id(_owner(ta)) not in self.mutated_roots or not any(
+                m is not ta and np.may_share_memory(m, ta) for m in self.mutated):
             # inputs overlapping the target (a saved `w.t()` beside `w`) are read as they were
             # at the segment's start (from a copy, where the program writes the target in
             # place before their last read); read again after this write, they flush first
             old = self.value_of(target)
             ti = self.param_of[k]
+            own = _owner(ta)
             for i, (_, a, _) in enumerate(self.params):
-                if a is not ta and np.may_share_memory(a, ta):
+                if a is not ta and _owner(a) is own and np.may_share_memory(a, ta):
                     self.stale.add(id(a))
                     self.overlaps.setdefault(i, set()).add(ti)
             self.env[k] = self._conform(self.value_of(result), old.type)
@@ -322,6 +356,7 @@ class Segment:
                 _defer(target)
                 self.pending.append(target)
             self.mutated.append(ta)
+            self.mutated_roots.add(id(_owner(ta)))
             return
         self.flush("an in-place write the segment cannot follow")
         np.copyto(_raw(target), result._data, casting="unsafe")
@@ -363,16 +398,16 @@ class Segment:
             bt, n = bv.type, arr.size
             vflat = TensorType((base.size,), bt.dtype, bt.device)
             f = Value(vflat)
-            self.nodes.append(Node(R["reshape"], (bv,), (f,), {"shape": (base.size,)}, loc))
+            self._add(Node(R["reshape"], (bv,), (f,), {"shape": (base.size,)}, loc))
             idx = Value(TensorType((n,), dt.int64, bt.device))
-            self.nodes.append(Node(CONSTANT, (), (idx,), {"value": pos.reshape(n)}, loc))
+            self._add(Node(CONSTANT, (), (idx,), {"value": pos.reshape(n)}, loc))
             src = Value(TensorType((n,), bt.dtype, bt.device))
-            self.nodes.append(Node(R["reshape"], (rv,), (src,), {"shape": (n,)}, loc))
+            self._add(Node(R["reshape"], (rv,), (src,), {"shape": (n,)}, loc))
             put = Value(vflat)
-            self.nodes.append(Node(R["index_put"], (f, src, idx), (put,),
+            self._add(Node(R["index_put"], (f, src, idx), (put,),
                                    {"dims": (0,), "accumulate": False}, loc))
             nb = Value(bt)
-            self.nodes.append(Node(R["reshape"], (put,), (nb,), {"shape": bt.shape}, loc))
+            self._add(Node(R["reshape"], (put,), (nb,), {"shape": bt.shape}, loc))
             self.env[kr] = nb
         self._invalidate_views(kr, keep=ka)
         if kr not in self.roots:  # a real tensor's memory: an effect, pending
@@ -382,6 +417,7 @@ class Segment:
                 _defer(t)
                 self.pending.append(t)
             self.mutated.append(base)
+            self.mutated_roots.add(id(_owner(base)))
         return True
 
     def _invalidate_views(self, k: int, keep: int) -> None:
@@ -401,11 +437,11 @@ class Segment:
         loc = _location()
         if v.type.dtype is not t.dtype:
             c = Value(TensorType(v.type.shape, t.dtype, t.device))
-            self.nodes.append(Node(R["cast"], (v,), (c,), {"dtype": t.dtype}, loc))
+            self._add(Node(R["cast"], (v,), (c,), {"dtype": t.dtype}, loc))
             v = c
         if v.type.shape != t.shape:
             e = Value(t)
-            self.nodes.append(Node(R["expand"], (v,), (e,), {"shape": t.shape}, loc))
+            self._add(Node(R["expand"], (v,), (e,), {"shape": t.shape}, loc))
             v = e
         return v
 
@@ -461,8 +497,16 @@ class Segment:
         g = Graph(replay.name, tuple(p[0] for p in self.params), (), tuple(self.nodes),
                   tuple(outputs), effects)
         arrays = [p[1] for p in self.params]
+        num = self.num
+        key: Any = (tuple(p[0].type for p in self.params), tuple(self.key),
+                    tuple(num[o] for o in outputs),
+                    tuple((num[e.target], num[e.source]) for e in effects))
         try:
-            outs = replay.run_segment(g, arrays, reason, self.overlaps)
+            hash(key)
+        except TypeError:  # an unhashable attribute (an array): the slow, exact key
+            key = structure(g)
+        try:
+            outs = replay.run_segment(g, key, arrays, reason, self.overlaps)
         except BaseException:
             self._abandon()
             raise
@@ -551,11 +595,11 @@ class Replay:
             STATE.tracer, ACTIVE.segment = prev, prev_active
         return out
 
-    def run_segment(self, g: Graph, arrays: list[np.ndarray], reason: str | None,
+    def run_segment(self, g: Graph, key: Any, arrays: list[np.ndarray], reason: str | None,
                     overlaps: dict[int, set[int]]) -> list[Any]:
-        """Run a flushed segment's graph on `arrays` (its params); returns its outputs, with
-        the effects written. `overlaps`: params that share memory with a written one."""
-        key = structure(g)
+        """Run a flushed segment's graph (`key`: its structure) on `arrays` (its params);
+        returns its outputs, with the effects written. `overlaps`: params that share memory
+        with a written one."""
         e = self.segments.get(key)
         if e is None:
             if key not in self.seen_once or len(self.segments) >= self.max_segments:
