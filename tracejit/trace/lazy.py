@@ -208,6 +208,7 @@ class Segment:
         # real tensors read: (value at entry, the array then, the tensor)
         self.params: list[tuple[Value, np.ndarray, Tensor]] = []
         self.param_of: dict[int, int] = {}  # id(array) -> index in params
+        self.owners: list[int] = []  # id of the buffer owning each param's array
         # arrays this segment allocated for deferred results: id -> [array, weakrefs of the
         # tensor objects holding it]
         self.roots: dict[int, list[Any]] = {}
@@ -246,6 +247,7 @@ class Segment:
             self.env[id(arr)] = v
             self.param_of[id(arr)] = len(self.params)
             self.params.append((v, arr, t))
+            self.owners.append(id(_owner(arr)))
         return v
 
     def _must_flush(self, a: Tensor) -> bool:
@@ -345,9 +347,9 @@ class Segment:
             # place before their last read); read again after this write, they flush first
             old = self.value_of(target)
             ti = self.param_of[k]
-            own = _owner(ta)
+            own, owners = id(_owner(ta)), self.owners
             for i, (_, a, _) in enumerate(self.params):
-                if a is not ta and _owner(a) is own and np.may_share_memory(a, ta):
+                if owners[i] == own and a is not ta and np.may_share_memory(a, ta):
                     self.stale.add(id(a))
                     self.overlaps.setdefault(i, set()).add(ti)
             self.env[k] = self._conform(self.value_of(result), old.type)
