@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FIELDS = ("hits", "misses", "traces", "compiles", "fallbacks")
+FIELDS = ("hits", "misses", "traces", "compiles", "fallbacks", "segments", "replays")
 
 
 class JitProbe:
@@ -21,7 +21,7 @@ class JitProbe:
         self._mark: tuple[int, ...] = (0,) * len(FIELDS)
 
     def info(self) -> tuple[int, ...]:
-        """(hits, misses, traces, compiles, fallbacks), summed over the functions."""
+        """cache_info()'s FIELDS, summed over the functions."""
         total = [0] * len(FIELDS)
         for f in self.fns:
             for i, v in enumerate(f.cache_info()):
@@ -30,8 +30,8 @@ class JitProbe:
 
     def compiled(self) -> bool:
         """True once a call has run compiled code (a cache hit, no fallback)."""
-        hits, *_, fallbacks = self.info()
-        return hits >= 1 and fallbacks == 0
+        d = dict(zip(FIELDS, self.info()))
+        return d["hits"] >= 1 and d["fallbacks"] == 0 and d["replays"] == 0
 
     def mark(self) -> None:
         self._mark = self.info()
@@ -43,13 +43,14 @@ class JitProbe:
         now = self.info()
         if phase == "check":
             d = dict(zip(FIELDS, now))
-            if d["fallbacks"] or not d["hits"]:
+            if d["fallbacks"] or d["replays"] or not d["hits"]:
                 what = ("fell back to eager" if d["fallbacks"] else
-                        "never ran compiled code")
+                        "ran as a lazy replay around graph breaks (not one compiled program)"
+                        if d["replays"] else "never ran compiled code")
                 return f"tracejit.jit {what} during the check: {self.describe()}"
             return None
         d = {k: a - b for k, a, b in zip(FIELDS, now, self._mark)}
-        if d["fallbacks"] or d["misses"] or d["traces"] or not d["hits"]:
+        if d["fallbacks"] or d["replays"] or d["misses"] or d["traces"] or not d["hits"]:
             return (f"timed calls were not all compiled hits ({d['hits']} hits, {d['misses']} "
                     f"misses, {d['traces']} traces, {d['fallbacks']} fallbacks); "
                     f"not timed as jit: {self.describe()}")

@@ -14,7 +14,7 @@ from test_ops import RANDOM_ROWS, ROWS, Row
 import tracejit
 
 # rows whose graph has no compiled form yet: they must fall back to eager, correctly
-EAGER_ONLY = {
+EAGER_ONLY = {  # (or split around the op: see the assertion in the test)
     "getitem_mask": "boolean-mask indexing has a data-dependent shape",
     "getitem_row_mask": "boolean-mask indexing has a data-dependent shape",
     "getitem_two_arrays": "indexing with several index tensors has no CPU rule yet",
@@ -115,7 +115,10 @@ def test_op_eager_vs_jit(row: Row, k: int, layout: str, request: pytest.FixtureR
     info = jf.cache_info()
     assert info.traces == 1, f"retraced: {info}"
     if row.name in EAGER_ONLY:
-        assert info.compiles == 0 and info.fallbacks >= 1, info
+        # a data-dependent shape splits the function (a lazy replay that runs the op eagerly
+        # between compiled segments); an op without a CPU rule leaves the entry eager
+        assert (info.replays >= 1 and info.fallbacks == 0) or \
+            (info.compiles == 0 and info.fallbacks >= 1), info
     else:
         report = jf.explain()
         assert info.compiles <= 1 and info.fallbacks == 0 and \

@@ -278,7 +278,9 @@ def test_print_time_and_numpy_random_are_graph_breaks(case: str, capsys: Any) ->
         outs = [f(tj.ones(3)) for _ in range(3)]
     breaks = [b for e in f.explain().entries for b in e.breaks]
     assert breaks and breaks[0].loc.startswith("test_jit_python_state.py:"), breaks
-    assert f.cache_info().compiles == 0
+    # each call runs the function again (a lazy replay): print's x * 2.0 compiles as a segment;
+    # the others bake a new Python number into theirs on every call, so nothing compiles
+    assert f.cache_info().segments == (1 if case == "print" else 0)
     assert [m.filename for m in w if issubclass(m.category, JitWarning)] == [__file__]
     if case == "print":
         assert capsys.readouterr().out.count("traced") == 3  # printed on every call

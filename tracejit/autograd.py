@@ -14,7 +14,7 @@ import numpy as np
 from . import dispatch as _dispatch_mod
 from .dispatch import STATE
 from .ops.registry import OpDef, TensorType, VjpContext
-from .tensor import Tensor
+from .tensor import Tensor, _raw
 
 # ---- grad modes ---------------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class OpNode(Node):
 
 def _unpack_out(s: SavedTensor, node: OpNode) -> Tensor:
     s.unpack(node)  # version check
-    t = Tensor._make(s.t._data, s.t._dtype)  # a fresh alias: no reference cycle to the output
+    t = _alias(s.t)  # a fresh alias: no reference cycle to the output
     t._version = s.t._version
     t._grad_fn, t._requires_grad = node, True
     return t
@@ -197,7 +197,7 @@ def attach(op: OpDef, args: Sequence[Any], attrs: dict[str, Any], types: Sequenc
         for i, a in enumerate(args)
     ]
     # the output is kept without its Tensor object (which owns this node): no reference cycle
-    saved_out = SavedTensor(Tensor._make(out._data, out._dtype), True) if "out" in saves else None
+    saved_out = SavedTensor(_alias(out), True) if "out" in saves else None
     if saved_out is not None:
         saved_out.t._version = out._version
         saved_out.version = out._version.v
@@ -253,11 +253,21 @@ def retain_grad(t: Tensor) -> None:
 
 def detach_alias(t: Tensor) -> Tensor:
     """A new tensor sharing `t`'s storage (same array object) and version counter."""
-    out = Tensor._make(t._data, t._dtype)
+    out = Tensor._make(_raw(t), t._dtype)
     out._version = t._version
     out._base = t._base
     if STATE.tracer is not None:
         STATE.tracer.alias(t, out)
+    return out
+
+
+def _alias(t: Tensor) -> Tensor:
+    """A tensor object sharing `t`'s array, for autograd's own bookkeeping (a saved output);
+    a lazy replay is told, so the alias gets the value its segment computes."""
+    out = Tensor._make(_raw(t), t._dtype)
+    tracer = STATE.tracer
+    if tracer is not None and tracer.lazy:
+        tracer.alias(t, out)
     return out
 
 
@@ -289,19 +299,24 @@ def assign_inplace(target: Tensor, result: Tensor) -> Tensor:
                 f"result type {result.dtype.name} can't be cast to the desired output type "
                 f"{target.dtype.name} of an in-place operation; use the out-of-place form"
             )
-    if not target._data.flags.writeable:
+    if not _raw(target).flags.writeable:
         raise RuntimeError(
             "unsupported operation: more than one element of the written-to tensor refers to a "
             "single memory location (an expanded tensor); call .clone() before writing to it"
         )
     if STATE.grad_enabled and result._requires_grad:
         _keep_original(result._grad_fn, target)
-    if STATE.tracer is not None:
-        STATE.tracer.before_write(target)  # (an inspection trace keeps the old value)
-    np.copyto(target._data, result._data, casting="unsafe")
-    target._version.v += 1
-    if STATE.tracer is not None:
-        STATE.tracer.mutate(target, result)
+    tracer = STATE.tracer
+    if tracer is not None and tracer.lazy:
+        tracer.assign(target, result)  # deferred, or written now after a flush
+        target._version.v += 1
+    else:
+        if tracer is not None:
+            tracer.before_write(target)  # (an inspection trace keeps the old value)
+        np.copyto(target._data, result._data, casting="unsafe")
+        target._version.v += 1
+        if tracer is not None:
+            tracer.mutate(target, result)
     if STATE.grad_enabled:
         if result._requires_grad:
             target._grad_fn, target._out_nr = result._grad_fn, result._out_nr
@@ -355,7 +370,7 @@ def accumulate(var: Tensor, g: Tensor, create_graph: bool) -> None:
     if var.grad is None:
         # a gradient may alias another tensor (add's VJP hands the same g to both inputs, expand
         # gives a read-only view): .grad must own its memory, as PyTorch's does
-        d = g._data
+        d = _raw(g)  # (its layout only)
         if not create_graph and (d.base is not None or not d.flags.writeable or
                                  not d.flags.c_contiguous or id(g) in _GIVEN):
             g = g.clone()

@@ -80,6 +80,17 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
         out_t, cd = _rules(op, types, attrs)
     except OpError as e:
         raise user_error(e) from None
+    st = STATE
+    if st.tracer is not None and st.tracer.lazy:  # a lazy replay: recorded, not computed
+        out = st.tracer.defer(op, args, attrs, out_t, cd)
+        if out is not None:
+            if st.grad_enabled and op.differentiable:
+                for a in args:
+                    if isinstance(a, T) and a._requires_grad:
+                        _attach(op, args, attrs, types, out)
+                        break
+            return out
+        # (None: the replay ran what it had deferred, and this op runs eagerly on the values)
     arrays = _cast(args, cd) if cd is not None else [a._data if isinstance(a, T) else a
                                                      for a in args]
     data = op.eager(*arrays, **attrs)
@@ -97,7 +108,6 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
         src = args[0]
         out._version = src._version
         out._base = src._base if src._base is not None else src
-    st = STATE
     if st.tracer is not None:
         st.tracer.record(op, args if traced is None else traced, attrs, out)
     if st.grad_enabled and op.differentiable:

@@ -27,6 +27,7 @@ from .passes import run_pipeline
 from .runtime.entry import MISSED, Entry
 from .runtime.log import log
 from .tensor import Tensor
+from .trace.lazy import Replay, SegmentEntry
 from .trace.pystate import PythonStateWatcher
 from .trace.scalars import ScalarArg, plain
 from .trace.tracer import Tracer, TraceResult, UndoLog
@@ -41,6 +42,12 @@ class CacheInfo(NamedTuple):
     traces: int
     compiles: int
     fallbacks: int
+    segments: int = 0  # segments compiled around graph breaks (a lazy replay's programs)
+    replays: int = 0  # calls run as a lazy replay (their tensor work in those segments)
+
+    def __repr__(self) -> str:  # (the last two shown only for a function that replays)
+        names = self._fields if self.replays or self.segments else self._fields[:5]
+        return "CacheInfo(" + ", ".join(f"{n}={getattr(self, n)}" for n in names) + ")"
 
 
 _disabled_depth = 0
@@ -166,6 +173,8 @@ class JitFunction:
         # with why; and those that stay guards because their value steered a trace, with where
         self._dynamic: dict[str, str] = {}
         self._static: dict[str, str] = {}
+        # the segments and breaks of calls run as a lazy replay (entries whose trace broke)
+        self._replay = Replay(self.name)
         self._is_module = isinstance(getattr(fn, "training", None), bool)
         try:
             sig = inspect.signature(fn)
@@ -177,7 +186,10 @@ class JitFunction:
     # ---- public API --------------------------------------------------------------------------
     def cache_info(self) -> CacheInfo:
         s = self._stats
-        return CacheInfo(s["hits"], s["misses"], s["traces"], s["compiles"], s["fallbacks"])
+        r = self._replay
+        return CacheInfo(s["hits"], s["misses"], s["traces"], s["compiles"] + r.compiles,
+                         s["fallbacks"], sum(1 for e in r.segments.values() if e.program),
+                         r.calls)
 
     def clear_cache(self) -> None:
         self._entries.clear()
@@ -186,6 +198,7 @@ class JitFunction:
         self._gave_up = False
         self._dynamic.clear()
         self._static.clear()
+        self._replay = Replay(self.name)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -209,6 +222,9 @@ class JitFunction:
             entries = self._entries.get(k)
         if entries is not None:
             for e in entries:
+                if e.lazy:  # its Python runs every call, so no guards: compiled in segments
+                    e.hits += 1
+                    return self._replay.call(self.fn, args, kwargs)
                 failed = e.guards_hold(flat) if e.trace.guards else None
                 if failed is None:
                     if e.program is not None and not self.check and not get_flag("check"):
@@ -364,8 +380,10 @@ class JitFunction:
                 return out, entry
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
-            self._record_breaks(result)
-            entry = Entry(result, result.graph, failed="graph break", held=held)
+            split = self.fallback and not (self.check or get_flag("check"))
+            self._record_breaks(result, split)
+            entry = Entry(result, result.graph, failed="" if split else "graph break", held=held,
+                          lazy=split)
             if not self.fallback:
                 if undo is not None:
                     return out, entry  # shown, not kept: a call raises
@@ -482,14 +500,18 @@ class JitFunction:
             self._events.append(msg)
             log("recompiles", msg)
 
-    def _record_breaks(self, result: TraceResult) -> None:
+    def _record_breaks(self, result: TraceResult, split: bool) -> None:
         for b in result.breaks:
             text = f"graph break in {self.name} at {b.loc}: {b.reason}"
             if text not in self._warned:
                 self._warned.add(text)
                 self._events.append(text)
                 log("graph_breaks", text)
-                _warn(f"tracejit: {text}; this call runs eagerly")
+                _warn(f"tracejit: {text}; " + (
+                    "from the next call the function runs as a lazy replay, compiled in "
+                    "segments around its breaks" if split else
+                    "with fallback=False a call raises" if not self.fallback else
+                    "check mode runs it eagerly (check mode does not split graphs)"))
 
     def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
         """Run an entry that is not compiled yet (compiling it), failed, or in check mode.
@@ -624,6 +646,8 @@ class JitFunction:
         from .runtime import cache
 
         e = self._entry_for(args, kwargs)
+        if e.lazy:
+            return self._segment_sources()
         if e.program is None and not e.failed:
             self._compile(e)
         if not e.source_text:
@@ -663,6 +687,16 @@ class JitFunction:
         if show:
             print(prof.table())
         return prof
+
+    def _segment_sources(self) -> str:
+        """source() of a function run as a lazy replay: each compiled segment's driver."""
+        parts = []
+        for i, seg in enumerate(self._replay.segments.values()):
+            head = f"# ---- segment {i}, ended by {_ended_by(seg)}"
+            parts.append(head + "\n" + (seg.program.source.rstrip("\n") if seg.program else
+                                        f"# not compiled: {seg.failed}"))
+        return "\n\n".join(parts) or ("# a lazy replay around graph breaks: no segment compiled "
+                                       "yet (each compiles the second time it is met)")
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
         """What @jit did with this function. Given inputs, they are traced first if not seen
@@ -786,6 +820,11 @@ class Explanation:
         self.scalar_inputs = dict(jf._dynamic)
         self.scalar_guards = dict(jf._static)
         self.name = jf.name
+        r = jf._replay
+        self.segments = list(r.segments.values())
+        # breaks the lazy replay ran (reason, file:line) -> how many times
+        self.segment_breaks = dict(r.breaks)
+        self.replayed = r.calls
         self.fused = [
             (n.attrs.get("index", 0), [m.name for m in n.attrs["body"].nodes], n.loc)
             for e in self.entries for n in walk(e.graph.nodes) if n.op is FUSED
@@ -796,13 +835,19 @@ class Explanation:
         c = self.cached
         lines = [f"tracejit.explain({self.name}): {c} cache entr"
                  f"{'y' if c == 1 else 'ies'}; hits={i.hits} misses={i.misses} "
-                 f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"]
+                 f"traces={i.traces} compiles={i.compiles} fallbacks={i.fallbacks}"
+                 + (f" segments={i.segments} replays={i.replays}" if i.replays else "")]
         for n, e in enumerate(self.entries):
             state = "compiled" if e.program else (
-                "eager: " + e.failed if e.failed else "traced, not yet compiled")
+                "eager: " + e.failed if e.failed else
+                "split at its graph breaks: runs as a lazy replay, in compiled segments"
+                if e.lazy else "traced, not yet compiled")
             mark = "  <- these inputs" if e is self.entry else ""
             lines.append(f"entry {n}: {len(e.graph.nodes)} nodes, {state}{mark}")
             lines += [f"  note: {x}" for x in e.notes]
+            if e.lazy:
+                lines.append("  (no guards: its Python runs on every call)")
+                continue
             lines += [f"  path: the branch at {c.loc} was {c.taken} (checked by the program; "
                       "the other way misses this entry)" for c in e.graph.checks]
             for g in e.trace.guards:
@@ -816,6 +861,17 @@ class Explanation:
         if self.graph_breaks:
             lines.append("graph breaks:")
             lines += [f"  {b.loc}: {b.reason}" for b in self.graph_breaks]
+        if self.replayed:
+            n = sum(1 for s in self.segments if s.program)
+            lines.append(f"segments (lazy replay, {self.replayed} calls; {n} compiled, each on "
+                         "its second sighting):")
+            for k, seg in enumerate(self.segments):
+                state = "compiled" if seg.program else "interpreted: " + seg.failed
+                lines.append(f"  segment {k}: {len(seg.graph.nodes)} nodes, {state}, ended by "
+                             f"{_ended_by(seg)}, ran {seg.runs}x")
+            lines.append("graph breaks met by the replay (each ends a segment):")
+            lines += [f"  {loc}: {why} ({n}x)" for (why, loc), n in
+                      self.segment_breaks.items()]
         if self.fused:
             lines.append("fused kernels:")
             lines += [f"  fused.{i}: {' ; '.join(m)}  # {loc}" for i, m, loc in self.fused]
@@ -832,6 +888,10 @@ class Explanation:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _ended_by(seg: SegmentEntry) -> str:
+    return "the return" if seg.ended_by is None else f"{seg.ended_by} at {seg.loc}"
 
 
 def _matmul_lines(entries: list[Entry]) -> list[str]:

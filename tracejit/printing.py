@@ -73,6 +73,10 @@ def _body(a: np.ndarray, fmt: Callable[[Any], str], width: int, indent: int,
 
 
 def tensor_repr(t: Any) -> str:
+    from .dispatch import STATE
+
+    if STATE.tracer is not None:  # the values are printed: under @jit, a graph break
+        STATE.tracer.graph_break("printing a tensor")
     a = t._data
     prefix = "tensor("
     summarize = a.size > THRESHOLD

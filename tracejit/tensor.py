@@ -282,8 +282,8 @@ class Tensor:
         return self._data if dtype is None else self._data.astype(dtype)
 
     def item(self) -> Any:
-        if self._data.size != 1:
-            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
+        if self.numel() != 1:
+            raise RuntimeError(f"a Tensor with {self.numel()} elements cannot be converted to "
                                "a Python scalar (item() needs exactly one element)")
         self._graph_break(".item()")
         return self._data.reshape(()).item()
@@ -338,7 +338,8 @@ class Tensor:
         return tensor_repr(self)
 
     def __format__(self, spec: str) -> str:
-        if self._data.ndim == 0 and spec:
+        if self.ndim == 0 and spec:
+            self._graph_break("formatting a tensor's value")
             return format(self._data.item(), spec)
         return repr(self)
 
@@ -654,8 +655,8 @@ class Tensor:
             return self.to(shape[0])
         from .ops.movement import resolve_shape
 
-        s = resolve_shape("view", _sizes(shape), self.numel(), self._data.shape)
-        probe = self._data.view()
+        s = resolve_shape("view", _sizes(shape), self.numel(), _raw(self).shape)
+        probe = _raw(self).view()
         try:
             probe.shape = s
         except AttributeError:
@@ -676,25 +677,25 @@ class Tensor:
             return self.reshape(1)
         a = norm_dim("flatten", start_dim, self.ndim)
         b = norm_dim("flatten", end_dim, self.ndim)
-        s = self._data.shape
+        s = _raw(self).shape
         return self.reshape(s[:a] + (math.prod(s[a:b + 1]),) + s[b + 1:])
 
     def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
         d = norm_dim("unflatten", dim, self.ndim)
         from .ops.movement import resolve_shape
 
-        sizes = resolve_shape("unflatten", sizes, self._data.shape[d], (self._data.shape[d],))
-        s = self._data.shape
+        sizes = resolve_shape("unflatten", sizes, _raw(self).shape[d], (_raw(self).shape[d],))
+        s = _raw(self).shape
         return self.reshape(s[:d] + tuple(sizes) + s[d + 1:])
 
     def squeeze(self, dim: Any = None) -> Tensor:
-        s = self._data.shape
+        s = _raw(self).shape
         dims = norm_dims("squeeze", dim, self.ndim)
         return self.reshape(tuple(n for i, n in enumerate(s) if not (i in dims and n == 1)))
 
     def unsqueeze(self, dim: int) -> Tensor:
         d = norm_dim("unsqueeze", dim, self.ndim + 1)
-        s = self._data.shape
+        s = _raw(self).shape
         return self.reshape(s[:d] + (1,) + s[d:])
 
     def permute(self, *dims: Any) -> Tensor:
@@ -747,7 +748,7 @@ class Tensor:
             raise RuntimeError(located("repeat: number of repeat dims can not be smaller than "
                                        "number of "
                                "dimensions of tensor"))
-        x = self.reshape((1,) * (len(reps) - self.ndim) + self._data.shape)
+        x = self.reshape((1,) * (len(reps) - self.ndim) + _raw(self).shape)
         inter: list[int] = []
         final: list[int] = []
         for r, n in zip(reps, x.shape):
@@ -758,20 +759,20 @@ class Tensor:
 
     def narrow(self, dim: int, start: int, length: int) -> Tensor:
         d = norm_dim("narrow", dim, self.ndim)
-        n = self._data.shape[d]
+        n = _raw(self).shape[d]
         if start < 0:
             start += n
         if not (0 <= start and length >= 0 and start + length <= n):
             raise ArgError(f"narrow: start ({start}) + length ({length}) exceeds dimension size "
                            f"({n})")
-        starts, stops, steps = _full_slices(self._data.shape)
+        starts, stops, steps = _full_slices(_raw(self).shape)
         starts[d], stops[d] = start, start + length
         return self._slice(starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
 
     def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
         split_size_or_sections = split_size
         d = norm_dim("split", dim, self.ndim)
-        n = self._data.shape[d]
+        n = _raw(self).shape[d]
         if isinstance(split_size_or_sections, int):
             k = split_size_or_sections
             if k <= 0:
@@ -789,7 +790,7 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-        n = self._data.shape[norm_dim("chunk", dim, self.ndim)]
+        n = _raw(self).shape[norm_dim("chunk", dim, self.ndim)]
         return self.split(max(1, -(-n // chunks)), dim)
 
     def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
@@ -797,7 +798,7 @@ class Tensor:
         return tuple(t.squeeze(d) for t in self.split(1, d))
 
     def contiguous(self) -> Tensor:
-        return self if self._data.flags.c_contiguous else self.clone()
+        return self if _raw(self).flags.c_contiguous else self.clone()
 
     def clone(self) -> Tensor:
         return dispatch(R["clone"], (self,))
@@ -971,6 +972,12 @@ class Tensor:
 
     def bool(self) -> Tensor:
         return self.to(dt.bool_)
+
+
+# The array in a tensor's slot, read past any subclass property: a deferred tensor of a lazy
+# replay (trace/lazy.py) overrides `_data` to compute its value first, and code that needs only
+# the metadata (shape, strides, contiguity) reads the slot itself.
+_raw: Any = Tensor.__dict__["_data"].__get__
 
 
 def _result_type(a: Tensor, b: Any) -> dt.DType:

@@ -76,6 +76,8 @@ class _InferCheck:
     def lift_scalar(self, container: Any, key: Any, value: Any) -> Any:
         return value
 
+    lazy = False  # (not a lazy replay: hooks below are no-ops)
+
     def __getattr__(self, hook: str) -> Callable[..., None]:
         return lambda *a, **kw: None  # mutate, alias, constant, graph_break, read/write_grad...
 

@@ -47,6 +47,9 @@ class Entry:
     held: list[Any] = field(default_factory=list)
     profiled: Any = None  # the instrumented twin of `program` that profile() runs
     missed: int = -1  # the check (index into graph.checks) that the last missed call failed
+    # its trace met a graph break: calls run the function as a lazy replay, compiled in
+    # segments around the breaks (trace/lazy.py)
+    lazy: bool = False
 
     @property
     def breaks(self) -> list[GraphBreak]:

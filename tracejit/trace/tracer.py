@@ -73,6 +73,8 @@ class TraceResult:
 
 
 class Tracer:
+    lazy = False  # a lazy replay's segment (trace/lazy.py) says True: dispatch defers to it
+
     def __init__(self, name: str, names: dict[int, str] | None = None) -> None:
         self.name = name
         self.hints = names or {}  # id(tensor) -> a readable name for lifted tensors
