@@ -20,6 +20,14 @@ from tracejit.jit import JitWarning
 STEPS = 20
 
 
+@pytest.fixture(autouse=True)
+def _always_replay() -> Any:
+    # these tests are about the replay itself: never let the measured choice (tiny tensors
+    # run faster eagerly) switch a function to plain eager calls
+    with tj.flags(split="replay"):
+        yield
+
+
 def _quiet(fn: Callable[[], Any]) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", JitWarning)
@@ -338,3 +346,31 @@ def test_shape_reads_and_iteration_stay_deferred() -> None:
         x = tj.randn(3, 2)
         np.testing.assert_allclose(_quiet(lambda x=x: jf(x)).numpy(), f(x).numpy(), rtol=1e-5)
     assert [why for why, _ in jf.explain().segment_breaks] == [".item()"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "eager"])
+def test_the_faster_of_replay_and_eager_is_chosen_and_both_give_eagers_results(mode: str) -> None:
+    m, opt = _model(4)
+    ref, ropt = _model(4)
+    logged: list[list[float]] = [[], []]
+
+    def step(model: nn.Module, o: Any, x: tj.Tensor, y: tj.Tensor, log: list[float]) -> Any:
+        o.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        log.append(loss.item())  # a graph break
+        loss.backward()
+        o.step()
+        return loss
+
+    jf = tj.jit(lambda x, y: step(m, opt, x, y, logged[0]))
+    with tj.flags(split=mode):
+        for x, y in _batches(12):
+            _quiet(lambda: jf(x, y))
+            step(ref, ropt, x, y, logged[1])
+    np.testing.assert_allclose(logged[0], logged[1], rtol=1e-5, atol=1e-6)
+    _same_params(m, ref)
+    events = " ".join(jf.explain().events)
+    if mode == "auto":  # three replays compile, three are timed, three eager calls timed
+        assert "ms as a lazy replay and" in events and "(best of 3)" in events, events
+    else:
+        assert jf.cache_info().replays == 0 and jf.cache_info().fallbacks == 11

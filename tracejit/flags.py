@@ -48,6 +48,10 @@ FLAGS: dict[str, Flag] = {
              "matmuls call. auto (default): the faster of NumPy's np.dot and MKL (when the mkl "
              "wheel is installed), timed once per GEMM shape and remembered in the disk cache; "
              "numpy or mkl forces one (mkl without MKL installed is an error)."),
+        Flag("split", "auto", "TRACEJIT_SPLIT=auto|replay|eager: how a function with graph "
+             "breaks runs after its trace. auto (default): as a lazy replay compiled in "
+             "segments around the breaks, unless a few timed calls find plain eager mode "
+             "clearly faster (a small matmul-bound step); replay or eager forces one."),
         Flag("pool", True, "TRACEJIT_POOL=0: large output buffers (tracejit.runtime.pool.empty, "
              "32 MiB and more) come from plain np.empty instead of a pool of blocks that dead "
              "arrays released."),

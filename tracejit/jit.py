@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import gc
 import inspect
+import time
 import types
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,6 +35,12 @@ from .trace.tracer import Tracer, TraceResult, UndoLog
 
 if TYPE_CHECKING:
     from .runtime.profile import Profile
+
+
+# a function split at its graph breaks: replays before timing (the first compile the segments),
+# then how many replays and eager calls are timed to choose between them (_split_call)
+SPLIT_WARM = 3
+SPLIT_TIMED = 3
 
 
 class CacheInfo(NamedTuple):
@@ -224,7 +231,7 @@ class JitFunction:
             for e in entries:
                 if e.lazy:  # its Python runs every call, so no guards: compiled in segments
                     e.hits += 1
-                    return self._replay.call(self.fn, args, kwargs)
+                    return self._split_call(e, args, kwargs)
                 failed = e.guards_hold(flat) if e.trace.guards else None
                 if failed is None:
                     if e.program is not None and not self.check and not get_flag("check"):
@@ -256,6 +263,42 @@ class JitFunction:
         return self._trace(k, flat, names, args, kwargs)[0]
 
     # ---- internals ---------------------------------------------------------------------------
+    def _split_call(self, e: Entry, args: tuple, kwargs: dict) -> Any:
+        """A call of an entry split at its graph breaks: a lazy replay, or plain eager mode when
+        that measured faster. The replay's recording costs about what eager dispatch does per
+        op, so a small matmul-bound step replays slower than it runs eagerly; the first replays
+        compile the segments, the next SPLIT_TIMED are timed, then as many eager calls, and
+        the faster way (the replay unless eager is clearly faster) runs from then on. Both give
+        eager's results (segments draw the same random numbers), so the choice changes only
+        the speed; explain() says which was chosen and why."""
+        t = e.split_times
+        if not e.split_choice:
+            forced = get_flag("split")
+            if forced not in ("auto", "replay", "eager"):
+                raise ValueError(f"TRACEJIT_SPLIT must be auto, replay or eager, got {forced!r}")
+            e.split_choice = "" if forced == "auto" else forced
+        if e.split_choice == "eager":
+            self._stats["fallbacks"] += 1
+            return self.fn(*args, **kwargs)
+        if e.split_choice == "replay" or self._replay.calls < SPLIT_WARM:
+            return self._replay.call(self.fn, args, kwargs)
+        eager = len(t["replay"]) >= SPLIT_TIMED
+        t0 = time.perf_counter()
+        out = self.fn(*args, **kwargs) if eager else self._replay.call(self.fn, args, kwargs)
+        t["eager" if eager else "replay"].append(time.perf_counter() - t0)
+        if eager:
+            self._stats["fallbacks"] += 1
+        if len(t["eager"]) >= SPLIT_TIMED:
+            rep, eag = min(t["replay"]), min(t["eager"])
+            e.split_choice = "eager" if eag < 0.9 * rep else "replay"
+            msg = (f"{self.name}: split at its graph breaks, a call took {rep * 1e3:.3g} ms as a "
+                   f"lazy replay and {eag * 1e3:.3g} ms eagerly (best of {SPLIT_TIMED}): it runs "
+                   + ("eagerly from now on (the compiled segments save less than recording the "
+                      "ops costs)" if e.split_choice == "eager" else "as a lazy replay"))
+            self._events.append(msg)
+            log("recompiles", msg)
+        return out
+
     def _flatten_args(self, args: tuple, kwargs: dict, flat: list[Any], names: list[str],
                       key: list[Any], slots: list[tuple[int, str]] | None = None) -> None:
         """`slots`, when given, gets (index into the key, name) of each Python int/float

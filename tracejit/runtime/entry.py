@@ -50,6 +50,10 @@ class Entry:
     # its trace met a graph break: calls run the function as a lazy replay, compiled in
     # segments around the breaks (trace/lazy.py)
     lazy: bool = False
+    # a lazy entry's measured choice between replaying and plain eager calls (jit._split_call)
+    split_choice: str = ""
+    split_times: dict[str, list[float]] = field(
+        default_factory=lambda: {"replay": [], "eager": []})
 
     @property
     def breaks(self) -> list[GraphBreak]:
