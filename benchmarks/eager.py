@@ -95,9 +95,10 @@ LR, BETAS, ADAM_EPS, WEIGHT_DECAY, LN_EPS = 1e-3, (0.9, 0.95), 1e-8, 0.1, 1e-5
 def gpt_model(lib: Any, size: dict[str, Any]) -> Any:
     """nanoGPT's model.py at a small size, given the library (torch or tracejit)."""
     nn, F = lib.nn, lib.nn.functional
+    Module: Any = nn.Module  # noqa: N806 - either library's
     C, nh = size["embd"], size["heads"]
 
-    class CausalSelfAttention(nn.Module):
+    class CausalSelfAttention(Module):
         def __init__(self) -> None:
             super().__init__()
             self.c_attn = nn.Linear(C, 3 * C)
@@ -112,7 +113,7 @@ def gpt_model(lib: Any, size: dict[str, Any]) -> Any:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
-    class MLP(nn.Module):
+    class MLP(Module):
         def __init__(self) -> None:
             super().__init__()
             self.c_fc = nn.Linear(C, 4 * C)
@@ -122,7 +123,7 @@ def gpt_model(lib: Any, size: dict[str, Any]) -> Any:
         def forward(self, x: Any) -> Any:
             return self.c_proj(self.gelu(self.c_fc(x)))
 
-    class Block(nn.Module):
+    class Block(Module):
         def __init__(self) -> None:
             super().__init__()
             self.ln_1 = nn.LayerNorm(C)
@@ -134,7 +135,7 @@ def gpt_model(lib: Any, size: dict[str, Any]) -> Any:
             x = x + self.attn(self.ln_1(x))
             return x + self.mlp(self.ln_2(x))
 
-    class GPT(nn.Module):
+    class GPT(Module):
         def __init__(self) -> None:
             super().__init__()
             self.wte = nn.Embedding(size["vocab"], C)
