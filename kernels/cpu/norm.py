@@ -17,6 +17,24 @@ from tracejit.kernels.cpu.vmath import exp
 _jit = numba.njit(cache=True, error_model="numpy")
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _sum64(a):  # type: ignore[no-untyped-def]
+    """Sum in float64; reassociation lets LLVM vectorise it (a sum of positive terms)."""
+    s = 0.0
+    for j in range(a.size):
+        s += np.float64(a[j])
+    return s
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _sqdev64(a, mu):  # type: ignore[no-untyped-def]
+    s = 0.0
+    for j in range(a.size):
+        d = a[j] - mu
+        s += d * d
+    return s
+
+
 @_jit
 def layernorm_fwd(x, w, b, eps):  # type: ignore[no-untyped-def]
     """(out, mean, rstd) of layer norm over each row; w, b of size 0 when absent."""
@@ -25,25 +43,37 @@ def layernorm_fwd(x, w, b, eps):  # type: ignore[no-untyped-def]
     mean = np.empty(rows, np.float64)
     rstd = np.empty(rows, np.float64)
     for i in range(rows):
-        s = 0.0
-        for j in range(n):
-            s += x[i, j]
-        mu = s / n
-        v = 0.0
-        for j in range(n):
-            d = x[i, j] - mu
-            v += d * d
-        r = 1.0 / np.sqrt(v / n + eps)
+        xi = x[i]
+        mu = _sum64(xi) / n
+        r = 1.0 / np.sqrt(_sqdev64(xi, mu) / n + eps)
         mean[i] = mu
         rstd[i] = r
-        for j in range(n):
-            y = (x[i, j] - mu) * r
-            if w.size:
-                y = y * w[j]
-            if b.size:
-                y = y + b[j]
-            out[i, j] = y
+        o = out[i]
+        if w.size and b.size:
+            for j in range(n):
+                o[j] = (xi[j] - mu) * r * w[j] + b[j]
+        elif w.size:
+            for j in range(n):
+                o[j] = (xi[j] - mu) * r * w[j]
+        elif b.size:
+            for j in range(n):
+                o[j] = (xi[j] - mu) * r + b[j]
+        else:
+            for j in range(n):
+                o[j] = (xi[j] - mu) * r
     return out, mean, rstd
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _ln_row_sums(g, x, w, mu, r):  # type: ignore[no-untyped-def]
+    """sum(g * w) and sum(g * w * xhat) over one row (w of size 0: 1)."""
+    a = 0.0
+    c = 0.0
+    for j in range(x.size):
+        gw = np.float64(g[j]) * w[j] if w.size else np.float64(g[j])
+        a += gw
+        c += gw * ((x[j] - mu) * r)
+    return a, c
 
 
 @_jit
@@ -57,23 +87,47 @@ def layernorm_bwd(g, x, w, mean, rstd):  # type: ignore[no-untyped-def]
     for i in range(rows):
         mu = mean[i]
         r = rstd[i]
-        a = 0.0
-        c = 0.0
-        for j in range(n):
-            xh = (x[i, j] - mu) * r
-            gj = np.float64(g[i, j])
-            gw = gj * w[j] if w.size else gj
-            a += gw
-            c += gw * xh
-            dw[j] += gj * xh
-            db[j] += gj
+        gi = g[i]
+        xi = x[i]
+        a, c = _ln_row_sums(gi, xi, w, mu, r)
         a /= n
         c /= n
+        d = dx[i]
         for j in range(n):
-            xh = (x[i, j] - mu) * r
-            gw = np.float64(g[i, j]) * w[j] if w.size else np.float64(g[i, j])
-            dx[i, j] = r * (gw - a - xh * c)
+            xh = (xi[j] - mu) * r
+            gj = np.float64(gi[j])
+            dw[j] += gj * xh
+            db[j] += gj
+            gw = gj * w[j] if w.size else gj
+            d[j] = r * (gw - a - xh * c)
     return dx, dw.astype(x.dtype), db.astype(x.dtype)
+
+
+@_jit
+def _rowmax(a):  # type: ignore[no-untyped-def]
+    """max(a), NaN if a holds one; four running maxima so the compares do not wait on each
+    other (an FP max reduction does not vectorise without fast-math)."""
+    n = a.size
+    m0 = m1 = m2 = m3 = a[0]
+    nan = False
+    j = 0
+    while j + 4 <= n:
+        v0, v1, v2, v3 = a[j], a[j + 1], a[j + 2], a[j + 3]
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+        j += 4
+    while j < n:
+        v = a[j]
+        m0 = v if v > m0 else m0
+        nan |= v != v
+        j += 1
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m0 = m2 if m2 > m0 else m0
+    return a.dtype.type(np.nan) if nan else m0
 
 
 @_jit
@@ -82,20 +136,23 @@ def softmax_fwd(x):  # type: ignore[no-untyped-def]
     rows, n = x.shape
     out = np.empty_like(x)
     for i in range(rows):
-        m = x[i, 0]
-        for j in range(1, n):
-            v = x[i, j]
-            if v > m or v != v:
-                m = v
+        m = _rowmax(x[i])
+        o = out[i]
+        xi = x[i]
         for j in range(n):
-            out[i, j] = exp(x[i, j] - m)
-        s = 0.0
+            o[j] = exp(xi[j] - m)
+        r = 1.0 / _sum64(o)
         for j in range(n):
-            s += out[i, j]
-        r = 1.0 / s
-        for j in range(n):
-            out[i, j] = out[i, j] * r
+            o[j] = o[j] * r
     return out
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _dot64(a, b):  # type: ignore[no-untyped-def]
+    s = 0.0
+    for j in range(a.size):
+        s += np.float64(a[j]) * b[j]
+    return s
 
 
 @_jit
@@ -104,9 +161,7 @@ def softmax_bwd(g, y):  # type: ignore[no-untyped-def]
     rows, n = y.shape
     dx = np.empty_like(y)
     for i in range(rows):
-        s = 0.0
-        for j in range(n):
-            s += np.float64(g[i, j]) * y[i, j]
+        s = _dot64(g[i], y[i])
         for j in range(n):
             dx[i, j] = y[i, j] * (g[i, j] - s)
     return dx
