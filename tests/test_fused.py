@@ -105,3 +105,21 @@ def test_fused_not_taken_while_tracing(monkeypatch):
         np.testing.assert_allclose(jf(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
     ir = str(jf.ir(x))  # the composites' primitives, fused by the compiler
     assert "exp" in ir and "rsqrt" in ir, ir
+
+
+def test_index_put_accumulate_rows_is_add_at_bit_for_bit():
+    """An embedding's backward (index_put with accumulate along dim 0, big enough) runs the
+    compiled put_first; it adds in np.add.at's order, so the results are identical."""
+    from tracejit.ops.index import _index_put_eager
+
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        x = rng.standard_normal((65, 64)).astype(dtype)
+        idx = rng.integers(-65, 65, (8, 64))
+        for v in (rng.standard_normal((8, 64, 64)).astype(dtype),
+                  rng.standard_normal(64).astype(dtype)):
+            want = x.copy()
+            np.add.at(want, (idx,), v)
+            got = _index_put_eager(x, v, idx, dims=(0,), accumulate=True)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
