@@ -1,6 +1,7 @@
-"""tracejit/fused.py: eager layer_norm, softmax and tanh-GELU through row kernels agree with
-their composites (forward, gradients, gradients of gradients), keep autograd's in-place
-checks, and are never taken while tracing."""
+"""Eager fast paths: tracejit/fused.py's layer_norm, softmax and tanh-GELU through row kernels
+agree with their composites (forward, gradients, gradients of gradients), keep autograd's
+in-place checks and are never taken while tracing; the embedding-backward index_put and the
+direct in-place add_/sub_/mul_ equal their op paths bit for bit."""
 
 from __future__ import annotations
 
@@ -123,3 +124,28 @@ def test_index_put_accumulate_rows_is_add_at_bit_for_bit():
             got = _index_put_eager(x, v, idx, dims=(0,), accumulate=True)
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("method", ["add_", "sub_", "mul_"])
+def test_direct_inplace_is_the_op_path(method, monkeypatch):
+    """`x.add_(y)` written straight into x (Tensor._direct_inplace) gives the out-of-place
+    result copied back bit for bit, and moves the version as the op path does."""
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((5, 6)).astype(np.float32)
+    for other in (0.37, 3, tj.tensor(rng.standard_normal((5, 6)).astype(np.float32)),
+                  tj.tensor(np.float32(1.5)), tj.tensor(rng.standard_normal(6)),
+                  tj.tensor(rng.standard_normal(6).astype(np.float32))):
+        got = []
+        for direct in (True, False):
+            if not direct:
+                monkeypatch.setattr(tj.Tensor, "_direct_inplace", lambda *a: False)
+            x = tj.tensor(x0)
+            v = x._version.v
+            getattr(x, method)(other)
+            got.append((x.numpy().copy(), x._version.v - v, x.dtype))
+            monkeypatch.undo()
+        np.testing.assert_array_equal(got[0][0], got[1][0])
+        assert got[0][1:] == got[1][1:]
+    w = tj.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w.sub_(1.0)  # grad mode on: the op path, with autograd's check
