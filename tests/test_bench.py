@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tracejit.benchmarks import core
 
 from tracejit import bench
+from tracejit.benchmarks import core
 
 STATUSES = {"ok", "skipped", "wrong"}
 RESULT_KEYS: dict[str, Any] = {

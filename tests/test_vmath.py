@@ -12,6 +12,7 @@ import re
 import numba
 import numpy as np
 import pytest
+
 from tracejit.kernels.cpu import scalar, vmath
 
 FUNCS = ("exp", "log", "tanh", "sigmoid", "erf", "rsqrt")
