@@ -16,6 +16,7 @@ compares the last loss and every parameter's total update after `check_runs` ste
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,22 +41,41 @@ def dyn_inputs(size: dict[str, Any]) -> Inputs:
         ("w2b", (h, d_out)))}
 
 
+def numpy_dyn_step(x: np.ndarray, y: np.ndarray, w1: np.ndarray, w2a: np.ndarray,
+                   w2b: np.ndarray, prev: float) -> float:
+    """One step by hand, in the arrays' dtype; updates the weights in place."""
+    w2 = w2a if prev < DYN_THRESHOLD else w2b
+    h = x @ w1
+    hr = np.maximum(h, 0)
+    d = hr @ w2 - y
+    loss = float((d * d).sum())
+    g = 2 * d
+    g_w2 = hr.T @ g
+    g_w1 = x.T @ ((g @ w2.T) * (h > 0))
+    w1 -= DYN_LR * g_w1
+    w2 -= DYN_LR * g_w2  # in place: w2 is w2a or w2b
+    return loss
+
+
 def dyn_reference(inp: Inputs) -> Outputs:
     x, y, w1, w2a, w2b = (inp[k].astype(np.float64) for k in ("x", "y", "w1", "w2a", "w2b"))
-    prev, loss = float("inf"), 0.0
+    loss = float("inf")
     for _ in range(CHECK_STEPS):
-        w2 = w2a if prev < DYN_THRESHOLD else w2b
-        h = x @ w1
-        hr = np.maximum(h, 0)
-        d = hr @ w2 - y
-        loss = float((d * d).sum())
-        g = 2 * d
-        g_w2 = hr.T @ g
-        g_w1 = x.T @ ((g @ w2.T) * (h > 0))
-        w1 -= DYN_LR * g_w1
-        w2 -= DYN_LR * g_w2  # in place: w2 is w2a or w2b
-        prev = loss
+        loss = numpy_dyn_step(x, y, w1, w2a, w2b, loss)
     return [np.float64(loss), w1 - inp["w1"], w2a - inp["w2a"], w2b - inp["w2b"]]
+
+
+def dyn_numpy_case(inp: Inputs) -> Case:
+    """The same step in float32 NumPy by hand: what it costs without a framework."""
+    x, y, w1, w2a, w2b = (inp[k].copy() for k in ("x", "y", "w1", "w2a", "w2b"))
+    state = {"prev": float("inf")}
+
+    def step() -> float:
+        state["prev"] = numpy_dyn_step(x, y, w1, w2a, w2b, state["prev"])
+        return state["prev"]
+
+    return Case(step, lambda: [np.float64(state["prev"]), w1 - inp["w1"], w2a - inp["w2a"],
+                               w2b - inp["w2b"]])
 
 
 def dyn_case(lib: Any, inp: Inputs) -> Case:
@@ -189,7 +209,7 @@ def gpt_inputs(size: dict[str, Any]) -> Inputs:
 
 # -- float64 NumPy, by hand: forward with its saved values, then the backward --
 
-_C_GELU = np.sqrt(2 / np.pi)
+_C_GELU = math.sqrt(2 / math.pi)  # Python floats here: float32 arrays stay float32
 
 
 def _ln_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -226,7 +246,7 @@ def numpy_gpt_loss_grads(p: dict[str, np.ndarray], idx: np.ndarray, targets: np.
         qkv = a_in @ p[b + "attn.c_attn.weight"].T + p[b + "attn.c_attn.bias"]
         q, k, v = (qkv[..., j * C:(j + 1) * C].reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
                    for j in range(3))
-        s = np.where(mask, q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs), -np.inf)
+        s = np.where(mask, q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs), -np.inf)
         e = np.exp(s - s.max(-1, keepdims=True))
         att = e / e.sum(-1, keepdims=True)
         yh = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
@@ -264,7 +284,7 @@ def numpy_gpt_loss_grads(p: dict[str, np.ndarray], idx: np.ndarray, targets: np.
         dy = dyh.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
         datt = dy @ v.transpose(0, 1, 3, 2)
         dv = att.transpose(0, 1, 3, 2) @ dy
-        ds = att * (datt - (datt * att).sum(-1, keepdims=True)) / np.sqrt(hs)
+        ds = att * (datt - (datt * att).sum(-1, keepdims=True)) / math.sqrt(hs)
         dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
         dqkv = np.concatenate([t.transpose(0, 2, 1, 3).reshape(B, T, C) for t in (dq, dk, dv)],
                               -1)
@@ -292,7 +312,7 @@ def numpy_adamw(p: dict[str, np.ndarray], grads: dict[str, np.ndarray],
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * g * g
-        w -= (LR / (1 - b1**t)) * m / (np.sqrt(v) / np.sqrt(1 - b2**t) + ADAM_EPS)
+        w -= (LR / (1 - b1**t)) * m / (np.sqrt(v) / math.sqrt(1 - b2**t) + ADAM_EPS)
 
 
 def gpt_reference(inp: Inputs) -> Outputs:
@@ -303,6 +323,21 @@ def gpt_reference(inp: Inputs) -> Outputs:
         loss, grads = numpy_gpt_loss_grads(p, inp["idx"], inp["targets"], inp["size"])
         numpy_adamw(p, grads, state)
     return [np.float64(loss)] + [p[k] - inp["params"][k] for k in sorted(p)]
+
+
+def gpt_numpy_case(inp: Inputs) -> Case:
+    """The same step in float32 NumPy with the backward by hand."""
+    p = {k: v.copy() for k, v in inp["params"].items()}
+    state: dict[str, Any] = {}
+    last = [0.0]
+
+    def step() -> float:
+        last[0], grads = numpy_gpt_loss_grads(p, inp["idx"], inp["targets"], inp["size"])
+        numpy_adamw(p, grads, state)
+        return last[0]
+
+    return Case(step, lambda: [np.float64(last[0])] + [p[k] - inp["params"][k]
+                                                        for k in sorted(p)])
 
 
 def gpt_case(lib: Any, inp: Inputs) -> Case:
@@ -344,6 +379,7 @@ register_workload(Workload(
     make_inputs=dyn_inputs,
     reference=dyn_reference,
     impls={"tracejit-eager": lambda inp: dyn_case(peers.tracejit(), inp),
+           "numpy": dyn_numpy_case,
            "torch": lambda inp: dyn_case(peers.torch(), inp)},
     tolerance=1e-4,
     repeat=15,
@@ -358,6 +394,7 @@ register_workload(Workload(
     make_inputs=gpt_inputs,
     reference=gpt_reference,
     impls={"tracejit-eager": lambda inp: gpt_case(peers.tracejit(), inp),
+           "numpy": gpt_numpy_case,
            "torch": lambda inp: gpt_case(peers.torch(), inp)},
     tolerance=1e-3,
     repeat=15,
