@@ -279,3 +279,39 @@ def test_lambda_lr_and_state_dict():
     s2 = lr_scheduler.LambdaLR(optim.SGD([p], lr=1.0), lambda e: 0.5**e)
     s2.load_state_dict(sd)
     assert s2.last_epoch == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls,kw", [
+    (optim.Adam, dict(lr=0.01)),
+    (optim.Adam, dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, maximize=True)),
+    (optim.Adam, dict(lr=0.01, amsgrad=True)),
+    (optim.AdamW, dict(lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)),
+    (optim.AdamW, dict(lr=0.01, amsgrad=True, eps=1e-6)),
+])
+def test_adam_array_update_is_the_ops_bit_for_bit(monkeypatch, dtype, cls, kw):
+    """Eager Adam updates the arrays directly (adam._adam_update_arrays); it must equal the
+    update written in tensor ops exactly, state and version counters included."""
+    import tracejit.optim.adam as adam_mod
+
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal((5, 7)).astype(dtype)
+    grads = [rng.standard_normal((5, 7)).astype(dtype) for _ in range(4)]
+
+    def train(direct: bool):
+        monkeypatch.setattr(adam_mod, "_direct", adam_mod._direct if direct else
+                            lambda *a: False)
+        p = nn.Parameter(tj.tensor(p0))
+        opt = cls([p], **kw)
+        for g in grads:
+            p.grad = tj.tensor(g)
+            opt.step()
+        monkeypatch.undo()
+        st = opt.state[p]
+        return [p] + [st[k] for k in sorted(st)]
+
+    ops, direct = train(False), train(True)
+    for a, b in zip(ops, direct):
+        assert a.dtype is b.dtype
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+        assert a._version.v == b._version.v

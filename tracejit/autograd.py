@@ -187,7 +187,7 @@ def attach(op: OpDef, args: Sequence[Any], attrs: dict[str, Any], types: Sequenc
     """Record the op in the autograd graph (called by dispatch when an input requires grad)."""
     node = _node_class(op.name)()
     node.op, node.attrs, node.in_types = op, attrs, types
-    node.next_functions = tuple(_edge(a) for a in args)
+    node.next_functions = tuple([_edge(a) for a in args])
     node.needs = tuple(e[0] is not None for e in node.next_functions)
     saves = op.saves
     all_inputs = "inputs" in saves
@@ -501,7 +501,7 @@ def _apply(node: Node, grads_in: list[Any], create_graph: bool) -> list[Any]:
                                f"{type(gi).__name__} at position {i}; expected a Tensor or None")
         want = types[i] if types is not None else _input_type(nxt)
         if isinstance(want, TensorType):
-            if gi.shape != want.shape:
+            if gi._data.shape != want.shape:
                 gi = sum_to(gi, want.shape)
             if gi.dtype is not want.dtype and want.dtype.is_floating_point:
                 gi = gi.to(want.dtype)

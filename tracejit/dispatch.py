@@ -56,6 +56,7 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
     attrs = attrs or {}
     T = _Tensor
     types: list[Any] = []
+    key: list[Any] = [op.name]  # the rule cache's key: operand types (a number by its type), attrs
     traced: list[Any] | None = None  # the operands as the tracer sees them, when they differ
     copied = False
     for i, a in enumerate(args):
@@ -73,11 +74,17 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
                 args[i] = a  # type: ignore[index]
                 if traced is not None and type(b) is not _Scalar:
                     traced[i] = a
-        types.append(a._type() if isinstance(a, T) else a)
+        if isinstance(a, T):
+            t = _new_type(TensorType, (a._data.shape, a._dtype, a._device))
+            types.append(t)
+            key.append(t)
+        else:
+            types.append(a)
+            key.append(type(a))
     if STATE.tracer is not None and attrs:
         attrs = STATE.tracer.concrete_attrs(op, attrs) or attrs  # (testing's no-op tracer)
     try:
-        out_t, cd = _rules(op, types, attrs)
+        out_t, cd = _rules(op, types, attrs, key)
     except OpError as e:
         raise user_error(e) from None
     st = STATE
@@ -96,8 +103,9 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
     data = op.eager(*arrays, **attrs)
     if type(data) is not np.ndarray:
         data = np.asarray(data)
-    if data.dtype != out_t.dtype.np:
-        data = data.astype(out_t.dtype.np)
+    want = out_t.dtype.np
+    if data.dtype is not want and data.dtype != want:
+        data = data.astype(want)
     else:
         for a in arrays:
             if data is a:  # a new array object: identity keys a tensor's storage in the tracer
@@ -112,34 +120,37 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
         st.tracer.record(op, args if traced is None else traced, attrs, out)
     if st.grad_enabled and op.differentiable:
         for a in args:
-            if isinstance(a, T) and a.requires_grad:
+            if isinstance(a, T) and a._requires_grad:
                 _attach(op, args, attrs, types, out)
                 break
     return out
 
 
+_new_type = tuple.__new__  # TensorType(shape, dtype, device) without NamedTuple's Python __new__
 _RULES: dict[Any, tuple[TensorType, Any]] = {}
 
 
-def _rules(op: OpDef, types: list[Any], attrs: dict[str, Any]) -> tuple[TensorType, Any]:
+def _rules(op: OpDef, types: list[Any], attrs: dict[str, Any],
+           key: list[Any]) -> tuple[TensorType, Any]:
     """op.infer and op.compute_dtype, memoised. Both depend on the operand types and attrs only
     (a Python number by its type, never its value), so a hit skips re-deriving the rule on
-    every eager call; the cache is keyed exactly and only bounded in size."""
-    key: tuple[Any, ...] | None = (
-        op.name, *[t if type(t) is TensorType else type(t) for t in types],
-        *[(k, type(v), v) for k, v in attrs.items()])
+    every eager call; the cache is keyed exactly and only bounded in size. `key`: the op and
+    each operand's type (dispatch builds it while it reads the operands)."""
+    if attrs:
+        key.extend((k, type(v), v) for k, v in attrs.items())
+    k: tuple[Any, ...] | None = tuple(key)
     try:
-        hit = _RULES.get(key)
+        hit = _RULES.get(k)
     except TypeError:  # an unhashable attribute: derive the rule every time
-        key, hit = None, None
+        k, hit = None, None
     if hit is None:
         t = op.infer(types, **attrs)
         assert isinstance(t, TensorType), f"{op.name}: dispatch runs single-result ops only"
         hit = (t, op.compute_dtype(types) if op.compute_dtype is not None else None)
-        if key is not None:
+        if k is not None:
             if len(_RULES) >= 4096:
                 _RULES.clear()
-            _RULES[key] = hit
+            _RULES[k] = hit
     return hit
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from . import fused as _fused
 from .dispatch import STATE, dispatch
 from .errors import located
 from .ops import REGISTRY as R
@@ -204,6 +205,10 @@ def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
 def softmax(input: Tensor, dim: int, dtype: Any = None) -> Tensor:
     x = _float_only("softmax", input, dtype)
     d = norm_dim("softmax", dim, x.ndim)
+    if d == x.ndim - 1 and _fused.usable(x):
+        fast = _fused.softmax_last(x)
+        if fast is not None:
+            return fast
     e = (x - x.detach().amax(d, keepdim=True)).exp()
     # times the sum's reciprocal, as torch's CPU softmax computes (one division per row, not
     # one per element: a row kernel's last pass is then a multiply)
@@ -226,6 +231,8 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         # exp(-2u)): the same function without the cancellation of 1 + tanh(u) (in float32 the
         # tanh form's relative error grows from 2e-5 at x = -3 to 100% below x = -5; this one
         # stays within 1.3e-5 over [-10, 10]), and one exp where tanh computes two paths
+        if _fused.usable(x):
+            return _fused.gelu_tanh(x)
         c = 2 * math.sqrt(2 / math.pi)
         return x / ((x * (x * x * (-0.044715 * c) - c)).exp() + 1)
     if approximate != "none":

@@ -881,13 +881,46 @@ class Tensor:
 
         return assign_inplace(self, result)
 
+    def _direct_inplace(self, other: Any, ufunc: Any) -> bool:
+        """`self op= other` computed straight into self's array, where that is what the op
+        computed out of place and then copied would give bit for bit: eagerly, nothing to
+        record for autograd, a float32/float64 target and an operand of its dtype (a tensor
+        of its shape or 0-d, not overlapping it) or a Python number (which enters the op in
+        the target's dtype). Saves the result's allocation and the copy: `w -= lr * w.grad`
+        on the tutorial's (1000, 100) weight writes 400 KB once instead of twice."""
+        st = STATE
+        if st.tracer is not None or st.grad_enabled and self._requires_grad:
+            return False
+        d = self._data
+        if self._dtype is not dt.float32 and self._dtype is not dt.float64 or \
+                not d.flags.writeable:
+            return False
+        if isinstance(other, Tensor):
+            o = other._data
+            if other._dtype is not self._dtype or st.grad_enabled and other._requires_grad or \
+                    (o.shape != d.shape and o.ndim != 0) or np.may_share_memory(o, d):
+                return False
+        elif type(other) is float or type(other) is int:
+            o = d.dtype.type(other)
+        else:
+            return False
+        ufunc(d, o, out=d)
+        self._version.v += 1
+        return True
+
     def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        if alpha == 1 and self._direct_inplace(other, np.add):
+            return self
         return self._inplace(self.add(other, alpha=alpha))
 
     def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        if alpha == 1 and self._direct_inplace(other, np.subtract):
+            return self
         return self._inplace(self.sub(other, alpha=alpha))
 
     def mul_(self, other: Any) -> Tensor:
+        if self._direct_inplace(other, np.multiply):
+            return self
         return self._inplace(self.mul(other))
 
     def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:

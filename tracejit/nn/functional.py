@@ -8,10 +8,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from .. import functional as _F  # noqa: N812
+from .. import fused as _fused
 from ..autograd import no_grad
 from ..creation import arange, rand_like
+from ..dispatch import STATE
 from ..errors import located
 from ..tensor import Tensor
 
@@ -177,6 +181,10 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | 
         raise RuntimeError(f"layer_norm: expected input with shape [*, "
                            f"{', '.join(map(str, shape))}], but got input of size "
                            f"{list(input.shape)}")
+    if _fused.usable(input, weight, bias):
+        fast = _fused.layer_norm(input, shape, weight, bias, eps)
+        if fast is not None:
+            return fast
     dims = tuple(range(input.ndim - k, input.ndim))
     mu = input.mean(dims, keepdim=True)
     xc = input - mu
@@ -493,6 +501,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     # rows masked everywhere: softmax over zeros (finite, so backward stays finite), then 0
     if S == 0:
         attn = scores  # no keys: the output is zeros of [..., L, Ev], as torch
+    elif STATE.tracer is None and not np.isneginf(scores._data).all(-1).any():
+        # eagerly, a look at the scores shows that no row is masked everywhere (a causal mask
+        # always leaves the first key): both masked_fills would leave every value and every
+        # gradient as it is, so skip them and their six ops forward and backward
+        attn = _F.softmax(scores, -1)
     else:
         dead = (scores == -math.inf).all(-1, keepdim=True)
         attn = _F.softmax(scores.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0)

@@ -47,8 +47,27 @@ def _matmul_infer(ops: Sequence[Operand]) -> TensorType:
 def _matmul_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
     a, b = c.inputs
     ga = g.matmul(b.mT) if c.needs[0] else None
-    gb = a.mT.matmul(g) if c.needs[1] else None
+    if not c.needs[1]:
+        gb = None
+    elif b.ndim == 2 and a.ndim > 2:
+        # a weight shared by every batch (x @ W.T in Linear): its gradient is one GEMM over the
+        # rows of all batches, (k, rows) @ (rows, n), instead of a batch of GEMMs that the
+        # engine then sums (8 GEMMs and a sum for a (8, 64, 64) input: 2-3x the time)
+        k, n = a.shape[-1], g.shape[-1]
+        gb = a.reshape(-1, k).mT.matmul(g.reshape(-1, n))
+    else:
+        gb = a.mT.matmul(g)
     return ga, gb  # batch dims that were broadcast are summed by the engine
+
+
+def _matmul_eager(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul, except that a batch of matrices times one matrix is one BLAS GEMM over the
+    rows of all batches (np.matmul makes one GEMM per batch: 8 for a (8, 64, 64) @ (64, 192),
+    1.7x the time). Each output element is the same length-k dot product either way."""
+    if b.ndim == 2 and a.ndim > 2 and a.shape[-1] == b.shape[0]:
+        lead = a.shape[:-1]
+        return np.dot(a.reshape(-1, a.shape[-1]), b).reshape(lead + (b.shape[1],))
+    return np.matmul(a, b)
 
 
 def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
@@ -68,5 +87,5 @@ def _matmul_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[An
 
 matmul_op = defop(
     "matmul", Kind.CONTRACT, infer=_matmul_infer, saves=(0, 1), vjp=_matmul_vjp,
-    eager=lambda a, b: np.matmul(a, b), kernels={"cpu": _matmul_rule},
+    eager=_matmul_eager, kernels={"cpu": _matmul_rule},
 )

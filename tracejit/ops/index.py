@@ -9,6 +9,7 @@ Negative indices follow torch: `x[idx]` and `index_put` count them from the end;
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -332,6 +333,9 @@ def _index_put_eager(x: np.ndarray, v: np.ndarray, *idx: np.ndarray, dims: tuple
                      accumulate: bool) -> np.ndarray:
     for d, i in zip(dims, idx):
         _bounds("index_put", i, x.shape[d], d, negative=True)
+    if accumulate and dims == (0,) and x.ndim >= 1 and idx[0].size * x[0].size >= 4096 \
+            and x.dtype.kind == "f":
+        return _put_rows(x, v, idx[0])
     out = x.copy()
     key = np_key(x.ndim, idx, dims)
     if accumulate:
@@ -339,6 +343,19 @@ def _index_put_eager(x: np.ndarray, v: np.ndarray, *idx: np.ndarray, dims: tuple
     else:
         out[key] = v
     return out
+
+
+def _put_rows(x: np.ndarray, v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """index_put with accumulate along dim 0 (an embedding's backward) through the compiled
+    `put_first`: the same additions in the same order as np.add.at (each row of v added to
+    its target row, in index order), so the same result, without np.add.at's per-element
+    cost (a (512, 64) gradient into (65, 64) rows: ~0.6 ms)."""
+    # by name: mypy does not check kernels/ and should not follow into Numba's typing there
+    put_first = importlib.import_module("tracejit.kernels.cpu.index").put_first
+    rows = np.ascontiguousarray(np.broadcast_to(v, idx.shape + x.shape[1:]), x.dtype)
+    flat = np.ascontiguousarray(idx).reshape(-1)
+    loc = text_ids(("",))[0]
+    return put_first(x, rows.reshape((flat.size,) + x.shape[1:]), flat, True, 0, loc)
 
 
 def _index_put_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..autograd import no_grad
 from ..creation import zeros, zeros_like
-from ..dispatch import read_static, read_value
+from ..dispatch import STATE, read_static, read_value
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -67,6 +69,10 @@ class Adam(Optimizer):
                 if grad is None:
                     continue
                 state = self._init_state(p, amsgrad)
+                if _direct(p, grad, state, lr, amsgrad):
+                    _adam_update_arrays(p, grad, state, lr, beta1, beta2, eps, weight_decay,
+                                        amsgrad, maximize, decoupled)
+                    continue
                 _adam_update(p, grad, state, lr, beta1, beta2, eps, weight_decay, amsgrad,
                              maximize, decoupled)
         return loss
@@ -101,6 +107,69 @@ def _adam_update(p: Tensor, grad: Tensor, state: dict[str, Any], lr: Any, beta1:
     else:
         denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
     p.sub_(exp_avg / denom * step_size)
+
+
+def _direct(p: Tensor, grad: Tensor, state: dict[str, Any], lr: Any, amsgrad: bool) -> bool:
+    """Whether the update may run on the arrays directly (`_adam_update_arrays`): eagerly (no
+    trace to record it), a Python learning rate, and parameter, gradient and state of one float
+    dtype and shape, as every step after the first has them. Anything else takes the ops."""
+    if STATE.tracer is not None or type(lr) not in (float, int):
+        return False
+    d = p._dtype
+    if d is not dt.float32 and d is not dt.float64 or not p._data.flags.writeable:
+        return False
+    step = state["step"]
+    if step._dtype is not dt.float32 or step._data.shape != () or grad._dtype is not d:
+        return False
+    keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
+    for k in keys:
+        s = state[k]
+        if s._dtype is not d or s._data.shape != p._data.shape or not s._data.flags.writeable:
+            return False
+    return grad._data.shape == p._data.shape
+
+
+def _adam_update_arrays(p: Tensor, grad: Tensor, state: dict[str, Any], lr: float,
+                        beta1: float, beta2: float, eps: float, weight_decay: float,
+                        amsgrad: bool, maximize: bool, decoupled: bool) -> None:
+    """`_adam_update` computed on the NumPy arrays in place: the same operations in the same
+    dtypes (a Python number enters a float32 op as float32, the bias corrections are float64
+    and are cast to the parameter's dtype where they meet it), so the result is bit for bit
+    the ops' (tests/test_optim.py compares the two), and each tensor's version advances as
+    its in-place ops would advance it. Eager mode only: 13 NumPy calls instead of ~20
+    dispatched ops with their Tensor objects (AdamW on a small GPT: 11.5 -> 2 ms a step)."""
+    t = p._data.dtype.type
+    x, g = p._data, grad._data
+    if maximize:
+        g = np.negative(g)
+    step_t = state["step"]
+    np.add(step_t._data, np.float32(1), out=step_t._data)
+    step_t._version.v += 1
+    if weight_decay != 0:
+        if decoupled:
+            np.multiply(x, t(1 - lr * weight_decay), out=x)
+            p._version.v += 1
+        else:
+            g = g + x * t(weight_decay)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    np.add(m._data, (g - m._data) * t(1 - beta1), out=m._data)
+    m._version.v += 1
+    np.multiply(v._data, t(beta2), out=v._data)
+    np.add(v._data, g * g * t(1 - beta2), out=v._data)
+    v._version.v += 2
+    step = step_t._data.astype(np.float64)
+    bias_correction1 = np.float64(1) - np.power(np.float64(beta1), step)
+    bias_correction2_sqrt = np.sqrt(np.float64(1) - np.power(np.float64(beta2), step))
+    step_size = np.true_divide(np.float64(lr), bias_correction1)
+    sq = v._data
+    if amsgrad:
+        mx = state["max_exp_avg_sq"]
+        np.maximum(mx._data, v._data, out=mx._data)
+        mx._version.v += 1
+        sq = mx._data
+    denom = np.sqrt(sq) / t(bias_correction2_sqrt) + t(eps)
+    np.subtract(x, m._data / denom * t(step_size), out=x)
+    p._version.v += 1
 
 
 class AdamW(Adam):
