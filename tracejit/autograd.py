@@ -501,7 +501,7 @@ def _apply(node: Node, grads_in: list[Any], create_graph: bool) -> list[Any]:
                                f"{type(gi).__name__} at position {i}; expected a Tensor or None")
         want = types[i] if types is not None else _input_type(nxt)
         if isinstance(want, TensorType):
-            if gi._data.shape != want.shape:
+            if _raw(gi).shape != want.shape:  # (layout only: no deferred value read)
                 gi = sum_to(gi, want.shape)
             if gi.dtype is not want.dtype and want.dtype.is_floating_point:
                 gi = gi.to(want.dtype)

@@ -88,7 +88,12 @@ def truth(p: Any) -> bool:
 
 
 def _tracing() -> bool:
-    return STATE.tracer is not None
+    """A trace is recording (the loops become regions). A lazy replay's segment (a function
+    split at its graph breaks, trace/lazy.py) is not one: there the loops run in Python, their
+    ops deferred like any others and their predicates read as values, as eager mode does."""
+    from .trace.tracer import Tracer
+
+    return isinstance(STATE.tracer, Tracer)
 
 
 # ---- cond -----------------------------------------------------------------------------------

@@ -75,7 +75,10 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
                 if traced is not None and type(b) is not _Scalar:
                     traced[i] = a
         if isinstance(a, T):
-            t = _new_type(TensorType, (a._data.shape, a._dtype, a._device))
+            # (a plain Tensor inlined; a subclass asked: a lazy replay's deferred tensor gives
+            # its placeholder's shape without running the pending segment)
+            t = _new_type(TensorType, (a._data.shape, a._dtype, a._device)) \
+                if type(a) is T else a._type()
             types.append(t)
             key.append(t)
         else:
