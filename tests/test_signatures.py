@@ -396,6 +396,12 @@ _OUT_DTYPE = ("out_dtype (torch 2.9) asks a float16/bfloat16 matmul to return fl
 _VARIADIC_KW = ("torch's parser also accepts the sizes as a keyword (`repeats=`, `size=`); "
                 "ours takes them as *sizes, by position, as every example in torch's docs")
 EXCEPTIONS: dict[str, str] = {
+    "torch.cond": "tracejit.cond follows JAX's lax.cond (pred, true_fun, false_fun, *operands), "
+                  "as issue 12 specifies for control flow; torch's is torch.cond(pred, true_fn, "
+                  "false_fn, operands) with the operands as one tuple",
+    "torch.while_loop": "tracejit.while_loop follows JAX's lax.while_loop(cond_fun, body_fun, "
+                        "init_val) (plus max_iterations=); torch's names are cond_fn, body_fn, "
+                        "carried_inputs",
     "torch.Tensor.subtract": _DEPRECATED_ALPHA,
     "torch.pow": _SCALAR_SELF,
     "torch.where": _SCALAR_SELF,
