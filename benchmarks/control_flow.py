@@ -422,17 +422,9 @@ def iris_fori_tracejit(inp: Inputs, jit: bool) -> Case:
     nn_optim = peers.tracejit_nn()
     if nn_optim is None:
         raise UnavailableError("tracejit.nn / tracejit.optim not available")
-    nn, optim = nn_optim
     x, y = peers.tj_tensor(tj, inp["x"]), peers.tj_tensor(tj, inp["y"])
     ps = inp["params"]
-    layers: list[Any] = []
-    for i in range(len(ps) // 2):
-        lin = nn.Linear(ps[2 * i].shape[1], ps[2 * i].shape[0])
-        layers += [lin, nn.ReLU()]
-    model = nn.Sequential(*layers[:-1])
-    params = [t for lin in layers[::2] for t in (lin.weight, lin.bias)]
-    opt = optim.Adam(model.parameters(), lr=inp["lr"])
-    loss_fn = nn.CrossEntropyLoss()
+    model, params, opt, loss_fn = train.module_model(tj, nn_optim[0], nn_optim[1], inp)
 
     def reset() -> None:
         with tj.no_grad():
@@ -475,23 +467,12 @@ def iris_fori_jax(inp: Inputs) -> Case:
     """The iris workload's jax step inside `lax.fori_loop`, the whole run one jax.jit call."""
     jax = peers.jax()
     jnp, lax = jax.numpy, jax.lax
-    lr, steps = inp["lr"], inp["steps"]
-    b1, b2, eps = train.BETA1, train.BETA2, train.EPS
-
-    def loss_fn(params: list[Any], x: Any, y: Any) -> Any:
-        h = train._logits(jax.nn.relu, x, params)
-        logp = jax.nn.log_softmax(h, axis=1)
-        return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
+    steps = inp["steps"]
+    step = train.jax_adam_step(jax, inp)
 
     def body(i: Any, c: Any) -> Any:
         params, m, v, t, _ = c
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        t = t + 1
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
-        m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, grads)]
-        v = [b2 * vi + (1 - b2) * g * g for vi, g in zip(v, grads)]
-        params = [p - (lr / bc1) * mi / (jnp.sqrt(vi) / jnp.sqrt(bc2) + eps)
-                  for p, mi, vi in zip(params, m, v)]
+        loss, params, m, v, t = step(params, m, v, t, x, y)
         return params, m, v, t, loss
 
     @jax.jit

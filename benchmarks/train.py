@@ -175,9 +175,10 @@ def tracejit_case(inp: Inputs, steps: int, jit: bool) -> Case:
     return case
 
 
-def _module_step(lib: Any, nn: Any, optim: Any, inp: Inputs,
-                 wrap: Callable | None = None) -> tuple[list[Any], Callable]:
-    """The step as users write it with nn and optim (tracejit once they land, and torch)."""
+def module_model(lib: Any, nn: Any, optim: Any,
+                 inp: Inputs) -> tuple[Any, list[Any], Any, Any]:
+    """(model, params, Adam, loss) as users build them with nn and optim, holding the inputs'
+    weights (tracejit and torch)."""
     layers: list[Any] = []
     ps = inp["params"]
     for i in range(len(ps) // 2):
@@ -187,10 +188,17 @@ def _module_step(lib: Any, nn: Any, optim: Any, inp: Inputs,
             lin.bias.copy_(lib.from_numpy(ps[2 * i + 1].copy()))
         layers += [lin, nn.ReLU()]
     model = nn.Sequential(*layers[:-1])
-    fwd = wrap(model) if wrap is not None else model
     params = [t for lin in layers[::2] for t in (lin.weight, lin.bias)]
     opt = optim.Adam(model.parameters(), lr=inp["lr"])
     loss_fn = nn.MSELoss() if inp["loss"] == "mse" else nn.CrossEntropyLoss()
+    return model, params, opt, loss_fn
+
+
+def _module_step(lib: Any, nn: Any, optim: Any, inp: Inputs,
+                 wrap: Callable | None = None) -> tuple[list[Any], Callable]:
+    """The step as users write it with nn and optim (tracejit once they land, and torch)."""
+    model, params, opt, loss_fn = module_model(lib, nn, optim, inp)
+    fwd = wrap(model) if wrap is not None else model
 
     def step(x: Any, y: Any) -> Any:
         loss = loss_fn(fwd(x), y)
@@ -238,9 +246,10 @@ def _logits(relu: Callable[[Any], Any], x: Any, params: list[Any]) -> Any:
 
 # ---- jax ----------------------------------------------------------------------------------
 
-def jax_case(inp: Inputs, steps: int) -> Case:
-    """jax.jit of the whole functional step: value_and_grad and Adam, called once per step."""
-    jax = peers.jax()
+def jax_adam_step(jax: Any, inp: Inputs) -> Callable[..., Any]:
+    """The functional step, not jitted: (params, m, v, t, x, y) -> (loss, params, m, v, t),
+    value_and_grad of the MLP's loss and Adam's update (jax_case jits it per step; iris-fori
+    runs it in lax.fori_loop)."""
     jnp = jax.numpy
     kind, lr = inp["loss"], inp["lr"]
 
@@ -251,7 +260,6 @@ def jax_case(inp: Inputs, steps: int) -> Case:
         logp = jax.nn.log_softmax(h, axis=1)
         return -jnp.take_along_axis(logp, y[:, None], axis=1).mean()
 
-    @jax.jit
     def step(params: list[Any], m: list[Any], v: list[Any], t: Any, x: Any, y: Any) -> Any:
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         t = t + 1
@@ -261,6 +269,15 @@ def jax_case(inp: Inputs, steps: int) -> Case:
         params = [p - (lr / bc1) * mi / (jnp.sqrt(vi) / jnp.sqrt(bc2) + EPS)
                   for p, mi, vi in zip(params, m, v)]
         return loss, params, m, v, t
+
+    return step
+
+
+def jax_case(inp: Inputs, steps: int) -> Case:
+    """jax.jit of the whole functional step: value_and_grad and Adam, called once per step."""
+    jax = peers.jax()
+    jnp = jax.numpy
+    step = jax.jit(jax_adam_step(jax, inp))
 
     x, y = jnp.asarray(inp["x"]), jnp.asarray(inp["y"])
     params = [jnp.asarray(p) for p in inp["params"]]
