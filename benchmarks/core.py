@@ -23,7 +23,7 @@ IMPL_ORDER = ("tracejit-jit", "tracejit-eager", "numpy", "torch", "torch-compile
 # One module per workload, in the order the CLI runs them.
 WORKLOAD_MODULES = (
     "mlp_seed", "mlp_adam", "mlp_large", "iris", "gelu", "softmax", "layernorm", "xent_bwd",
-    "layernorm_bwd", "dropout_step", "control_flow", "gpt", "dispatch", "eager", "compile",
+    "layernorm_bwd", "dropout_step", "control_flow", "gpt", "cnn", "dispatch", "eager", "compile",
     "jit_compile", "memory",
 )
 

@@ -233,6 +233,47 @@ def test_layernorm_bwd_reference_matches_finite_differences() -> None:
     np.testing.assert_allclose(dx32, dx, atol=1e-5)
 
 
+def test_cnn_reference_matches_finite_differences() -> None:
+    """The digits CNN's hand-written float64 gradients (im2col convolutions, max pooling to the
+    first maximum) against central differences of a direct-loop forward written here."""
+    from tracejit.benchmarks import cnn
+
+    inp = cnn.make_inputs({"batch": 3, "c1": 2, "c2": 3})
+    x, y = inp["x"].astype(np.float64), inp["y"]
+    # a tie-free input: the real digits have flat zero areas whose pooled windows tie
+    x = x + np.random.default_rng(1).uniform(0, 1e-2, x.shape)
+    params = [p.astype(np.float64) for p in inp["params"]]
+
+    def conv(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        n, c, hh, ww = h.shape
+        hp = np.zeros((n, c, hh + 2, ww + 2))
+        hp[:, :, 1:-1, 1:-1] = h
+        out = np.zeros((n, w.shape[0], hh, ww))
+        for i in range(hh):
+            for j in range(ww):
+                out[:, :, i, j] = np.einsum("ncij,ocij->no", hp[:, :, i:i + 3, j:j + 3], w) + b
+        return out
+
+    def pool(h: np.ndarray) -> np.ndarray:
+        return np.maximum(np.maximum(h[:, :, 0::2, 0::2], h[:, :, 0::2, 1::2]),
+                          np.maximum(h[:, :, 1::2, 0::2], h[:, :, 1::2, 1::2]))
+
+    def loss(*ps: np.ndarray) -> float:
+        h = pool(np.maximum(conv(x, ps[0], ps[1]), 0))
+        h = pool(np.maximum(conv(h, ps[2], ps[3]), 0)).reshape(len(x), -1)
+        z = h @ ps[4].T + ps[5]
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(len(y)),
+                                                                          y].mean())
+
+    value, grads = cnn.numpy_loss_grads(x, y, params)
+    assert value == pytest.approx(loss(*params), rel=1e-12)
+    fd = _central_differences(loss, [p.copy() for p in params])
+    for got, want in zip(grads, fd):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert max(np.abs(g).max() for g in fd) > 1e-2
+
+
 def _planted(offset: float, fail: bool = False) -> core.Factory:
     def factory(inp: core.Inputs) -> core.Case:
         if fail:
