@@ -490,7 +490,12 @@ class JitFunction:
                 log("recompiles", self._events[-1])
                 del entries[n]
                 return self._merge_paths(k, merged)  # (it may merge again, one level up)
-        entries.append(entry)
+        if entry.trace.merged:
+            # first: the key's hot entry from now on (the entries it came from are gone; any
+            # left were traced under other guards, say a .grad still None)
+            entries.insert(0, entry)
+        else:
+            entries.append(entry)
         return entry
 
     def _trace_backward(self, tracer: Tracer, result: TraceResult, out: Any) -> Any:
