@@ -1,8 +1,9 @@
 """The seeds' dynamic graph as one `@tracejit.jit` training step: the output layer is chosen by
 a plain Python `if` on the previous loss (a Python float), so only the chosen weight gets a
-gradient and an update. Each path is traced once and compiled; the compiled program checks
-the branch before it commits anything, so a step that goes the other way never applies the
-wrong path's update. Prints which branch each step took, the compiled step's time against
+gradient and an update. Each path is traced once; once both are known they are one compiled
+program whose graph holds a `cond` on the branch's predicate (its `if` runs one path's
+update, so a step never applies the wrong path's), and steps alternating between the
+paths run that one program. Prints which branch each step took, the compiled step's time against
 the same step run eagerly on a copy of the weights, and what the program holds.
 
     python examples/branching.py --steps 200
@@ -59,11 +60,12 @@ def main() -> list[float]:
     bar = progress(args.steps)
     for t in bar:
         branches.append("a" if prev_loss < threshold else "b")
-        traces = step.cache_info().traces
+        before = step.cache_info()
         t0 = time.perf_counter()
         loss = step(x, y, prev_loss)
         took = time.perf_counter() - t0
-        if step.cache_info().traces == traces:
+        after = step.cache_info()
+        if (after.traces, after.compiles) == (before.traces, before.compiles):
             if ran[branches[-1]]:
                 timed += took  # that path's program was compiled (or loaded) already
                 timed_steps += 1
@@ -83,7 +85,7 @@ def main() -> list[float]:
           f"fallbacks={info.fallbacks}")
     compare_with_eager(copies, x, y, learning_rate, threshold, seq, timed, timed_steps)
     why = str(step.explain()).splitlines()
-    print("\n".join(ln for ln in why if ln.startswith(("entry ", "  path:"))))
+    print("\n".join(ln for ln in why if ln.startswith(("entry ", "  path:", "  note:"))))
     return losses
 
 

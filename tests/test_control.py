@@ -339,16 +339,123 @@ def test_jitted_training_step_differentiates_through_scan():
     assert "reverse=False" in text and "reverse=True" in text and not jstep.explain().graph_breaks
 
 
-def test_while_loop_gradient_under_jit_runs_eagerly():
+CAP = 5
+
+
+def solver_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return [tj.tensor(rng.normal(size=s) * 0.4, dtype=tj.float64, requires_grad=True)
+            for s in ((3, 3), (3,), (3,))]
+
+
+def solver_loop(w, b, s, x, n):
+    """A bounded while_loop whose trip count is data-dependent: min(n, CAP) trips, unless the
+    carry grows past 1e6 first. The body divides by n - i, which is 0 at the first trip not
+    taken: a body VJP computed there would be 0 * inf = NaN."""
+    def body(c):
+        i, h = c
+        return i + 1, tj.tanh(h @ w + b) * 2.0 / (n - i).double() + h * 0.5
+
+    _, h = tj.while_loop(lambda c: (c[0] < n) & (c[1].abs().sum() < 1e6), body,
+                         (tj.tensor(0), x * s), max_iterations=CAP)
+    return h
+
+
+def solver_unrolled(w, b, s, x, n):
+    h = x * s
+    for i in range(min(int(n), CAP)):
+        h = tj.tanh(h @ w + b) * 2.0 / float(int(n) - i) + h * 0.5
+    return h
+
+
+def _sgd_step(params, loop):
+    def step(x, n):
+        h = loop(*params, x, n)
+        loss = (h * h).sum() + h.sum()
+        loss.backward()
+        # (eagerly, zero trips leave w and b without a gradient: zeros, as under @jit)
+        grads = [tj.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+        with tj.no_grad():
+            for p, g in zip(params, grads):
+                p -= 0.1 * g
+                p.grad = None
+        return loss, grads
+
+    return step
+
+
+TRIPS = [3, 0, 1, CAP - 1, CAP, 9, 2, 0, CAP, 1]  # 9: the cap stops the loop
+
+
+def test_bounded_while_loop_gradient_compiles_in_a_training_step():
+    """loss.backward() through a bounded while_loop inside @jit compiles: the loop is a scan
+    of max_iterations trips, each a cond that runs the body only while the loop runs, and its
+    backward a reverse scan whose trips not taken pass the gradient through. Gradients of the
+    weights and of the initial carry (through `s`) equal the unrolled eager loop's for every
+    trip count (0, 1, CAP - 1, CAP, the cap hit), with new inputs and weights every call, from
+    one trace and one program, with no graph break and no NaN from the trips not taken."""
+    ps, qs = solver_params(), solver_params()
+    jstep, estep = tj.jit(_sgd_step(ps, solver_loop)), _sgd_step(qs, solver_unrolled)
+    rng = np.random.default_rng(4)
+    for n in TRIPS:
+        x = tj.tensor(rng.normal(size=3), dtype=tj.float64)
+        (a, ga), (b, gb) = jstep(x, tj.tensor(n)), estep(x, tj.tensor(n))
+        np.testing.assert_allclose(float(a), float(b), rtol=1e-10)
+        for g, h in zip(ga, gb):
+            assert np.isfinite(_np(g)).all()
+            np.testing.assert_allclose(_np(g), _np(h), rtol=1e-9, atol=1e-12)
+        for p, q in zip(ps, qs):
+            np.testing.assert_allclose(_np(p), _np(q), rtol=1e-9, atol=1e-12)
+    _one_compile(jstep)
+    assert not jstep.explain().graph_breaks
+    text = jstep.ir(x, tj.tensor(2))
+    assert "reverse=False" in text and "reverse=True" in text and " = cond " in text
+
+
+def test_bounded_while_loop_gradient_of_a_jitted_forward():
+    """A jitted forward returning a bounded while_loop's result, differentiated outside: the
+    gradients of the argument (the carry) and the captured weights are the unrolled loop's
+    and central differences', every trip count through one entry."""
+    ps = [p.detach().requires_grad_() for p in solver_params(1)]
+    f = tj.jit(lambda x, n: solver_loop(*ps, x, n))
+    rng = np.random.default_rng(6)
+    for n in TRIPS:
+        x = tj.tensor(rng.normal(size=3), dtype=tj.float64, requires_grad=True)
+        x2 = x.detach().requires_grad_()
+        for p in ps:
+            p.grad = None
+        (f(x, tj.tensor(n)) ** 2).sum().backward()
+        got = [_np(x.grad)] + [_np(p.grad) for p in ps]
+        qs = [p.detach().requires_grad_() for p in ps]
+        (solver_unrolled(*qs, x2, n) ** 2).sum().backward()
+        want = [_np(x2.grad)] + [0.0 if q.grad is None else _np(q.grad) for q in qs]
+        for g, h in zip(got, want):
+            np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-12)
+        eps, xv = 1e-6, _np(x)
+        for k in range(3):
+            hi, lo = xv.copy(), xv.copy()
+            hi[k] += eps
+            lo[k] -= eps
+            fd = [float((solver_unrolled(*ps, tj.tensor(v), n) ** 2).sum()) for v in (hi, lo)]
+            np.testing.assert_allclose(got[0][k], (fd[0] - fd[1]) / (2 * eps), rtol=1e-5,
+                                       atol=1e-8)
+    info = f.cache_info()
+    assert info.traces == 1 and info.fallbacks == 0, info
+    assert not f.explain().graph_breaks
+
+
+def test_unbounded_while_loop_gradient_under_jit_is_a_graph_break_with_jaxs_error():
     w = tj.tensor(1.5, requires_grad=True)
 
     @tj.jit
     def f(x):
-        return tj.while_loop(lambda v: v < 10, lambda v: v * w, x, max_iterations=3)
+        return tj.while_loop(lambda v: v < 10, lambda v: v * w, x)
 
-    f(tj.tensor(1.0)).backward()
-    assert float(w.grad) == pytest.approx(3 * 1.5 ** 2)
-    assert "not compiled yet" in str(f.explain())
+    y = f(tj.tensor(1.0))
+    assert float(y) == pytest.approx(1.5 ** 6)
+    with pytest.raises(ValueError, match="not reverse-differentiable.*max_iterations"):
+        y.backward()
+    assert "bound it with while_loop(..., max_iterations=N)" in str(f.explain())
 
 
 def test_training_run_as_one_compiled_fori_loop():

@@ -61,7 +61,9 @@ def _sides(xs: list[tj.Tensor]) -> list[bool]:
 
 
 @pytest.mark.parametrize("driver", ["python", "native"])
-def test_alternating_paths_match_eager_with_two_traces(driver: str) -> None:
+def test_alternating_paths_run_one_merged_entry(driver: str) -> None:
+    """Once both sides of the branch are traced, the two paths are one entry whose graph holds
+    a cond on the predicate: calls alternating between them run one compiled program."""
     xs = _inputs(14)
     sides = _sides(xs)
     assert any(sides) and not all(sides)
@@ -76,14 +78,63 @@ def test_alternating_paths_match_eager_with_two_traces(driver: str) -> None:
         assert info.traces == 2 and info.fallbacks == 0 and info.compiles <= 2, info
         assert info.hits == len(xs) - 2, info
         entries = [e for es in jf._entries.values() for e in es]
+        assert len(entries) == 1 and entries[0].program is not None
+        (e,) = entries
+        assert not e.graph.checks and e.trace.merged == [e.graph.nodes[-1].loc]
+        assert sum(n.name == "cond" for n in e.graph.nodes) == 1
+        src = jf.source(xs[0])
+        assert "PathNotTakenError" not in src and "    if v" in src and "    else:" in src
+        assert "native driver" not in src  # (a graph with control flow: a Python driver)
+    text = str(jf.explain())
+    assert "1 cache entry" in text and "note: merged paths: the branch at " \
+        "test_jit_branches.py:34 in one program" in text
+    assert "merged two paths at test_jit_branches.py:34" in text
+
+
+def _unmergeable() -> tuple[Callable[[tj.Tensor], Any], tj.Tensor]:
+    w = tj.zeros(3)
+
+    def f(x: tj.Tensor) -> Any:
+        if x.sum() > 0:
+            w.add_(x)
+            return x * 2
+        return (x - 1).sum()  # another type than the other side's result
+    return f, w
+
+
+@pytest.mark.parametrize("driver", ["python", "native"])
+def test_paths_that_cannot_merge_stay_guarded_entries(driver: str) -> None:
+    """Paths whose results differ in type cannot be one cond: each stays its own entry,
+    guarded by its predicate, which the program checks before it writes any effect; a call
+    down the other path runs the other entry; explain() says why they were not merged."""
+    (eager, we), (f, wj) = _unmergeable(), _unmergeable()
+    jf = tj.jit(f)
+    rng = np.random.default_rng(2)
+    xs = [tj.tensor(rng.standard_normal(3).astype(np.float32)) for _ in range(30)]
+    with tj.flags(driver=driver):
+        for x in xs:
+            _close(jf(x).numpy(), eager(x).numpy())
+            _close(wj.numpy(), we.numpy())
+        info = jf.cache_info()
+        assert info.traces == 2 and info.fallbacks == 0 and info.hits == len(xs) - 2, info
+        entries = [e for es in jf._entries.values() for e in es]
         assert len(entries) == 2 and all(e.program is not None for e in entries)
         assert {e.graph.checks[0].taken for e in entries} == {True, False}
-        src = jf.source(xs[0])
+        pos = tj.ones(3)
+        src = jf.source(pos)
         assert "raise PathNotTakenError(0)" in src
         assert ("native driver" in src) == (driver == "native")
-        # the check comes before every effect the program writes
-        body = src.split("# ---- kernel")[0]
+        body = src.split("# ---- kernel")[0]  # the check comes before every effect
         assert body.index("raise PathNotTakenError") < body.index("# effect")
+    text = str(jf.explain())
+    assert text.count("path: the branch at test_jit_branches.py:") == 2
+    assert "was True" in text and "was False" in text and "went the other way" in text
+    assert "not merged with the entry of the other path: the paths return tensors of " \
+        "different types" in text
+    before = wj.numpy().copy()
+    assert "is False" in jf.ir(-pos) and "is True" not in jf.ir(-pos)  # that path's entry
+    assert "check %" in jf.ir(pos) and "is True" in jf.ir(pos)
+    np.testing.assert_array_equal(wj.numpy(), before)  # inspecting runs nothing for real
 
 
 def test_a_miss_commits_nothing() -> None:
@@ -180,10 +231,12 @@ def test_nested_branches() -> None:
         _close(aj.numpy(), ae.numpy())
     info = jf.cache_info()
     assert info.traces == 4 and info.fallbacks == 0 and info.hits == len(cases) - 4, info
-    entries = [e for es in jf._entries.values() for e in es]
-    assert sorted(len(e.graph.checks) for e in entries) == [2, 2, 2, 2]
-    assert sorted(tuple(c.taken for c in e.graph.checks) for e in entries) == \
-        [(False, False), (False, True), (True, False), (True, True)]
+    # merged from the inside out: (a > 0, b > 0) both ways, then (a <= 0, b > a) both
+    # ways, then those two on a > 0: one entry, a cond with a cond in each branch
+    (e,) = [e for es in jf._entries.values() for e in es]
+    assert not e.graph.checks and len(e.trace.merged) == 3 and e.program is not None
+    text = jf.ir(tj.tensor([1.0, 1.0]))
+    assert text.count(" = cond ") == 3 and "check %" not in text
 
 
 def test_nan_predicates_follow_python_truth() -> None:
@@ -235,16 +288,22 @@ def test_one_element_and_integer_predicates(driver: str) -> None:
 
     jf = tj.jit(f)
     x = tj.ones(3)
+    cases = [(True, 2), (False, 0), (True, 0), (False, 3)]
     with tj.flags(driver=driver):
-        for fl, n in [(True, 2), (False, 0), (True, 0), (False, 3)] * 2:
+        for k, (fl, n) in enumerate(cases * 2):
             a, b = tj.tensor(fl), tj.tensor([n])
             _close(jf(x, b, a).numpy(), f(x, b, a).numpy())
+            if k == 1:  # (T, T) and (F, F): a branch after the one they part at, so they
+                # stay guarded entries until the inner paths are known
+                assert len([e for es in jf._entries.values() for e in es]) == 2
+                src = jf.source(x, tj.tensor([2]), tj.tensor(True))
+                # the bool argument's check is the driver's first statement
+                body = src.split("# ----")[0].split("):\n", 1)[1]
+                assert body.lstrip().startswith("if p2.item() != True:")
         info = jf.cache_info()
         assert info.traces == 4 and info.fallbacks == 0 and info.hits == 4, info
-        src = jf.source(x, tj.tensor([2]), tj.tensor(True))
-    # the bool argument's check is the driver's first statement
-    body = src.split("# ----")[0].split("):\n", 1)[1]
-    assert body.lstrip().startswith("if p2.item() != True:")
+        (e,) = [e for es in jf._entries.values() for e in es]  # then all four merged
+        assert not e.graph.checks and e.program is not None
 
 
 def test_branch_inside_backward() -> None:
@@ -286,7 +345,7 @@ def test_branch_inside_backward() -> None:
     assert any(e.graph.checks for es in jf._entries.values() for e in es)
 
 
-def test_explain_shows_each_entry_path_and_misses() -> None:
+def test_explain_shows_the_merged_entry() -> None:
     w = tj.ones(3)
 
     def f(x: tj.Tensor) -> tj.Tensor:
@@ -300,15 +359,15 @@ def test_explain_shows_each_entry_path_and_misses() -> None:
     for x in (pos, neg, pos):
         jf(x)
     text = str(jf.explain())
-    assert text.count("path: the branch at test_jit_branches.py:") == 2
-    assert "was True" in text and "was False" in text
-    assert "the branch at test_jit_branches.py:" in text and "went the other way" in text
+    assert "1 cache entry" in text and "path: the branch" not in text
+    assert "note: merged paths: the branch at test_jit_branches.py:" in text
+    assert "1x the branch at test_jit_branches.py:" in text  # the miss that traced neg
     before = w.numpy().copy()
-    assert "is False" in jf.ir(neg) and "is True" not in jf.ir(neg)  # that path's entry
-    assert "is True" in jf.ir(pos)
-    assert "check %" in jf.ir(pos)
+    for x in (pos, neg):  # one entry for both: a cond, no check
+        ir = jf.ir(x)
+        assert " = cond " in ir and "check %" not in ir and "effects: %" in ir
     np.testing.assert_array_equal(w.numpy(), before)  # inspecting runs nothing for real
-    assert jf.cache_info().traces == 2  # ir() found both entries: nothing traced again
+    assert jf.cache_info().traces == 2  # ir() found the entry: nothing traced again
 
 
 def test_check_mode_with_branches() -> None:
@@ -362,9 +421,11 @@ def test_seeds_branching_program_as_one_jitted_step() -> None:
     # one trace keyed by the first value, then one per branch with the loss as an input
     assert info.traces == 3 and info.fallbacks == 0 and info.compiles <= 3, info
     assert info.hits == 40 - 3, info
+    # the two paths (w2a, w2b) are one entry with a cond: one program for both sides
     compiled = [e for es in jf._entries.values() for e in es if e.program is not None]
-    assert len(compiled) == 2
+    assert len(compiled) == 1 and not compiled[0].graph.checks and compiled[0].trace.merged
     assert "prev_loss" in jf.explain().scalar_inputs
+    assert "note: merged paths" in str(jf.explain())
 
 
 def test_a_missed_path_draws_no_random_numbers() -> None:
@@ -385,3 +446,78 @@ def test_a_missed_path_draws_no_random_numbers() -> None:
         np.testing.assert_array_equal(a, b)
     info = jf.cache_info()
     assert info.traces == 2 and info.fallbacks == 0 and info.hits == 8, info
+
+
+def test_alternating_merged_paths_allocate_only_what_they_return() -> None:
+    """Before the merge a call down the path second in the list ran the other program up to
+    its check, which raised and dropped that call's workspace; now both paths are one
+    program, so steady-state calls alternating between the sides allocate only the array
+    they return (NumPy's count; Numba's less the records it makes to unbox arguments)."""
+    from test_allocations import _unboxed
+
+    from tracejit.testing import count_allocations
+
+    s = _state(0)
+    jf = tj.jit(_make_step(s))
+    big, small = tj.full((5, 4), 3.0), tj.full((5, 4), 0.01)
+    for x in (big, small) * 3:  # traced twice (merged), compiled, warm
+        jf(x)
+    (e,) = [e for es in jf._entries.values() for e in es]
+    assert e.program is not None and not e.graph.checks
+    ref = _state(0)
+    eager = _make_step(ref)
+    for x in (big, small) * 3:
+        eager(x)
+    with _unboxed(e.program.fn) as unboxed, count_allocations() as n:
+        outs = [jf(x) for x in (big, small) * 50]
+    assert n.numpy == 100 and n.numba - unboxed[0] == 0, (n, unboxed)
+    assert jf.cache_info().traces == 2
+    for k, x in enumerate((big, small) * 50):  # and they were right
+        _close(outs[k].numpy(), eager(x).numpy())
+    for k in s:
+        _close(s[k].numpy(), ref[k].numpy())
+
+
+def _three_paths() -> tuple[Callable[[tj.Tensor], tj.Tensor], tj.Tensor]:
+    acc = tj.zeros(3)
+
+    def f(x: tj.Tensor) -> tj.Tensor:
+        s = x.sum()
+        if s > 1.0:
+            acc.mul_(0.5)
+            return x * s
+        elif s < -1.0:
+            acc.add_(x)
+            return x - s
+        acc.sub_(0.25)
+        return x.exp()
+    return f, acc
+
+
+def test_a_third_path_merges_when_its_side_is_known() -> None:
+    """if / elif / else: the first two paths part at the `if` with a branch after it on one
+    side (the elif), so they stay guarded entries (both compiled, alternating as before);
+    when the third path arrives, the elif's two sides merge, then that with the if's: one
+    entry for every path, values and effects equal eager's over the 40 calls."""
+    (eager, ae), (f, aj) = _three_paths(), _three_paths()
+    jf = tj.jit(f)
+    rng = np.random.default_rng(9)
+
+    def x_for(side: int) -> tj.Tensor:
+        v = rng.uniform(0.5, 1.0, 3).astype(np.float32) * (1, -1, 0.1)[side]
+        return tj.tensor(v)
+
+    sides = [0, 1] * 6 + [2] + [0, 2, 1, 1, 2, 0, 2] * 4
+    for k, side in enumerate(sides):
+        x = x_for(side)
+        _close(jf(x).numpy(), eager(x).numpy())
+        _close(aj.numpy(), ae.numpy())
+        entries = [e for es in jf._entries.values() for e in es]
+        if k == 11:  # two paths known: guarded entries, both compiled
+            assert len(entries) == 2 and all(e.program is not None for e in entries)
+            assert "a branch after the one the paths part at" in str(jf.explain())
+    assert len(sides) >= 30
+    (e,) = entries
+    assert not e.graph.checks and len(e.trace.merged) == 2
+    info = jf.cache_info()
+    assert info.traces == 3 and info.fallbacks == 0 and info.hits == len(sides) - 3, info

@@ -220,8 +220,9 @@ def dynamic_branch(torch, _):
 
 
 def dynamic_branch_step(torch, _):
-    """The same program with the branch inside one step, jitted under tracejit: one entry
-    per branch, guarded by its predicate on the previous loss (a Python float)."""
+    """The same program with the branch inside one step, jitted under tracejit: each branch
+    traced once, guarded by its predicate on the previous loss (a Python float), then both
+    one entry with a cond."""
     x, y = torch.tensor(X), torch.tensor(Y)
     w1 = torch.tensor(W1, requires_grad=True)
     w2a = torch.tensor(W2, requires_grad=True)
@@ -250,6 +251,7 @@ def dynamic_branch_step(torch, _):
     if torch is tracejit:
         info = step.cache_info()
         assert info.traces == 3 and info.fallbacks == 0 and info.hits == STEPS - 3, info
+        assert "note: merged paths" in str(step.explain())
     return losses, {"w1": w1.detach().numpy(), "w2a": w2a.detach().numpy(),
                     "w2b": w2b.detach().numpy()}
 

@@ -454,9 +454,49 @@ class JitFunction:
             return out, entry
         graph = run_pipeline(result.graph)
         entry = Entry(result, graph, backward=backward, held=held)
-        self._entries.setdefault(k, []).append(entry)
-        log("ir", f"{self.name}:\n{print_graph(graph)}")
+        entry = self._merge_paths(k, entry)
+        log("ir", f"{self.name}:\n{print_graph(entry.graph)}")
         return out, entry
+
+    def _merge_paths(self, k: tuple, entry: Entry) -> Entry:
+        """Keep a new entry under key `k`: merged with an entry of the key that went the other
+        way at one of its branches, when the two can be one program (trace/merge.py: the
+        graph then holds a cond, and calls alternating between the paths run one compiled
+        entry), else beside them, guarded by its path, with why not in its notes."""
+        from .trace.merge import merge_traces, part_at
+
+        entries = self._entries.setdefault(k, [])
+
+        def mergeable(e: Entry) -> bool:
+            return bool(e.graph.checks) and not (e.lazy or e.failed or e.backward is not None)
+
+        if mergeable(entry):
+            for n in range(len(entries) - 1, -1, -1):
+                old = entries[n]
+                if not mergeable(old) or part_at(old.trace, entry.trace) is None:
+                    continue  # (the same path under other guards: nothing to merge)
+                got = merge_traces(old.trace, entry.trace)
+                if isinstance(got, str):
+                    note = f"not merged with the entry of the other path: {got}"
+                    entry.notes.append(note)
+                    self._events.append(f"{self.name}: paths kept as guarded entries: {got}")
+                    continue
+                merged = Entry(got, run_pipeline(got.graph), held=old.held + entry.held)
+                merged.notes.append("merged paths: the branch" + (
+                    "es" if len(got.merged) > 1 else "") + " at " + ", ".join(got.merged) +
+                    " in one program (a cond region each)")
+                self._events.append(f"{self.name}: merged two paths at {got.merged[-1]} into "
+                                    "one entry with a cond")
+                log("recompiles", self._events[-1])
+                del entries[n]
+                return self._merge_paths(k, merged)  # (it may merge again, one level up)
+        if entry.trace.merged:
+            # first: the key's hot entry from now on (the entries it came from are gone; any
+            # left were traced under other guards, say a .grad still None)
+            entries.insert(0, entry)
+        else:
+            entries.append(entry)
+        return entry
 
     def _trace_backward(self, tracer: Tracer, result: TraceResult, out: Any) -> Any:
         """Capture the backward of outputs that require grad as a second graph (so a jitted

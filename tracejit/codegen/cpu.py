@@ -244,10 +244,12 @@ class _Gen:
         self.fresh: set[Value] | None = None  # buffers that must be new each call (or None)
         self.prefix = ""  # a region's nodes are named apart from the graph's: r3b_v0
 
-    def child(self, r: Region, prefix: str, base: int) -> _Gen:
+    def child(self, r: Region, prefix: str, base: int, branch: bool = False) -> _Gen:
         """A generator for region `r`, writing into this one's text, kernels and constants:
         the region as a graph of its own (params as inputs) with its own buffer plan. `base`
-        is the number the printer gives the region's first param."""
+        is the number the printer gives the region's first param. A `branch` (of a cond)
+        runs once and its results are copied out at once: all its buffers may be the
+        workspace's."""
         sub = _Gen.__new__(_Gen)
         sub.__dict__.update(self.__dict__)
         sub.g = Graph(prefix, r.params, (), r.nodes, r.results)
@@ -259,7 +261,8 @@ class _Gen:
         # the workspace (shared list: one per program) holds the region's temporaries; what
         # the region returns (a loop's carry, its ys, a branch's results) is allocated anew,
         # so an iteration never overwrites a buffer the next one reads
-        sub.fresh = None if self.fresh is None else fresh_buffers(sub.g, sub.plan)
+        sub.fresh = None if self.fresh is None else set() if branch else \
+            fresh_buffers(sub.g, sub.plan)
         return sub
 
     def text(self, t: str) -> str:
@@ -396,7 +399,7 @@ class _Gen:
             r = n.attrs[k]
             base += len(r.params) + sum(values_printed(m) for m in r.nodes)
         r = n.attrs[key]
-        sub = self.child(r, prefix, base)
+        sub = self.child(r, prefix, base, branch=n.op is COND)
         for p, b in zip(r.params, bind):
             self.names[p] = b
         for j, m in enumerate(r.nodes):
@@ -414,13 +417,24 @@ class _Gen:
         w, pre = self.w, f"{self.prefix}r{i}"
         outs = [self.names[o] for o in n.outs]
         if n.op is COND:
+            # a result the call does not return lives in the workspace: the branch taken
+            # copies its result into it (so alternating calls allocate nothing); one it
+            # returns (or that views or is written into by the plan) is a new copy
+            bufs = [self.planned(o) for o in n.outs]
+            for o, b in zip(outs, bufs):
+                if b is not None:
+                    w.line(f"{o} = {b}")
             w.line(f"if {args[0]}:{comment}", origin)
             for key, head in (("then", None), ("else", "else:")):
                 if head:
                     w.line(head)
                 with w.indent():
                     res = self.region(n, key, f"{pre}{key[0]}_", args[1:])
-                    self.assign(outs, [f"np.copy({r})" for r in res])
+                    self.assign([o for o, b in zip(outs, bufs) if b is None],
+                                [f"np.copy({r})" for r, b in zip(res, bufs) if b is None])
+                    for o, r, b in zip(outs, res, bufs):
+                        if b is not None:
+                            w.line(f"np.copyto({o}, {r})")
             return
         nc = n.attrs["n_consts"]
         if n.op is WHILE:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..control import (
+    _NoBackward,
     check_carry,
     check_pred,
     flatten_leaves,
@@ -158,6 +159,12 @@ _GRAD_BREAK = ("differentiating through tracejit.{fn} under @jit is not compiled
                "outside the loop")
 
 
+_UNBOUNDED_GRAD = ("differentiating through an unbounded tracejit.while_loop: its trip count "
+                   "is known only when it has run, so the call runs eagerly and its backward "
+                   "raises JAX's error; bound it with while_loop(..., max_iterations=N), which "
+                   "compiles its gradient")
+
+
 def _eagerly(fn: Callable[[], Any]) -> Any:
     """Run `fn` (the whole control flow) eagerly, under a throwaway tracer."""
     with _installed(SubTracer(_outer(), scratch=True)):
@@ -287,8 +294,8 @@ def _speculative(s: SubTracer, fn: Callable[[], Any]) -> Any:
     """Trace `fn` for its region only (a branch not taken, a body that runs zero times): what
     it writes into existing tensors is put back afterwards."""
     s.branch_undo = UndoLog()
-    try:
-        with _installed(s):
+    try:  # (its values are thrown away: a 1/0 there, past a loop's last trip, is no news)
+        with _installed(s), np.errstate(all="ignore"):
             return fn()
     finally:
         s.branch_undo.restore()
@@ -302,8 +309,11 @@ def trace_while(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
                 leaves: list[Tensor], tree: TreeDef, cap: int | None) -> list[Tensor]:
     outer = _outer()
     loc = user_location()
+    if cap is not None and STATE.grad_enabled and \
+            (_needs_grad(leaves) or _body_needs_grad(outer, body_fun, leaves, tree)):
+        return _bounded_while_as_scan(cond_fun, body_fun, leaves, tree, cap)
     if _needs_grad(leaves):
-        outer.graph_break(_GRAD_BREAK.format(fn="while_loop"), loc)
+        outer.graph_break(_UNBOUNDED_GRAD, loc)
         return _eagerly(lambda: run_while(cond_fun, body_fun, leaves, tree, cap))
     cs, bs = SubTracer(outer), SubTracer(outer)
     c_carry = [cs.add_carry(t, k) for k, t in enumerate(leaves)]
@@ -355,9 +365,65 @@ def trace_while(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
     _absorb(outer, [cs, bs])
     lay.bind_state(outs[len(types):])
     result = _bind_results(outer, real, outs[:len(types)])
-    if _needs_grad(result):
-        outer.graph_break(_GRAD_BREAK.format(fn="while_loop"), loc)
+    if _needs_grad(result):  # (a bounded loop took _bounded_while_as_scan)
+        outer.graph_break(_UNBOUNDED_GRAD, loc)
+        result = list(_NoBackward.apply(*result))
     return result
+
+
+class _Probe(SubTracer):
+    """A scratch tracer whose graph breaks are its own (a probe, not the trace)."""
+
+    def graph_break(self, reason: str, loc: str | None = None) -> None:
+        Tracer.graph_break(self, reason, loc or user_location())
+
+
+def _body_needs_grad(outer: Tracer, body_fun: Callable[[Any], Any], leaves: list[Tensor],
+                     tree: TreeDef) -> bool:
+    """Whether one trip of the body gives a result that needs a gradient (it reads a captured
+    tensor that requires grad): the body is run once speculatively, and what it writes into
+    existing tensors is put back (its Python side effects happen once more, as a branch not
+    taken does)."""
+    probe = _Probe(outer, scratch=True)
+    carry = [probe.add_carry(t, k)[0] for k, t in enumerate(leaves)]
+
+    def run() -> list[Tensor]:
+        return check_carry("while_loop", "init_val", tree, leaves,
+                           body_fun(tree_unflatten(tree, carry)), "body_fun's result")
+
+    return _needs_grad(_speculative(probe, run))
+
+
+def _bounded_while_as_scan(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
+                           leaves: list[Tensor], tree: TreeDef, cap: int) -> list[Tensor]:
+    """A differentiable bounded while_loop, traced as a `scan` of `max_iterations` steps whose
+    carry is (still running, the loop's carry) and whose step is a `cond`: the body runs in a
+    trip only while the loop would still be running, else the carry passes through. The scan
+    saves the carry each trip began with, stacked, so its backward (ScanGrad, a reverse scan)
+    recomputes each trip from it; the recomputed `cond` takes the same side, so a trip not
+    taken passes the cotangent through and the body's VJP is never computed for it (a body
+    that is inf or NaN past the last trip cannot poison the gradient, as a masked `where`
+    would: 0 * inf)."""
+    from ..control import cond, scan
+
+    # the carry's types, in stand-ins: the functions live as long as the backward does, and
+    # must not hold the trace's tensors (the escape check would see them as Python state)
+    like = [Tensor._make(np.broadcast_to(np.empty((), t.dtype.np), t.shape), t._dtype)
+            for t in leaves]
+
+    def body(*carry: Tensor) -> tuple[Tensor, ...]:
+        out = body_fun(tree_unflatten(tree, list(carry)))
+        return tuple(check_carry("while_loop", "init_val", tree, like, out,
+                                 "body_fun's result"))
+
+    def step(c: tuple[Tensor, ...], _: Any) -> tuple[tuple[Tensor, ...], None]:
+        running, carry = c[0], c[1:]
+        p = check_pred("while_loop", cond_fun(tree_unflatten(tree, list(carry))), "cond_fun")
+        go = running & p
+        return (go, *cond(go, body, lambda *a: a, *carry)), None
+
+    final, _ = scan(step, (tensor(True), *leaves), None, length=cap)
+    return list(final[1:])
 
 
 # ---- scan -----------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class TraceResult:
     out_spec: Any
     breaks: list[GraphBreak]
     escaped: list[str] = field(default_factory=list)
+    # how many nodes of the graph come before each check's branch (what two paths share)
+    branch_at: list[int] = field(default_factory=list)
+    # the branches merged into a cond (trace/merge.py), by their user's line
+    merged: list[str] = field(default_factory=list)
 
 
 class Tracer:
@@ -106,6 +110,7 @@ class Tracer:
         self.undo: UndoLog | None = None
         # branches on tensor values: (bool[] value, what bool() gave, the user's line)
         self.branches: list[tuple[Value, bool, str]] = []
+        self.branch_at: list[int] = []  # len(self.nodes) at each branch
 
     # ---- values ------------------------------------------------------------------------------
     def _bind(self, arr: np.ndarray, v: Value) -> None:
@@ -317,6 +322,7 @@ class Tracer:
             self.nodes.append(Node(R["ne"], (v, Const(0, v.type.dtype)), (p,), {}, loc))
             v = p
         self.branches.append((v, taken, loc))
+        self.branch_at.append(len(self.nodes))
 
     def graph_break(self, reason: str, loc: str | None = None) -> None:
         loc = loc or user_location()
@@ -456,7 +462,8 @@ class Tracer:
                 [p for p in self.params if not isinstance(p.source, ArgSource)]
         g = Graph(self.name, inputs, lifted, tuple(self.nodes), tuple(outputs), tuple(effects),
                   tuple(checks))
-        return TraceResult(g, order, self.guards, grad_writes, out_spec, self.breaks)
+        return TraceResult(g, order, self.guards, grad_writes, out_spec, self.breaks,
+                           branch_at=list(self.branch_at))
 
     def escaped(self, out: Any, keep_alive: set[int]) -> list[str]:
         """Tensors made during the trace that Python state still holds (an optimizer's new
