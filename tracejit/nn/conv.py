@@ -167,18 +167,18 @@ def _conv_transpose(name: str, r: int, input: Tensor, weight: Tensor, bias: Tens
     return out.squeeze(0) if unbatched else out
 
 
-def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
-                     padding: Any = 0, output_padding: Any = 0, groups: int = 1,
-                     dilation: Any = 1) -> Tensor:
+def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
+                     stride: Any = (1,), padding: Any = (0,), output_padding: Any = (0,),
+                     groups: int = 1, dilation: Any = (1,)) -> Tensor:
     """Transposed 1-d convolution (the gradient of conv1d in its input) of (N, C_in, L) input
-    with a (C_in, C_out / groups, k) weight."""
+    with a (C_in, C_out / groups, k) weight. (Defaults are tuples as in torch's schema.)"""
     return _conv_transpose("conv_transpose1d", 1, input, weight, bias, stride, padding,
                            output_padding, groups, dilation)
 
 
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
-                     padding: Any = 0, output_padding: Any = 0, groups: int = 1,
-                     dilation: Any = 1) -> Tensor:
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
+                     stride: Any = (1, 1), padding: Any = (0, 0), output_padding: Any = (0, 0),
+                     groups: int = 1, dilation: Any = (1, 1)) -> Tensor:
     """Transposed 2-d convolution (the gradient of conv2d in its input) of (N, C_in, H, W)
     input with a (C_in, C_out / groups, kH, kW) weight.
 
@@ -294,7 +294,7 @@ class _ConvNd(Module):
              f"stride={self.stride}")
         r = self._r
         if self.padding != (0,) * r:
-            s += f", padding={self.padding!r}"
+            s += f", padding={self.padding}"
         if self.dilation != (1,) * r:
             s += f", dilation={self.dilation}"
         if self.output_padding != (0,) * r:
@@ -328,7 +328,7 @@ class Conv1d(_ConvNd):
 
     >>> import tracejit as torch
     >>> torch.nn.Conv1d(4, 8, 3, padding="same")
-    Conv1d(4, 8, kernel_size=(3,), stride=(1,), padding='same')
+    Conv1d(4, 8, kernel_size=(3,), stride=(1,), padding=same)
     """
 
     _r = 1
