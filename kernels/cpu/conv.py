@@ -12,14 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
-@numba.njit(cache=True)
-def _span(ph, i, dh, sh, h, oh):  # type: ignore[no-untyped-def]
-    """The output rows y in [lo, hi) whose input row y*sh + i*dh - ph lies in [0, h)."""
-    off = i * dh - ph
-    lo = 0 if off >= 0 else (-off + sh - 1) // sh
-    hi = 0 if h - off <= 0 else min(oh, (h - off + sh - 1) // sh)
-    return lo, max(lo, hi)
+# The loops test each position's bounds (an if per element) rather than computing the valid
+# range of every row: with rows as short as a digits image's (8), the branchy form ran 3-4x
+# faster (64 x 16 x 8 x 8, 3x3 pad 1: im2col 0.43 ms against 1.3-1.9 ms, col2im 0.16-0.24
+# against 0.64 ms, float32, both forms timed in one process on the AMD EPYC under load).
 
 
 @numba.njit(cache=True)
@@ -34,25 +30,20 @@ def conv_im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, groups,
         for c in range(cg):
             ci = g * cg + c
             for i in range(kh):
-                ylo, yhi = _span(ph, i, dh, sh, h, oh)
                 for j in range(kw):
-                    xlo, xhi = _span(pw, j, dw, sw, w, ow)
                     row = cols[g, (c * kh + i) * kw + j]
-                    xoff = j * dw - pw
                     for n in range(n_):
+                        img = x[n, ci]
                         for y in range(oh):
+                            iy = y * sh + i * dh - ph
                             base = (n * oh + y) * ow
-                            if y < ylo or y >= yhi:
+                            if iy < 0 or iy >= h:
                                 for xo in range(ow):
                                     row[base + xo] = zero
-                                continue
-                            src = x[n, ci, y * sh + i * dh - ph]
-                            for xo in range(xlo):
-                                row[base + xo] = zero
-                            for xo in range(xlo, xhi):
-                                row[base + xo] = src[xo * sw + xoff]
-                            for xo in range(xhi, ow):
-                                row[base + xo] = zero
+                            else:
+                                for xo in range(ow):
+                                    ix = xo * sw + j * dw - pw
+                                    row[base + xo] = img[iy, ix] if ix >= 0 and ix < w else zero
     return cols
 
 
@@ -60,7 +51,7 @@ def conv_im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, groups,
 def conv_col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, groups,
                 out):  # type: ignore[no-untyped-def]
     """The adjoint of conv_im2col: out (N, C, H, W) = 0, then every column element added to
-    the input position it was read from (the columns loop in conv_im2col's order)."""
+    the input position it was read from (in conv_im2col's order)."""
     n_, c_, h, w = out.shape
     cg = c_ // groups
     out[...] = 0
@@ -68,17 +59,19 @@ def conv_col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, groups,
         for c in range(cg):
             ci = g * cg + c
             for i in range(kh):
-                ylo, yhi = _span(ph, i, dh, sh, h, oh)
                 for j in range(kw):
-                    xlo, xhi = _span(pw, j, dw, sw, w, ow)
                     row = cols[g, (c * kh + i) * kw + j]
-                    xoff = j * dw - pw
                     for n in range(n_):
-                        for y in range(ylo, yhi):
+                        img = out[n, ci]
+                        for y in range(oh):
+                            iy = y * sh + i * dh - ph
+                            if iy < 0 or iy >= h:
+                                continue
                             base = (n * oh + y) * ow
-                            dst = out[n, ci, y * sh + i * dh - ph]
-                            for xo in range(xlo, xhi):
-                                dst[xo * sw + xoff] += row[base + xo]
+                            for xo in range(ow):
+                                ix = xo * sw + j * dw - pw
+                                if ix >= 0 and ix < w:
+                                    img[iy, ix] += row[base + xo]
     return out
 
 

@@ -1,9 +1,9 @@
 """Convolutions: `conv` (PyTorch's conv1d/conv2d without the bias), `conv_transpose` (its
 adjoint in the input: the gradient of a conv, and ConvTranspose) and `conv_weight_grad` (its
 adjoint in the weight). The three are bilinear and each one's VJP is the other two, so
-gradients of every order stay in this closed set. Eagerly: im2col by stride tricks, one BLAS
-GEMM per group (float32 stays float32); compiled: kernels/cpu/conv.py's im2col / col2im loops
-around the BLAS call the driver makes (runtime/blas.py in a Python driver).
+gradients of every order stay in this closed set. Eagerly: kernels/cpu/conv.py's im2col / col2im
+loops and one NumPy BLAS GEMM per group between them (float32 stays float32); compiled: the
+same loops around the BLAS call the driver makes (runtime/blas.py in a Python driver).
 
 Operands are (N, C, *spatial) inputs and (O, C / groups, *kernel) weights with one or two
 spatial dims (a 1-d conv is computed as a 2-d one of height 1). Attributes, one entry per
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from .. import dtypes as dt
 from .registry import (
@@ -181,20 +180,18 @@ def _attrs2d(stride: Sequence[int], padding: Sequence[Sequence[int]],
             (dilation[0], dilation[1]))
 
 
-def _cols(x: np.ndarray, k: tuple[int, int], stride: tuple[int, int],
-          padding: Sequence[Sequence[int]], dilation: tuple[int, int], out: tuple[int, int],
+def _cols(x: np.ndarray, k: Sequence[int], stride: tuple[int, int],
+          padding: Sequence[Sequence[int]], dilation: tuple[int, int], out: Sequence[int],
           groups: int) -> np.ndarray:
     """im2col: (groups, Cg*kh*kw, N*oh*ow), column (n, y, x) holding the window of output
-    position (y, x) of image n (a strided view of the padded input, copied once)."""
+    position (y, x) of image n (kernels/cpu/conv.py's loop: 2-3x NumPy's strided copy)."""
+    from ..kernels.cpu.conv import conv_im2col  # compiled on first use
+
     n, c = x.shape[:2]
-    if any(p for pair in padding for p in pair):
-        x = np.pad(x, ((0, 0), (0, 0), tuple(padding[0]), tuple(padding[1])))
-    sn, sc, sy, sx = x.strides
-    cg = c // groups
-    v = as_strided(x, (groups, cg, k[0], k[1], n, out[0], out[1]),
-                   (cg * sc, sc, dilation[0] * sy, dilation[1] * sx, sn, stride[0] * sy,
-                    stride[1] * sx), writeable=False)
-    return v.reshape(groups, cg * k[0] * k[1], n * out[0] * out[1])
+    cols = np.empty((groups, c // groups * k[0] * k[1], n * out[0] * out[1]), x.dtype)
+    return conv_im2col(np.ascontiguousarray(x), k[0], k[1], stride[0], stride[1],
+                       padding[0][0], padding[1][0], dilation[0], dilation[1], out[0], out[1],
+                       groups, cols)
 
 
 def _gcl(t: np.ndarray, groups: int) -> np.ndarray:
@@ -227,21 +224,16 @@ def _conv_eager(x: np.ndarray, w: np.ndarray, *, stride: tuple[int, ...],
     return out.reshape((n, o) + ((ow,) if x.ndim == 3 else (oh, ow)))
 
 
-def _col2im(dc: np.ndarray, shape: tuple[int, ...], k: tuple[int, int],
+def _col2im(dc: np.ndarray, shape: tuple[int, ...], k: Sequence[int],
             stride: tuple[int, int], padding: Sequence[Sequence[int]],
-            dilation: tuple[int, int], out: tuple[int, int], groups: int) -> np.ndarray:
+            dilation: tuple[int, int], out: Sequence[int], groups: int) -> np.ndarray:
     """The adjoint of _cols: columns (groups, Cg*kh*kw, N*oh*ow) summed into the windows they
     came from, an (N, C, H, W) array (padding cropped)."""
-    n, c, h, w = shape
-    (t, b), (lft, rgt) = padding
-    xp = np.zeros((n, c, h + t + b, w + lft + rgt), dc.dtype)
-    d6 = dc.reshape(c, k[0], k[1], n, out[0], out[1])
-    for i in range(k[0]):
-        for j in range(k[1]):
-            y0, x0 = i * dilation[0], j * dilation[1]
-            xp[:, :, y0:y0 + stride[0] * (out[0] - 1) + 1:stride[0],
-               x0:x0 + stride[1] * (out[1] - 1) + 1:stride[1]] += d6[:, i, j].transpose(1, 0, 2, 3)
-    return xp[:, :, t:t + h, lft:lft + w]
+    from ..kernels.cpu.conv import conv_col2im
+
+    return conv_col2im(np.ascontiguousarray(dc), k[0], k[1], stride[0], stride[1],
+                       padding[0][0], padding[1][0], dilation[0], dilation[1], out[0], out[1],
+                       groups, np.empty(shape, dc.dtype))
 
 
 def _transpose_eager(x: np.ndarray, w: np.ndarray, *, stride: tuple[int, ...],
@@ -261,7 +253,7 @@ def _transpose_eager(x: np.ndarray, w: np.ndarray, *, stride: tuple[int, ...],
     else:
         wm = w4.reshape(groups, o // groups, cg * k[0] * k[1]).transpose(0, 2, 1)
         dc = _gemm(wm, _gcl(x4, groups))  # (g, Cg*kh*kw, N*L)
-        res = np.ascontiguousarray(_col2im(dc, shape, k, s, p, d, x4.shape[2:], groups))
+        res = _col2im(dc, shape, k, s, p, d, x4.shape[2:], groups)
     return res[:, :, 0, :] if x.ndim == 3 else res
 
 
