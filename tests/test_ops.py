@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_conv import ref_conv, ref_conv_transpose
 from test_rng import ref_uniform
 
 import tracejit
@@ -584,6 +585,19 @@ ROWS += [
         lambda a, b: np.einsum("ij,jk->ik", np.trunc(a * 3).astype(np.int64),
                                np.trunc(b * 3).astype(np.int64)), ((F(3, 4), F(4, 2)),),
         grad=False),
+]
+
+# convolutions (ops/conv.py): a conv2d row's gradient reaches conv_transpose and
+# conv_weight_grad; the references are tests/test_conv.py's direct loops
+ROWS += [
+    Row("conv2d", lambda m, x, w, b: nn_functional(m).conv2d(x, w, b, stride=(2, 1), padding=1,
+                                                             groups=2),
+        lambda x, w, b: ref_conv(x, w, b, stride=(2, 1), padding=1, groups=2),
+        ((F(2, 4, 5, 6), F(6, 2, 3, 2), F(6)), (F(1, 2, 1, 1), F(2, 1, 3, 3), F(2)))),
+    Row("conv_transpose1d", lambda m, x, w: nn_functional(m).conv_transpose1d(
+        x, w, stride=2, padding=1, output_padding=1),
+        lambda x, w: ref_conv_transpose(x, w, None, stride=2, padding=1, output_padding=1),
+        ((F(2, 3, 5), F(3, 2, 3)),)),
 ]
 
 BY_NAME = {r.name: r for r in ROWS}

@@ -7,6 +7,7 @@ from . import functional, init, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .attention import MultiheadAttention
 from .container import ModuleDict, ModuleList, Sequential
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .layers import Bilinear, Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, Unflatten
 from .loss import (
     BCELoss,
@@ -29,5 +30,5 @@ __all__ = [
     "Sequential", "ModuleList", "ModuleDict", "RNNCell", "LSTMCell", "GRUCell",
     "MSELoss", "L1Loss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
     "BCEWithLogitsLoss", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
-    "RNNBase", "RNN", "LSTM", "GRU",
+    "RNNBase", "RNN", "LSTM", "GRU", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d",
 ]

@@ -23,7 +23,7 @@ __all__ = [
     "linear", "bilinear", "embedding", "one_hot", "relu", "relu_", "leaky_relu", "sigmoid", "tanh",
     "gelu", "silu", "softplus", "softmax", "log_softmax", "dropout", "layer_norm", "normalize",
     "mse_loss", "l1_loss", "smooth_l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d",
 ]
 
 # ---- layers --------------------------------------------------------------------------------------
@@ -552,3 +552,6 @@ def _gqa_expand(query: Tensor, kv: Tensor, name: str) -> Tensor:
     lead = tuple(kv.shape[:-3])
     g = kv.unsqueeze(-3).expand(*lead, hk, hq // hk, kv.shape[-2], kv.shape[-1])
     return g.reshape(*lead, hq, kv.shape[-2], kv.shape[-1])
+
+
+from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: E402

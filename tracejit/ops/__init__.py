@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (declares the ops)
     attention,
     contract,
     control,
+    conv,
     elementwise,
     index,
     movement,
