@@ -552,3 +552,17 @@ def _gqa_expand(query: Tensor, kv: Tensor, name: str) -> Tensor:
     lead = tuple(kv.shape[:-3])
     g = kv.unsqueeze(-3).expand(*lead, hk, hq // hk, kv.shape[-2], kv.shape[-1])
     return g.reshape(*lead, hq, kv.shape[-2], kv.shape[-1])
+
+
+# pooling, batch norm and channel dropout (issue 15): nn/functional_pool.py
+from .functional_pool import (  # noqa: E402
+    adaptive_avg_pool2d,
+    avg_pool2d,
+    batch_norm,
+    dropout2d,
+    max_pool2d,
+    max_pool2d_with_indices,
+)
+
+__all__ += ["max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d",
+            "batch_norm", "dropout2d"]

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (declares the ops)
     elementwise,
     index,
     movement,
+    pool,
     random,
     reduce,
     scan,
