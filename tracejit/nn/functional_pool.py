@@ -27,7 +27,7 @@ from ..ops.pool import (
     avg_pool2d_op,
     max_pool2d_indices_op,
 )
-from ..ops.registry import ArgError, ShapeError
+from ..ops.registry import ShapeError
 from ..tensor import Tensor
 
 __all__ = ["max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d",
@@ -37,13 +37,13 @@ __all__ = ["max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_
 def _pair(op: str, name: str, v: Any) -> tuple[int, int]:
     """An int or a sequence of one or two ints -> (height, width), as torch's _pair."""
     if isinstance(v, bool):
-        raise ArgError(f"{op}: {name} must be an int or a tuple of two ints, got {v!r}")
+        raise ShapeError(f"{op}: {name} must be an int or a tuple of two ints, got {v!r}")
     if isinstance(v, int):
         return (v, v)
     if isinstance(v, Sequence) and len(v) in (1, 2) and \
             all(isinstance(n, int) and not isinstance(n, bool) for n in v):
         return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
-    raise ArgError(f"{op}: {name} must be a single int, or a tuple of two ints, got {v!r}")
+    raise ShapeError(f"{op}: {name} must be a single int, or a tuple of two ints, got {v!r}")
 
 
 def _window_attrs(op: str, kernel_size: Any, stride: Any, padding: Any) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
     elif isinstance(output_size, Sequence) and len(output_size) == 2:
         size = output_size
     else:
-        raise ArgError(f"adaptive_avg_pool2d: output_size must be an int or a pair of ints "
+        raise ShapeError(f"adaptive_avg_pool2d: output_size must be an int or a pair of ints "
                        f"(None keeps the input's size), got {output_size!r}")
     hw = tuple(int(input.shape[-2 + i]) if s is None else s for i, s in enumerate(size))
     return dispatch(adaptive_avg_pool2d_op, (input,), {"output_size": hw})
@@ -156,7 +156,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if bias is not None:
             out = out + bias.reshape(bshape)
         if (running_mean is None) != (running_var is None):
-            raise ArgError("batch_norm: running_mean and running_var must both be tensors or "
+            raise ShapeError("batch_norm: running_mean and running_var must both be tensors or "
                            "both None")
         if running_mean is not None and running_var is not None:
             with no_grad():

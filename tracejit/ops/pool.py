@@ -13,7 +13,8 @@ dims flattened into planes.
 Attributes are torch's, each pair (height, width) a tuple: kernel_size, stride, padding,
 dilation, ceil_mode; count_include_pad and divisor_override (None or a positive int) for
 avg_pool2d; output_size for the adaptive pool; input_size (H, W) for the VJP ops. The shape
-checks and messages follow torch's pool2d_shape_check."""
+checks and messages follow torch's pool2d_shape_check, and raise ShapeError (a RuntimeError, as
+torch's)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import numpy as np
 
 from .. import dtypes as dt
 from .registry import (
-    ArgError,
     DTypeError,
     Kind,
     Operand,
@@ -41,14 +41,14 @@ Pair = tuple[int, int]
 
 def _input(op: str, x: Operand) -> TensorType:
     if not isinstance(x, TensorType):
-        raise ArgError(f"{op}: expected a tensor input, got {type(x).__name__}")
+        raise ShapeError(f"{op}: expected a tensor input, got {type(x).__name__}")
     if x.ndim not in (3, 4) or any(n == 0 for n in x.shape[-3:]):
         raise ShapeError(f"{op}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input with "
                          f"non-zero C, H and W (a batch of 0 is allowed), got "
                          f"{fmt_shape(x.shape)}")
     if x.dtype not in (dt.float32, dt.float64):
-        raise DTypeError(f"{op}: expected a float32 or float64 input, got {x.dtype}; convert it "
-                         f"with .float()")
+        raise DTypeError(f"{op}: expected a float32 or float64 input, got {x.dtype.name}; "
+                         f"convert it with .float()")
     return x
 
 
@@ -65,17 +65,17 @@ def _pool_shape(op: str, x: TensorType, kernel_size: Pair, stride: Pair, padding
                 dilation: Pair, ceil_mode: bool) -> tuple[int, ...]:
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     if kh <= 0 or kw <= 0:
-        raise ArgError(f"{op}: kernel size should be greater than zero, but got kH: {kh} "
+        raise ShapeError(f"{op}: kernel size should be greater than zero, but got kH: {kh} "
                        f"kW: {kw}")
     if sh <= 0 or sw <= 0:
-        raise ArgError(f"{op}: stride should be greater than zero, but got dH: {sh} dW: {sw}")
+        raise ShapeError(f"{op}: stride should be greater than zero, but got dH: {sh} dW: {sw}")
     if dh <= 0 or dw <= 0:
-        raise ArgError(f"{op}: dilation should be greater than zero, but got dilationH: {dh} "
+        raise ShapeError(f"{op}: dilation should be greater than zero, but got dilationH: {dh} "
                        f"dilationW: {dw}")
     if ph < 0 or pw < 0:
-        raise ArgError(f"{op}: pad must be non-negative, but got padH: {ph} padW: {pw}")
+        raise ShapeError(f"{op}: pad must be non-negative, but got padH: {ph} padW: {pw}")
     if kh // 2 < ph or kw // 2 < pw:
-        raise ArgError(f"{op}: pad should be smaller than or equal to half of kernel size, but "
+        raise ShapeError(f"{op}: pad should be smaller than or equal to half of kernel size, but "
                        f"got padW = {pw}, padH = {ph}, kW = {kw}, kH = {kh}")
     H, Wd = x.shape[-2:]
     oh = out_size(H, kh, sh, ph, dh, ceil_mode)
@@ -160,14 +160,14 @@ AVG_ATTRS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad
 def _avg_shape(x: TensorType, at: dict[str, Any]) -> tuple[int, ...]:
     d = at["divisor_override"]
     if d is not None and (not isinstance(d, int) or d <= 0):
-        raise ArgError(f"avg_pool2d: divisor must be not zero (a positive int or None), got {d}")
+        raise ShapeError(f"avg_pool2d: divisor must be not zero (a positive int or None), got {d}")
     return _pool_shape("avg_pool2d", x, at["kernel_size"], at["stride"], at["padding"], (1, 1),
                        at["ceil_mode"])
 
 
 def _adaptive_shape(x: TensorType, output_size: Pair) -> tuple[int, ...]:
     if any(not isinstance(n, int) or n < 0 for n in output_size):
-        raise ArgError(f"adaptive_avg_pool2d: output_size must be non-negative ints, got "
+        raise ShapeError(f"adaptive_avg_pool2d: output_size must be non-negative ints, got "
                        f"{output_size}")
     return x.shape[:-2] + tuple(output_size)
 
