@@ -85,11 +85,12 @@ def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     return (values, idx) if return_indices else values
 
 
-def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = (), padding: Any = (0, 0),
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: int | None = None) -> Tensor:
     """2-d average pooling: each window's sum over its size (the padded size with
-    count_include_pad, or divisor_override when given)."""
+    count_include_pad, or divisor_override when given). stride () or None: the kernel size
+    (torch's native defaults)."""
     _tensor("avg_pool2d", input)
     at = _window_attrs("avg_pool2d", kernel_size, stride, padding)
     at.update(ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
