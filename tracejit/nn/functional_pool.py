@@ -125,6 +125,14 @@ def _per_channel(op: str, name: str, t: Tensor | None, c: int) -> None:
                          f"not {t.numel()} (shape {list(t.shape)})")
 
 
+def _channel_mean(x: Tensor, n: int) -> Tensor:
+    """The mean over every dim but 1, kept as (1, C, 1, ...): the trailing dims summed first
+    (a row reduction, which a compiled program fuses with the elementwise work that makes its
+    input), then the batch dim (a column total of a small (N, C) array)."""
+    s = x.sum(tuple(range(2, x.ndim)), keepdim=True) if x.ndim > 2 else x
+    return s.sum(0, keepdim=True) * (1.0 / n)
+
+
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None,
                training: bool = False, momentum: Any = 0.1, eps: float = 1e-05) -> Tensor:
@@ -147,10 +155,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if n == 1:
             raise ValueError(located(f"Expected more than 1 value per channel when training, "
                                      f"got input size {list(input.shape)}"))
-        dims = (0,) + tuple(range(2, input.ndim))
-        mean = input.mean(dims, keepdim=True)
+        mean = _channel_mean(input, n)
         xc = input - mean
-        var = (xc * xc).mean(dims, keepdim=True)
+        var = _channel_mean(xc * xc, n)
         out = xc * (var + eps).rsqrt()
         if weight is not None:
             out = out * weight.reshape(bshape)
