@@ -6,9 +6,9 @@ so one kernel serves batched and unbatched inputs.
 cpu_max_pool): the window starts at o * stride - padding and steps by the dilation, padded
 positions are skipped (padding counts as -inf), a strictly greater value or a NaN takes the
 place (so the first of equal values wins, and the last NaN), and a window of -inf keeps its
-first valid position. It returns the flat index h * W + w within the plane, torch's
-`return_indices`; the op's composite gathers the values through it, so the gradient is the
-gather's, a scatter of each output's gradient onto its argmax.
+first valid position; integers too. It returns the flat index h * W + w within the plane,
+torch's `return_indices`; the op's composite gathers the values through it, so the gradient
+is the gather's, a scatter of each output's gradient onto its argmax.
 
 `window_avg` and `window_avg_bwd` average over windows [h0, h1) x [w0, w1) and spread each
 output's gradient back over its window: avg_pool2d's windows (start o * stride - padding, end
@@ -42,7 +42,6 @@ def maxpool2d_argmax(x, kh, kw, sh, sw, ph, pw, dh, dw, out):  # type: ignore[no
     """out[b, oh, ow] = the flat index h * W + w of the maximum of x[b]'s window (oh, ow)."""
     B, H, W = x.shape
     OH, OW = out.shape[1], out.shape[2]
-    ninf = np.full(1, -np.inf, x.dtype)[0]  # (typed as x: float32 stays float32)
     for b in range(B):
         for oh in range(OH):
             h0 = oh * sh - ph
@@ -54,8 +53,13 @@ def maxpool2d_argmax(x, kh, kw, sh, sw, ph, pw, dh, dw, out):  # type: ignore[no
                 w1 = min(w0 + (kw - 1) * dw + 1, W)
                 while w0 < 0:
                     w0 += dw
-                best = ninf
                 idx = h0 * W + w0
+                if h0 >= h1 or w0 >= w1:  # no valid position: torch's index, out of range
+                    out[b, oh, ow] = idx  # (the gather of the values then raises)
+                    continue
+                # starting from the first value (instead of -inf) picks the same index for
+                # every dtype: a later value replaces it exactly when it would replace -inf
+                best = x[b, h0, w0]
                 for h in range(h0, h1, dh):
                     for w in range(w0, w1, dw):
                         v = x[b, h, w]

@@ -39,17 +39,27 @@ W = Kind.WINDOW
 Pair = tuple[int, int]
 
 
-def _input(op: str, x: Operand) -> TensorType:
+def _input(op: str, x: Operand, ints: bool = False) -> TensorType:
+    """The pooled operand: 3-d or 4-d, float (float16 computes in float32, eagerly: float16
+    graphs are not compiled on CPU), or also int32/int64 for max pooling (as torch)."""
     if not isinstance(x, TensorType):
         raise ShapeError(f"{op}: expected a tensor input, got {type(x).__name__}")
     if x.ndim not in (3, 4) or any(n == 0 for n in x.shape[-3:]):
         raise ShapeError(f"{op}: expected a 3-d (C, H, W) or 4-d (N, C, H, W) input with "
                          f"non-zero C, H and W (a batch of 0 is allowed), got "
                          f"{fmt_shape(x.shape)}")
-    if x.dtype not in (dt.float32, dt.float64):
-        raise DTypeError(f"{op}: expected a float32 or float64 input, got {x.dtype.name}; "
-                         f"convert it with .float()")
+    if not (x.dtype.is_floating_point or (ints and x.dtype in (dt.int32, dt.int64))):
+        allowed = "a floating-point or int32/int64" if ints else "a floating-point"
+        raise DTypeError(f"{op}: expected {allowed} input, got {x.dtype.name}; convert it with "
+                         f".float()")
     return x
+
+
+def _compute(ops: Sequence[Operand]) -> Any:
+    """float16 pools in float32 (the result is rounded once to float16, as torch's CPU
+    kernels accumulate half in float)."""
+    x = ops[0]
+    return dt.float32 if isinstance(x, TensorType) and x.dtype is dt.float16 else None
 
 
 def out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -114,7 +124,7 @@ MAX_ATTRS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 def _max_infer(ops: Sequence[Operand], *, kernel_size: Pair, stride: Pair, padding: Pair,
                dilation: Pair, ceil_mode: bool) -> TensorType:
     (x,) = ops
-    x = _input("max_pool2d", x)
+    x = _input("max_pool2d", x, ints=True)
     shape = _pool_shape("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     return TensorType(shape, dt.int64, x.device)
 
@@ -136,7 +146,9 @@ def _max_eager(x: np.ndarray, *, kernel_size: Pair, stride: Pair, padding: Pair,
     return out.reshape(shape)
 
 
-def _max_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+def _max_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    if ins[0].dtype is dt.float16:
+        return None
     args = ", ".join(map(str, _max_args(at["kernel_size"], at["stride"], at["padding"],
                                         at["dilation"])))
     return (f"maxpool2d_argmax({_rule_in(a[0], ins[0])}, {args}, "
@@ -145,7 +157,7 @@ def _max_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any])
 
 max_pool2d_indices_op = defop(
     "max_pool2d_indices", W, infer=_max_infer, eager=_max_eager, attrs=MAX_ATTRS,
-    differentiable=False, kernels={"cpu": _max_rule},
+    differentiable=False, compute_dtype=_compute, kernels={"cpu": _max_rule},
 )
 
 
@@ -246,7 +258,9 @@ def _adaptive_bwd_eager(g: np.ndarray, *, output_size: Pair, input_size: Pair) -
 def _avg_rule_for(fwd: bool, adaptive: bool) -> Any:
     name = "window_avg" if fwd else "window_avg_bwd"
 
-    def rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str:
+    def rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+        if ins[0].dtype is dt.float16:
+            return None
         args = ", ".join(map(repr, _kernel_args(adaptive, at)))
         return (f"{name}({_rule_in(a[0], ins[0])}, {args}, {_rule_out(out)})"
                 f".reshape({tuple(out.shape)!r})")
@@ -286,19 +300,20 @@ def _adaptive_bwd_vjp(c: VjpContext, g: Any) -> tuple[Any]:
 
 avg_pool2d_op = defop(
     "avg_pool2d", W, infer=_avg_infer, eager=_avg_eager, attrs=AVG_ATTRS, vjp=_avg_vjp,
-    kernels={"cpu": _avg_rule_for(True, False)},
+    compute_dtype=_compute, kernels={"cpu": _avg_rule_for(True, False)},
 )
 avg_pool2d_bwd_op = defop(
     "avg_pool2d_bwd", W, infer=_avg_bwd_infer, eager=_avg_bwd_eager,
-    attrs=AVG_ATTRS + ("input_size",), vjp=_avg_bwd_vjp,
+    attrs=AVG_ATTRS + ("input_size",), vjp=_avg_bwd_vjp, compute_dtype=_compute,
     kernels={"cpu": _avg_rule_for(False, False)},
 )
 adaptive_avg_pool2d_op = defop(
     "adaptive_avg_pool2d", W, infer=_adaptive_infer, eager=_adaptive_eager,
-    attrs=("output_size",), vjp=_adaptive_vjp, kernels={"cpu": _avg_rule_for(True, True)},
+    attrs=("output_size",), vjp=_adaptive_vjp, compute_dtype=_compute,
+    kernels={"cpu": _avg_rule_for(True, True)},
 )
 adaptive_avg_pool2d_bwd_op = defop(
     "adaptive_avg_pool2d_bwd", W, infer=_adaptive_bwd_infer, eager=_adaptive_bwd_eager,
-    attrs=("output_size", "input_size"), vjp=_adaptive_bwd_vjp,
+    attrs=("output_size", "input_size"), vjp=_adaptive_bwd_vjp, compute_dtype=_compute,
     kernels={"cpu": _avg_rule_for(False, True)},
 )
