@@ -485,6 +485,9 @@ def test_batch_norm_running_stats_vs_numpy() -> None:
     want = (x - rm.reshape(1, 2, 1, 1)) / np.sqrt(rv.reshape(1, 2, 1, 1) + 1e-5)
     np.testing.assert_allclose(bn(tj.tensor(x)).detach().numpy(), want, rtol=1e-10, atol=1e-12)
     assert int(bn.num_batches_tracked) == 3  # eval leaves the statistics alone
+    bn.train()
+    assert bn(tj.zeros(0, 2, 3, 3, dtype=tj.float64)).shape == (0, 2, 3, 3)  # an empty batch
+    np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-12)  # (as torch: unchanged)
 
 
 # ---- errors -----------------------------------------------------------------------------------

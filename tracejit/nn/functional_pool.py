@@ -152,6 +152,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     bshape = (1, c) + (1,) * (input.ndim - 2)
     if training:
         n = input.numel() // max(c, 1)
+        if n == 0:  # an empty batch: nothing to normalise, the statistics left alone (torch)
+            return input.clone()
         if n == 1:
             raise ValueError(located(f"Expected more than 1 value per channel when training, "
                                      f"got input size {list(input.shape)}"))
