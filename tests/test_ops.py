@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from test_conv import ref_conv, ref_conv_transpose
+from test_pool_bn import (
+    ref_adaptive_avg_pool2d,
+    ref_avg_pool2d,
+    ref_batch_norm_train,
+    ref_max_pool2d,
+)
 from test_rng import ref_uniform
 
 import tracejit
@@ -598,6 +604,32 @@ ROWS += [
         x, w, stride=2, padding=1, output_padding=1),
         lambda x, w: ref_conv_transpose(x, w, None, stride=2, padding=1, output_padding=1),
         ((F(2, 3, 5), F(3, 2, 3)),)),
+]
+
+POOL = ((F(2, 3, 6, 5),), (F(3, 5, 4),), (F(0, 2, 4, 4),), (F(1, 1, 1, 1),))
+
+
+def _bn_eval_ref(x: np.ndarray, rm: np.ndarray, rv: np.ndarray, w: np.ndarray,
+                 b: np.ndarray) -> np.ndarray:
+    s = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - rm.reshape(s)) / np.sqrt(rv.reshape(s) + 1e-5) * w.reshape(s) + b.reshape(s)
+
+
+ROWS += [  # pooling and batch norm (issue 15; more cases in test_pool_bn.py)
+    Row("max_pool2d", lambda m, x: nn_functional(m).max_pool2d(x, 2, 1, 1, ceil_mode=True),
+        lambda a: ref_max_pool2d(a, 2, 1, 1, 1, True)[0], POOL),
+    Row("avg_pool2d", lambda m, x: nn_functional(m).avg_pool2d(x, 3, 2, 1, True, False),
+        lambda a: ref_avg_pool2d(a, 3, 2, 1, True, False), POOL),
+    Row("adaptive_avg_pool2d", lambda m, x: nn_functional(m).adaptive_avg_pool2d(x, (2, 3)),
+        lambda a: ref_adaptive_avg_pool2d(a, (2, 3)), POOL),
+    Row("batch_norm_train", lambda m, x, w, b: nn_functional(m).batch_norm(
+        x, None, None, w, b, training=True),
+        lambda x, w, b: ref_batch_norm_train(x, w, b, 1e-5)[0],
+        ((F(4, 3, 2, 2), F(3), F(3)), (F(5, 2), F(2), F(2))), grad_atol=1e-5),
+    Row("batch_norm_eval", lambda m, x, rm, rv, w, b: nn_functional(m).batch_norm(
+        x, rm, rv, w, b), _bn_eval_ref,
+        ((F(2, 3, 2, 2), F(3), P(3), F(3), F(3)), (F(4, 2, 3), F(2), P(2), F(2), F(2))),
+        torch_grad="torch's batch_norm refuses running statistics that require grad"),
 ]
 
 BY_NAME = {r.name: r for r in ROWS}

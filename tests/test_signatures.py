@@ -424,6 +424,9 @@ EXCEPTIONS: dict[str, str] = {
                          "a Python keyword since 3.7)",
     "torch.Tensor.uniform_": "torch's bounds are named `from` and `to`; `from` is a Python "
                              "keyword, so ours are a and b, passed by position as users do",
+    "torch.nn.functional.max_pool2d": "torch's is a boolean_dispatch wrapper (*args, **kwargs) "
+                                      "choosing a form by return_indices; ours has the "
+                                      "signature both forms share (max_pool2d_with_indices's)",
     "torch.einsum": "torch declares einsum(*args) and takes the equation out of args; ours "
                     "names it: einsum(equation, *operands), the same positional call",
     "torch.load": "tracejit reads safetensors and never unpickles: no pickle_module, and "

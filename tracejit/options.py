@@ -127,7 +127,8 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
                              "isnan", "isinf", "nonzero", "argsort", "scatter_add", "bernoulli",
                              "multinomial", "addmm")},
 }
-NN_FUNCTIONS: dict[str, tuple[str, ...]] = {n: ("out",) for n in ("gelu", "linear", "softplus")}
+NN_FUNCTIONS: dict[str, tuple[str, ...]] = {n: ("out",) for n in ("gelu", "linear", "softplus",
+                                                                  "avg_pool2d")}
 METHODS: dict[str, tuple[str, ...]] = {
     **{n: ("memory_format",) for n in ("clone", "contiguous", "float", "double", "half", "int",
                                        "long", "bool", "is_contiguous", "to")},

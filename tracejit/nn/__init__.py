@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import functional, init, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .attention import MultiheadAttention
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .layers import Bilinear, Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, Unflatten
@@ -20,6 +21,7 @@ from .loss import (
 )
 from .module import Module, RemovableHandle
 from .parameter import Buffer, Parameter
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, Dropout2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -31,4 +33,5 @@ __all__ = [
     "MSELoss", "L1Loss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
     "BCEWithLogitsLoss", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
     "RNNBase", "RNN", "LSTM", "GRU", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout2d",
 ]

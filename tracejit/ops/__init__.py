@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (declares the ops)
     elementwise,
     index,
     movement,
+    pool,
     random,
     reduce,
     scan,

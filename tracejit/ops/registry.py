@@ -29,6 +29,7 @@ class Kind(enum.Enum):
     INDEX = "index"  # gather/scatter/advanced indexing
     CREATION = "creation"  # no tensor inputs: full, arange
     SCAN = "scan"  # along one dim, each output reading its whole row: cumsum, argsort
+    WINDOW = "window"  # windows over the trailing spatial dims: pooling (ops/pool.py)
     # graph structure rather than arithmetic: `constant`, `fused` (structural.py) and the
     # control flow `cond`, `while`, `scan` (control.py); they exist only in graphs (no Tensor
     # method dispatches them)
