@@ -505,3 +505,22 @@ def test_device_field_and_cuda(mlp: dict[str, Any]) -> None:
     with pytest.raises(tj.ExportError, match="CUDA backend"):
         tj.load_exported(mlp["path"], device="cuda")
     assert mlp["loaded"].device == "cpu"
+
+
+def test_nothing_in_a_file_reaches_generated_source_as_code(mlp: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    """Locations are comments there and attribute strings may be spliced into calls: a file
+    whose checksum matches still cannot smuggle a statement in."""
+    def new_line_loc(t: str) -> str:
+        d = json.loads(t)
+        d["graph"]["nodes"][0]["loc"] = "x.py:1\nimport os; os.system('exit 1')"
+        return json.dumps(d)
+
+    assert "one printable line" in _load_bytes(tmp_path, _repacked(mlp["data"], new_line_loc))
+
+    def string_attr(t: str) -> str:
+        d = json.loads(t)
+        d["graph"]["nodes"][0]["attrs"]["dims"] = "1), __import__('os').system('exit 1'), (0"
+        return json.dumps(d)
+
+    assert "characters other than" in _load_bytes(tmp_path, _repacked(mlp["data"], string_attr))

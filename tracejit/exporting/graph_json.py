@@ -10,6 +10,7 @@ field is checked, and each problem is an ExportError naming where in the graph i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,16 @@ CONSTANT_PREFIX = "__constant__."  # the tensor-section names of arrays inside t
 _DTYPES = {d.name: d for d in dt.ALL}
 _SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _MAX_DEPTH = 200  # nesting of attribute values and regions a file may use
+_MAX_TEXT = 1000  # a name's or location's length
+# Attribute strings (a check's op name, attention's mask kind) may reach generated source,
+# where an op's rule is trusted to quote them; a file is not trusted, so its strings are kept
+# to characters that cannot end a literal, open a call or start a new statement.
+SAFE_TEXT_CHARS = "letters, digits, spaces and _ . + -"
+_SAFE_TEXT = re.compile(r"[A-Za-z0-9_.+\- ]{0,200}")
+
+
+def safe_text(s: str) -> bool:
+    return _SAFE_TEXT.fullmatch(s) is not None
 
 
 def _float(v: float) -> Any:
@@ -87,7 +98,13 @@ class Encoder:
                 "results": [self.ids[v] for v in r.results]}
 
     def attr(self, v: Any, where: str) -> Any:
-        if v is None or isinstance(v, (bool, str)):
+        if isinstance(v, str):
+            if not safe_text(v):
+                raise ExportError(f"export: the {where} is the string {v[:40]!r}, which holds "
+                                  f"characters other than {SAFE_TEXT_CHARS}; the export format "
+                                  "keeps attribute strings to those (see safe_text)")
+            return v
+        if v is None or isinstance(v, bool):
             return v
         if type(v) is int:
             return v
@@ -160,7 +177,7 @@ class Decoder:
             if len(c) != 3 or type(c[0]) is not int or type(c[1]) is not bool or \
                     not isinstance(c[2], str):
                 raise self.fail(f"check {k}", "must be [output index, taken, location]")
-            checks.append(Check(c[0], c[1], c[2]))
+            checks.append(Check(c[0], c[1], self.as_str(c[2], f"check {k}")))
         return Graph(name, inputs, lifted, nodes, outputs, tuple(effects), tuple(checks))
 
     # ---- checked JSON shapes ----------------------------------------------------------------
@@ -182,8 +199,13 @@ class Decoder:
         return d
 
     def as_str(self, d: Any, where: str) -> str:
+        """A name or a location: one printable line (they reach generated source only in
+        comments, which a line break would end)."""
         if not isinstance(d, str):
             raise self.fail(where, f"expected a string, got {_kind(d)}")
+        if len(d) > _MAX_TEXT or not d.isprintable():
+            raise self.fail(where, f"{d[:40]!r}... is not one printable line of at most "
+                            f"{_MAX_TEXT} characters")
         return d
 
     def dtype(self, d: Any, where: str) -> dt.DType:
@@ -270,7 +292,12 @@ class Decoder:
     def attr(self, d: Any, where: str, depth: int) -> Any:
         if depth > _MAX_DEPTH:
             raise self.fail(where, "nested too deeply")
-        if d is None or isinstance(d, (bool, int, float, str)):
+        if isinstance(d, str):
+            if not safe_text(d):
+                raise self.fail(where, f"the string {d[:40]!r} holds characters other than "
+                                f"{SAFE_TEXT_CHARS}")
+            return d
+        if d is None or isinstance(d, (bool, int, float)):
             return d
         if isinstance(d, list):
             return tuple(self.attr(x, where, depth + 1) for x in d)
