@@ -465,9 +465,18 @@ def test_newer_major_version_is_refused_newer_minor_loads(mlp: dict[str, Any],
                                                            tmp_path: Path) -> None:
     msg = _load_bytes(tmp_path, _repacked(mlp["data"], version="2.0"))
     assert "newer tracejit" in msg and "format 2.0" in msg
+
+    def add_field(t: str) -> str:  # what a later minor version might add
+        d = json.loads(t)
+        d["graph"]["nodes"][0]["hint"] = "vectorise"
+        d["graph"]["lifted"][0]["layout"] = "row-major"
+        return json.dumps(d)
+
     p = tmp_path / "minor.tjx"
-    p.write_bytes(_repacked(mlp["data"], version="1.7"))  # additions an older reader ignores
+    p.write_bytes(_repacked(mlp["data"], add_field, version="1.7"))
     assert _bits(tj.load_exported(p)(mlp["x"])) == _bits(mlp["loaded"](mlp["x"]))
+    # in a file of this very version, an unknown field is an error
+    assert "(unknown layout)" in _load_bytes(tmp_path, _repacked(mlp["data"], add_field))
 
 
 def test_unknown_op_bad_json_and_bad_graphs(mlp: dict[str, Any], tmp_path: Path) -> None:

@@ -143,8 +143,12 @@ _NP_SCALARS = {d.np for d in dt.ALL}
 class Decoder:
     """Rebuilds a graph from what Encoder wrote. `arrays` are the file's constant arrays."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], device: str, src: str) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], device: str, src: str,
+                 strict: bool = True) -> None:
         self.arrays = arrays
+        # unknown fields are errors, except in a file of a newer minor version, which may add
+        # fields an older reader ignores
+        self.strict = strict
         self.used: set[str] = set()
         self.device = device
         self.src = src
@@ -186,7 +190,7 @@ class Decoder:
         if not isinstance(d, dict):
             raise self.fail(where, f"expected an object, got {_kind(d)}")
         missing = [k for k in keys if k not in d]
-        extra = [k for k in d if k not in keys and k not in optional]
+        extra = [k for k in d if k not in keys and k not in optional] if self.strict else []
         if missing or extra:
             raise self.fail(where, f"expected the fields {', '.join(keys)}"
                             + (f" (missing {', '.join(missing)})" if missing else "")

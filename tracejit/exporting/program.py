@@ -263,7 +263,7 @@ def export(fn: Callable[..., Any], *example_args: Any) -> Exported:
     """
     ex = Exported(capture(fn, example_args))
     text, tensors = ex._encode()
-    back = _decode(text, dict(tensors), "<export round trip>", None)
+    back = _decode(text, dict(tensors), "<export round trip>", None, fileformat.VERSION)
     if print_graph(back.graph) != ex.ir():  # an attribute the codec did not keep exactly
         raise ExportError(f"export: {ex.name}'s graph does not survive the JSON encoding "
                           "unchanged (a tracejit bug: please report it with the function)")
@@ -282,14 +282,14 @@ def load_exported(f: str | os.PathLike[str] | IO[bytes], device: str | None = No
         src = os.fspath(f)  # type: ignore[arg-type]
         with open(src, "rb") as fh:
             data = fh.read()
-    text, tensors, _ = fileformat.unpack(data, src)
-    ex = _decode(text, tensors, src, device)
+    text, tensors, version = fileformat.unpack(data, src)
+    ex = _decode(text, tensors, src, device, version)
     ex.compile()
     return ex
 
 
-def _decode(text: str, tensors: dict[str, np.ndarray], src: str,
-            device: str | None) -> Exported:
+def _decode(text: str, tensors: dict[str, np.ndarray], src: str, device: str | None,
+            version: tuple[int, int]) -> Exported:
     try:
         top = _json(text)
     except (ValueError, TypeError, RecursionError) as e:
@@ -319,7 +319,7 @@ def _decode(text: str, tensors: dict[str, np.ndarray], src: str,
         raise ExportError(f"{src}: unknown device {target!r}; this tracejit runs on 'cpu'")
     arrays = {k: a for k, a in tensors.items() if k.startswith(CONSTANT_PREFIX)}
     weights = {k: a for k, a in tensors.items() if not k.startswith(CONSTANT_PREFIX)}
-    dec = Decoder(arrays, file_dev, src)
+    dec = Decoder(arrays, file_dev, src, strict=version <= fileformat.VERSION)
     g = dec.graph(top["graph"])
     unused = sorted(set(arrays) - dec.used)
     if unused:
