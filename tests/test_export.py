@@ -548,3 +548,14 @@ def test_nothing_in_a_file_reaches_generated_source_as_code(mlp: dict[str, Any],
         return json.dumps(d)
 
     assert "characters other than" in _load_bytes(tmp_path, _repacked(mlp["data"], string_attr))
+
+
+def test_a_graph_without_compiled_form_runs_in_the_interpreter(tmp_path: Path) -> None:
+    def f(x: Any) -> Any:
+        return (x * 3).softmax(-1)
+
+    x = tj.randn(2, 5).half()  # float16: @jit runs it eagerly, the export interprets it
+    tj.export(f, x).save(tmp_path / "h.tjx")
+    with pytest.warns(RuntimeWarning, match="no compiled form"):
+        loaded = tj.load_exported(tmp_path / "h.tjx")  # (it compiles as it loads)
+    assert _bits(loaded(x)) == _bits(f(x))

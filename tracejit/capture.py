@@ -151,11 +151,11 @@ def _trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
     program has no backward. A function that needs autograd to run (a training step calling
     backward(), or one returning gradients) is traced with it instead, so that the checks
     after this say what is wrong with it, or export it."""
-    from .jit import JitFunction
+    from .jit import JitFunction, JitWarning
 
     with warnings.catch_warnings():
         # (a graph break warns as well: the ExportError made of it says the same, and more)
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", JitWarning)
         jf = JitFunction(fn)
         if not is_grad_enabled():
             return jf, jf._entry_for(args, {})
