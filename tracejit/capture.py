@@ -89,38 +89,10 @@ def capture(fn: Callable[..., Any], args: tuple[Any, ...], what: str = "export")
     _check_args(what, name, args, names)
     jf, entry = _trace(fn, tuple(args))
     head = f"{what}: cannot export {name}"
-    if entry.breaks:
-        shown = "; ".join(f"{b.loc}: {b.reason}" for b in entry.breaks)
-        raise ExportError(f"{head}: the trace met graph breaks ({shown}); an exported program "
-                          "cannot run Python between its ops, so move that code out of the "
-                          "function (or write data-dependent control flow with tracejit.cond, "
-                          "while_loop, fori_loop or scan)")
-    if not any(e is entry for es in jf._entries.values() for e in es):
-        # (the notes say why jit keeps no entry: tensors stored into Python state)
-        why = "; ".join(n.removeprefix("not cached: ").split(", so a call")[0]
-                        for n in entry.notes) or "its trace cannot be reused"
-        raise ExportError(f"{head}: {why}; an exported program cannot recreate Python state "
-                          "(a cache, an optimizer's new state), so keep the function free of it")
-    g = entry.graph
+    store = _Weights(_weight_names(fn, args))
+    _refuse(head, jf, entry, store.names)
     tr = entry.trace
-    if g.checks:
-        where = ", ".join(c.loc for c in g.checks)
-        raise ExportError(f"{head}: it branches on a tensor's value in Python (bool() of a "
-                          f"tensor at {where}), so its graph holds only the path these example "
-                          "inputs took; write the branch as tracejit.cond(pred, true_fn, "
-                          "false_fn, *operands) so that both paths are exported")
-    weight_names = _weight_names(fn, args)
-    if g.effects:
-        raise ExportError(_effects_message(head, g, tr, weight_names))
-    if tr.grad_writes:
-        raise ExportError(f"{head}: it assigns .grad ({tr.grad_writes[0][0].describe()}.grad: "
-                          "backward() or zero_grad() inside, as a training step does); an "
-                          "exported program computes outputs only (export the forward)")
-    if entry.backward is not None:
-        g = _without_backward(tr)
-    taken: set[str] = set()
-    weights: dict[str, np.ndarray] = {}
-    by_tensor: dict[int, str] = {}
+    g = entry.graph if entry.backward is None else _without_backward(tr)
     lifted: list[str] = []
     input_args: list[int] = []
     for v, p in zip(g.params, tr.params):
@@ -133,17 +105,44 @@ def capture(fn: Callable[..., Any], args: tuple[Any, ...], what: str = "export")
             raise ExportError(f"{head}: it reads {src.describe()}; an exported program has "
                               "no gradients (export the forward)")
         elif isinstance(src, ScalarSource):  # a number read on every call: its value now
-            lifted.append(_add_weight(weights, taken, v.name or "scalar",
-                                      np.array(src.get([]), src.dtype.np)))
+            lifted.append(store.add(v.name or "scalar", np.array(src.get([]), src.dtype.np)))
         elif isinstance(src, RefSource):
-            lifted.append(_tensor_weight(src.obj, v.name, weights, taken, by_tensor,
-                                         weight_names))
+            lifted.append(store.tensor(src.obj, v.name))
         else:
             raise ExportError(f"{head}: it reads {src.describe()}, which an exported program "
                               "cannot find")
-    output = _out_spec(tr.out_spec, head, weights, taken, by_tensor, weight_names)
+    output = _out_spec(tr.out_spec, head, store)
     inputs = tuple(TensorSpec(n, tuple(a.shape), a.dtype) for n, a in zip(names, args))
-    return Captured(name, g, inputs, tuple(input_args), tuple(lifted), weights, output)
+    return Captured(name, g, inputs, tuple(input_args), tuple(lifted), store.weights, output)
+
+
+def _refuse(head: str, jf: Any, entry: Any, names: dict[int, str]) -> None:
+    """ExportError for what the trace holds that a saved graph could not reproduce."""
+    if entry.breaks:
+        shown = "; ".join(f"{b.loc}: {b.reason}" for b in entry.breaks)
+        raise ExportError(f"{head}: the trace met graph breaks ({shown}); an exported program "
+                          "cannot run Python between its ops, so move that code out of the "
+                          "function (or write data-dependent control flow with tracejit.cond, "
+                          "while_loop, fori_loop or scan)")
+    if not any(e is entry for es in jf._entries.values() for e in es):
+        # (the notes say why jit keeps no entry: tensors stored into Python state)
+        why = "; ".join(n.removeprefix("not cached: ").split(", so a call")[0]
+                        for n in entry.notes) or "its trace cannot be reused"
+        raise ExportError(f"{head}: {why}; an exported program cannot recreate Python state "
+                          "(a cache, an optimizer's new state), so keep the function free of it")
+    g, tr = entry.graph, entry.trace
+    if g.checks:
+        where = ", ".join(c.loc for c in g.checks)
+        raise ExportError(f"{head}: it branches on a tensor's value in Python (bool() of a "
+                          f"tensor at {where}), so its graph holds only the path these example "
+                          "inputs took; write the branch as tracejit.cond(pred, true_fn, "
+                          "false_fn, *operands) so that both paths are exported")
+    if g.effects:
+        raise ExportError(_effects_message(head, g, tr, names))
+    if tr.grad_writes:
+        raise ExportError(f"{head}: it assigns .grad ({tr.grad_writes[0][0].describe()}.grad: "
+                          "backward() or zero_grad() inside, as a training step does); an "
+                          "exported program computes outputs only (export the forward)")
 
 
 def _trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -292,32 +291,36 @@ def _weight_names(fn: Any, args: tuple[Any, ...]) -> dict[int, str]:
 _RESERVED = "__"  # names the file keeps for itself (__metadata__, __constant__.k)
 
 
-def _add_weight(weights: dict[str, np.ndarray], taken: set[str], name: str,
-                arr: np.ndarray) -> str:
-    base = (name.lstrip("_") if name.startswith(_RESERVED) else name) or "weight"
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}.{k}", k + 1
-    taken.add(name)
-    weights[name] = arr
-    return name
+class _Weights:
+    """The weights being collected: copies of the lifted tensors (one per tensor object) and
+    numbers, under unique names (`names`: the preferred name of each tensor, by id)."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+        self.weights: dict[str, np.ndarray] = {}
+        self._of: dict[int, str] = {}
+
+    def add(self, name: str, arr: np.ndarray) -> str:
+        base = (name.lstrip("_") if name.startswith(_RESERVED) else name) or "weight"
+        name, k = base, 1
+        while name in self.weights:
+            name, k = f"{base}.{k}", k + 1
+        self.weights[name] = arr
+        return name
+
+    def tensor(self, t: Tensor, hint: str) -> str:
+        found = self._of.get(id(t))
+        if found is None:
+            arr = np.array(t._data, copy=True, order="C")  # a snapshot, contiguous
+            found = self._of[id(t)] = self.add(self.names.get(id(t)) or hint, arr)
+        return found
 
 
-def _tensor_weight(t: Tensor, hint: str, weights: dict[str, np.ndarray], taken: set[str],
-                   by_tensor: dict[int, str], names: dict[int, str]) -> str:
-    found = by_tensor.get(id(t))
-    if found is None:
-        arr = np.array(t._data, copy=True, order="C")
-        found = by_tensor[id(t)] = _add_weight(weights, taken, names.get(id(t)) or hint, arr)
-    return found
-
-
-def _out_spec(spec: Any, head: str, weights: dict[str, np.ndarray], taken: set[str],
-              by_tensor: dict[int, str], names: dict[int, str]) -> OutSpec:
+def _out_spec(spec: Any, head: str, store: _Weights) -> OutSpec:
     kind, x = spec
 
     def sub(s: Any) -> OutSpec:
-        return _out_spec(s, head, weights, taken, by_tensor, names)
+        return _out_spec(s, head, store)
 
     if kind == "t":
         return ["t", x]
@@ -325,7 +328,7 @@ def _out_spec(spec: Any, head: str, weights: dict[str, np.ndarray], taken: set[s
         if type(x) is ArgSource:
             return ["input", x.index]
         if isinstance(x, RefSource):
-            return ["weight", _tensor_weight(x.obj, x.name, weights, taken, by_tensor, names)]
+            return ["weight", store.tensor(x.obj, x.name)]
         raise ExportError(f"{head}: it returns {x.describe()}, which an exported program "
                           "cannot find")
     if kind == "c":
