@@ -111,6 +111,7 @@ def is_tensor(obj: object) -> _builtins.bool:
 def numel(input: Tensor) -> _builtins.int:
     return input.numel()
 from . import nn as _nn  # noqa: E402
+from .exporting import Exported, ExportError, export, load_exported  # noqa: E402
 from .jit import JitFunction, disable_jit, jit  # noqa: E402
 from .options import (  # noqa: E402, F401
     channels_last,
