@@ -88,6 +88,16 @@ def test_mlp_module(tmp_path: Any) -> None:
     compare(run(loaded, (y,)), model(y))
 
 
+def test_a_jitted_function_exports_what_it_wraps_with_readable_names() -> None:
+    lin = nn.Linear(3, 2)
+    jf = tj.jit(lambda x: lin(x).relu())
+    model = export_check(jf, (tj.randn(4, 3),))
+    assert [i.name for i in model.graph.initializer] == ["lin_weight", "lin_bias"]
+    model = export_check(tj.jit(lin), (tj.randn(4, 3),))  # a jitted Module: its own names
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [i.name for i in model.graph.initializer] == ["weight", "bias"]
+
+
 def test_classifier_inference_matches_the_compiled_jit_call() -> None:
     tj.manual_seed(1)
     clf = nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Dropout(0.5), nn.Linear(10, 3))

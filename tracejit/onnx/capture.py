@@ -42,11 +42,16 @@ def _arg_names(fn: Any, n: int) -> list[str]:
     return [params[i] if i < len(params) else f"input_{i}" for i in range(n)]
 
 
-def _module_names(fn: Any) -> dict[int, str]:
-    if not (hasattr(fn, "named_parameters") and hasattr(fn, "named_buffers")):
-        return {}
-    names = {id(t): n for n, t in fn.named_parameters()}
-    names.update({id(t): n for n, t in fn.named_buffers()})
+def _lifted_names(fn: Any, args: Sequence[Any]) -> dict[int, str]:
+    """id(tensor) -> its initializer's name: a Module's parameters and buffers as
+    `named_parameters()` names them (`fc1.weight`); for a function, the names jit gives the
+    tensors it lifts (modules and tensors among its globals and closure: `model_fc1_weight`)."""
+    from ..jit import _tensor_names
+
+    names = _tensor_names(fn, tuple(args))
+    if hasattr(fn, "named_parameters") and hasattr(fn, "named_buffers"):
+        names.update({id(t): n for n, t in fn.named_parameters()})
+        names.update({id(t): n for n, t in fn.named_buffers()})
     return names
 
 
@@ -81,6 +86,10 @@ def _run(fn: Callable, args: Sequence[Any], tracer: Tracer) -> Any:
 
 
 def capture(fn: Callable, args: Sequence[Any]) -> Captured:
+    from ..jit import JitFunction
+
+    if isinstance(fn, JitFunction):  # a jitted function or module: export what it wraps
+        fn = fn.fn
     name = getattr(fn, "__name__", type(fn).__name__)
     tracer = Tracer(name)
     names = _arg_names(fn, len(args))
@@ -119,12 +128,16 @@ def capture(fn: Callable, args: Sequence[Any]) -> Captured:
     g = g.replace(outputs=tuple(outputs), checks=(), effects=())
     g = in_regions(dce, dce(g))
     verify(g)
-    module_names = _module_names(fn)
-    lifted = []
+    known = _lifted_names(fn, args)
+    lifted, used = [], set(names)
     for k, p in enumerate(q for q in result.params if not isinstance(q.source, ArgSource)):
         t = p.tensor
         data = t._data if isinstance(t, Tensor) else np.asarray(t)
-        lifted.append((p.value, module_names.get(id(t), f"const_{k}"), np.asarray(data)))
+        n = known.get(id(t), f"const_{k}")
+        while n in used:  # (two tensors of one readable name, or a name an input has)
+            n = f"{n}_{k}"
+        used.add(n)
+        lifted.append((p.value, n, np.asarray(data)))
     input_names = [names[p.source.index] for p in result.params
                    if isinstance(p.source, ArgSource)]
     return Captured(g, input_names, lifted, outputs, effects)
