@@ -430,6 +430,22 @@ def test_state_writes_and_non_tensor_results_are_refused() -> None:
         tj.onnx.export(lambda x: (x, 3), (tj.ones(2),))
     with pytest.raises(tj.onnx.ExportError, match="input_names"):
         tj.onnx.export(lambda x: x + 1, (tj.ones(2),), input_names=["a", "b"])
+    with pytest.raises(tj.onnx.ExportError, match="while a trace is recording"):
+        tj.jit(lambda x: tj.onnx.export(lambda y: y + 1, (x,)))(tj.ones(2))
+
+
+def test_non_tensor_arguments_are_baked_in_and_names_can_be_given() -> None:
+    def f(x: tj.Tensor, k: int, y: tj.Tensor) -> tuple[tj.Tensor, tj.Tensor]:
+        return x * k + y, y
+
+    args = (tj.ones(2), 3, tj.tensor([1.0, 2.0]))
+    model = tj.onnx.export(f, args, input_names=["a", "b"], output_names=["s", "b_out"])
+    assert [i.name for i in model.graph.input] == ["a", "b"]
+    assert [o.name for o in model.graph.output] == ["s", "b_out"]
+    assert model.producer_name == "tracejit"
+    compare(run(model, args), f(*args))
+    with pytest.raises(tj.onnx.ExportError, match="used twice"):
+        tj.onnx.export(f, args, input_names=["a", "b"], output_names=["a", "c"])
 
 
 def test_missing_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,7 +103,10 @@ def export(fn: Callable, example_args: Any, path: str | os.PathLike | None = Non
         infos.append(onnx.helper.make_tensor_value_info(n, onnx_type(v.type.dtype),
                                                         list(v.type.shape)))
     graph = b.graph(cap.graph.name, inputs, infos, inits)
-    model = onnx.helper.make_model(graph, producer_name="tracejit", ir_version=IR_VERSION,
+    from .. import __version__
+
+    model = onnx.helper.make_model(graph, producer_name="tracejit", producer_version=__version__,
+                                   ir_version=IR_VERSION,
                                    opset_imports=[onnx.helper.make_opsetid("", OPSET)])
     if path is not None:
         onnx.save(model, os.fspath(path))

@@ -90,6 +90,9 @@ def capture(fn: Callable, args: Sequence[Any]) -> Captured:
 
     if isinstance(fn, JitFunction):  # a jitted function or module: export what it wraps
         fn = fn.fn
+    if STATE.tracer is not None:
+        raise ExportError("tracejit.onnx.export: called while a trace is recording (inside a "
+                          "@jit function or a lazy replay); export from ordinary Python code")
     name = getattr(fn, "__name__", type(fn).__name__)
     tracer = Tracer(name)
     names = _arg_names(fn, len(args))
