@@ -537,3 +537,7 @@ def _index_put(e: Emit) -> list[str]:
     kw: dict[str, Any] = {"reduction": "add"} if e.attrs["accumulate"] else {}
     y = b.op("ScatterND", [xt, stacked, vv], **kw)
     return [b.op("Transpose", [y], perm=inv) if perm != list(range(tx.ndim)) else y]
+
+
+# the convolution and pooling entries, in a module of their own (registers into RULES)
+from . import table_cnn  # noqa: E402, F401
