@@ -120,3 +120,12 @@ def test_gpt_example_trains_compiled_and_samples(monkeypatch, capsys):
     assert "compiled calls=6 fallbacks=0" in out
     sample = out.split("sample:\n")[1]  # may hold newlines: the text has them
     assert sample.startswith("We hold ") and len(sample) >= len("We hold ") + 12
+
+
+def test_iris_onnx_example_runs_the_export_without_tracejit(monkeypatch, capsys):
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'tracejit[onnx]')")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    run_main("iris_onnx", ["--steps", "20"], monkeypatch)
+    out = capsys.readouterr().out
+    assert "outputs ['probs', 'label']" in out
+    assert "onnxruntime agrees with tracejit on 150/150 flowers" in out

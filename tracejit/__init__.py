@@ -21,6 +21,7 @@ from . import (  # noqa: F401  # noqa: E402, F401 - after Tensor and the factori
     cuda,
     functional,
     nn,
+    onnx,  # export to ONNX (imports the onnx package only when an export runs)
     ops,
     optim,
     return_types,
