@@ -555,6 +555,7 @@ def _gqa_expand(query: Tensor, kv: Tensor, name: str) -> Tensor:
 
 
 from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: E402
+
 # pooling, batch norm and channel dropout (issue 15): nn/functional_pool.py
 from .functional_pool import (  # noqa: E402
     adaptive_avg_pool2d,
