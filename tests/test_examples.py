@@ -129,3 +129,11 @@ def test_iris_onnx_example_runs_the_export_without_tracejit(monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "outputs ['probs', 'label']" in out
     assert "onnxruntime agrees with tracejit on 150/150 flowers" in out
+
+
+def test_digits_cnn_reaches_95_percent(monkeypatch, capsys):
+    """The CNN on the real 8x8 digits: one compiled training step, above 95% test accuracy."""
+    accuracy = run_main("digits_cnn", [], monkeypatch)
+    assert accuracy > 0.95
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "compiles=1, fallbacks=0" in out
