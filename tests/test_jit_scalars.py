@@ -93,7 +93,8 @@ def test_branch_on_the_number_is_a_checked_branch() -> None:
         _close(jf(x, t).numpy(), f(x, t).numpy())
     ex = jf.explain()
     assert "t" in ex.scalar_inputs and "t" not in ex.scalar_guards
-    assert "path: the branch at test_jit_scalars.py:" in str(ex)
+    # both paths seen: the two guarded entries became one entry holding a cond
+    assert "merged two paths at test_jit_scalars.py:" in str(ex)
     info = jf.cache_info()
     # t=1 keyed by value; t=2 traced as an input (the t % 10 != 0 path); t=10 the other path
     assert info.traces == 3 and info.fallbacks == 0 and info.compiles <= 2, info

@@ -20,6 +20,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..dtypes import DType
 from ..ops.registry import TensorType
+from ..ops.structural import CONSTANT
 from .builder import INT64_MIN, Builder, onnx_type
 
 
@@ -410,7 +411,7 @@ def _full(e: Emit) -> list[str]:
 
 
 RULES["arange"] = lambda e: [e.b.const(e.node.op.eager(**e.attrs).astype(e.out.dtype.np))]
-RULES["constant"] = lambda e: [e.b.const(np.asarray(e.attrs["value"]))]
+RULES[CONSTANT.name] = lambda e: [e.b.const(np.asarray(e.attrs["value"]))]
 
 
 # ---- contraction ----------------------------------------------------------------------------
