@@ -21,7 +21,7 @@ import numpy as np
 from . import peers
 from .core import Case, Inputs, Outputs, Workload, norm_error, register_workload
 from .jitprobe import JitProbe
-from .train import NumpyAdam
+from .train import NumpyAdam, cross_entropy_grad, outputs
 
 CHECK_STEPS = 3
 SIZES = {"full": {"batch": 64, "c1": 16, "c2": 32},
@@ -109,15 +109,7 @@ def numpy_loss_grads(x: np.ndarray, y: np.ndarray,
     z2, cols2 = _conv_fwd(p1, w2, b2)
     p2, arg2 = _pool_fwd(np.maximum(z2, 0))
     flat = p2.reshape(len(x), -1)
-    logits = flat @ wf.T + bf
-    n = len(x)
-    m = logits.max(axis=1, keepdims=True)
-    e = np.exp(logits - m)
-    s = e.sum(axis=1, keepdims=True)
-    loss = float(-(logits - m - np.log(s))[np.arange(n), y].mean())
-    g = e / s
-    g[np.arange(n), y] -= 1
-    g = g * (1.0 / n)
+    loss, g = cross_entropy_grad(flat @ wf.T + bf, y)
     gwf, gbf = g.T @ flat, g.sum(axis=0)
     gp2 = (g @ wf).reshape(p2.shape)
     gz2 = _pool_bwd(gp2, arg2) * (z2 > 0)
@@ -125,12 +117,6 @@ def numpy_loss_grads(x: np.ndarray, y: np.ndarray,
     gz1 = _pool_bwd(gp1, arg1) * (z1 > 0)
     _, gw1, gb1 = _conv_bwd(gz1, cols1, w1, x.shape)
     return loss, [gw1, gb1, gw2, gb2, gwf, gbf]
-
-
-def _outputs(inp: Inputs, loss: float, params: list[Any]) -> Outputs:
-    """The last loss and every parameter's total update."""
-    return [np.float64(loss)] + [np.asarray(p, dtype=np.float64) - p0
-                                 for p, p0 in zip(params, inp["params"])]
 
 
 def reference(inp: Inputs) -> Outputs:
@@ -141,7 +127,7 @@ def reference(inp: Inputs) -> Outputs:
     for _ in range(CHECK_STEPS):
         loss, grads = numpy_loss_grads(x, inp["y"], params)
         opt.step(grads)
-    return _outputs(inp, loss, params)
+    return outputs(inp, loss, params)
 
 
 def numpy_impl(inp: Inputs) -> Case:
@@ -155,7 +141,7 @@ def numpy_impl(inp: Inputs) -> Case:
         opt.step(grads)
         return last[0]
 
-    return Case(run, lambda: _outputs(inp, last[0], params))
+    return Case(run, lambda: outputs(inp, last[0], params))
 
 
 # ---- tracejit and torch: one nn.Module program ---------------------------------------------
@@ -211,7 +197,7 @@ def _module_case(lib: Any, tensor: Any, inp: Inputs, jit: bool = False,
         return last[0]
 
     def output() -> Outputs:
-        return _outputs(inp, float(last[0].item()), [p.detach().numpy() for p in params])
+        return outputs(inp, float(last[0].item()), [p.detach().numpy() for p in params])
 
     return Case(run, output, jit=JitProbe(run_step) if jit else None)
 

@@ -32,6 +32,18 @@ def init_params(rng: np.random.Generator, widths: list[int]) -> list[np.ndarray]
 
 # ---- NumPy by hand (also the float64 reference) -------------------------------------------
 
+def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Cross entropy on integer labels, mean over the batch: (value, d value / d logits)."""
+    n = logits.shape[0]
+    m = logits.max(axis=1, keepdims=True)
+    e = np.exp(logits - m)
+    s = e.sum(axis=1, keepdims=True)
+    value = float(-(logits - m - np.log(s))[np.arange(n), y].mean())
+    g = e / s
+    g[np.arange(n), y] -= 1
+    return value, g * (1.0 / n)
+
+
 def numpy_loss_grads(x: np.ndarray, y: np.ndarray, params: list[np.ndarray],
                      loss: str) -> tuple[float, list[np.ndarray]]:
     layers = len(params) // 2
@@ -46,15 +58,8 @@ def numpy_loss_grads(x: np.ndarray, y: np.ndarray, params: list[np.ndarray],
         d = h - y
         value = float((d * d).mean())
         g = d * (2.0 / d.size)
-    else:  # cross entropy on integer labels, mean over the batch
-        n = h.shape[0]
-        m = h.max(axis=1, keepdims=True)
-        e = np.exp(h - m)
-        s = e.sum(axis=1, keepdims=True)
-        value = float(-(h - m - np.log(s))[np.arange(n), y].mean())
-        g = e / s
-        g[np.arange(n), y] -= 1
-        g = g * (1.0 / n)
+    else:
+        value, g = cross_entropy_grad(h, y)
     grads: list[np.ndarray] = [np.empty(0)] * len(params)
     for i in reversed(range(layers)):
         if i < layers - 1:
