@@ -4,6 +4,7 @@ Iris example reaches at least 97% training accuracy with its default settings.""
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -136,4 +137,5 @@ def test_digits_cnn_reaches_95_percent(monkeypatch, capsys):
     accuracy = run_main("digits_cnn", [], monkeypatch)
     assert accuracy > 0.95
     out = capsys.readouterr().out
-    assert "test accuracy" in out and "compiles=1, fallbacks=0" in out
+    # compiles=0 when the disk cache already holds the step (a second run of the suite)
+    assert "test accuracy" in out and re.search(r"compiles=[01], fallbacks=0", out), out
