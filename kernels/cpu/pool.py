@@ -38,10 +38,40 @@ def _window(o, size, osize, k, s, p, adaptive):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
+def _maxpool2x2_argmax(x, sh, sw, out):  # type: ignore[no-untyped-def]
+    """maxpool2d_argmax for 2x2 windows that all lie inside the input (no padding, dilation
+    1): constant trip counts the compiler unrolls, and selects instead of branches (3x faster
+    than the general loops on MaxPool2d(2) of 64 x 16 x 8 x 8 float32, both timed in one
+    process)."""
+    B, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for b in range(B):
+        xb = x[b]
+        ob = out[b]
+        for oh in range(OH):
+            h0 = oh * sh
+            for ow in range(OW):
+                w0 = ow * sw
+                best = xb[h0, w0]
+                idx = h0 * W + w0
+                for i in range(2):
+                    for j in range(2):
+                        v = xb[h0 + i, w0 + j]
+                        take = (v > best) | (v != v)
+                        best = v if take else best
+                        idx = (h0 + i) * W + w0 + j if take else idx
+                ob[oh, ow] = idx
+    return out
+
+
+@numba.njit(cache=True)
 def maxpool2d_argmax(x, kh, kw, sh, sw, ph, pw, dh, dw, out):  # type: ignore[no-untyped-def]
     """out[b, oh, ow] = the flat index h * W + w of the maximum of x[b]'s window (oh, ow)."""
     B, H, W = x.shape
     OH, OW = out.shape[1], out.shape[2]
+    if kh == 2 and kw == 2 and ph == 0 and pw == 0 and dh == 1 and dw == 1 and OH > 0 and \
+            OW > 0 and (OH - 1) * sh + 2 <= H and (OW - 1) * sw + 2 <= W:
+        return _maxpool2x2_argmax(x, sh, sw, out)
     for b in range(B):
         for oh in range(OH):
             h0 = oh * sh - ph
