@@ -3,6 +3,10 @@ the driver calls between them: im2col (an input's windows as the columns of a (g
 N*oh*ow) matrix), col2im (its adjoint: columns summed back into the windows they came from) and
 the moves between a conv's (N, O, oh, ow) layout and the GEMM's (groups, O / groups, N*oh*ow).
 
+`conv_bias_act` is conv_from_gcl with the epilogue passes/conv.py fuses into it: the bias of
+each output channel added and ReLU applied as the move writes each element (the bias add and
+activation of a conv layer cost no pass of their own).
+
 Every function writes the array it is given (and returns it), fully: the driver passes buffers
 it allocated or planned. Arrays are 4-d (a 1-d conv has height 1); inputs may have any layout.
 Padding is (top, left): the bottom and right padding is implied by the output size."""
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from .scalar import relu, zero_like
 
 # The loops test each position's bounds (an if per element) rather than computing the valid
 # range of every row: with rows as short as a digits image's (8), the branchy form ran 3-4x
@@ -108,4 +114,30 @@ def conv_from_gcl(m, out):  # type: ignore[no-untyped-def]
                     base = (n * oh + y) * ow
                     for xo in range(ow):
                         dst[xo] = row[base + xo]
+    return out
+
+
+@numba.njit(cache=True)
+def conv_bias_act(m, bias, act, out):  # type: ignore[no-untyped-def]
+    """out[n, g*Og + o, y, xo] = act(m[g, o, (n*oh + y)*ow + xo] + bias[g*Og + o]): conv_from_gcl
+    with the bias (skipped when it has no elements) and, for act == 1, ReLU (scalar.relu: -0.0
+    and NaN kept), rounded as the separate add and relu round (one add in the output's dtype)."""
+    n_, o_, oh, ow = out.shape
+    groups = m.shape[0]
+    og = o_ // groups
+    has_bias = bias.shape[0] > 0
+    for g in range(groups):
+        for o in range(og):
+            row = m[g, o]
+            c = g * og + o
+            b = zero_like(row[0])  # (typed as the output; m has elements: empties run eagerly)
+            if has_bias:
+                b = bias[c]
+            for n in range(n_):
+                for y in range(oh):
+                    dst = out[n, c, y]
+                    base = (n * oh + y) * ow
+                    for xo in range(ow):
+                        v = row[base + xo] + b if has_bias else row[base + xo]
+                        dst[xo] = relu(v) if act == 1 else v
     return out
