@@ -1,18 +1,23 @@
 """Convolution fusion (CPU): each `conv` becomes `conv_im2col` (its input's windows as
-columns) and `conv_gemm` (the GEMM), with the bias add and a ReLU that only the conv feeds
-folded into the GEMM's epilogue, and a `conv_weight_grad` of the same input and attributes (the
-conv's backward) reads the forward's columns through `conv_weight_grad_cols` instead of building
-them again. Runs after autodiff (the ops it makes have no VJP) and before elementwise fusion.
-Every value keeps its bits: the epilogue rounds as the separate add and relu do."""
+columns) and `conv_gemm` (the GEMM), with what only the conv feeds folded into it: the bias add
+and a ReLU as the GEMM's epilogue, and an eval-mode BatchNorm (x * scale + shift per channel)
+into the weight and bias (w * scale, bias * scale + shift). A `conv_weight_grad` of the same
+input and attributes (the conv's backward) reads the forward's columns through
+`conv_weight_grad_cols` instead of building them again. Runs after autodiff (the ops it makes
+have no VJP) and before elementwise fusion. The bias and ReLU epilogue keeps every bit (it
+rounds as the separate add and relu do); a folded BatchNorm rounds differently (the scale
+applied to the weight before the sum rather than after it), within float32 rounding."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import dtypes as dt
 from ..ir.graph import Graph, Node, Value, walk
+from ..ops import REGISTRY as R
 from ..ops.conv import conv_gemm_op, conv_im2col_op, conv_weight_grad_cols_op
 from ..ops.registry import TensorType
 from .cse import rewrite
@@ -28,31 +33,64 @@ def _compiles(t: TensorType, *more: TensorType) -> bool:
                0 not in u.shape for u in (t,) + more)
 
 
-def _bias_of(add: Node, conv_out: Value, producer: dict[Value, Node]) -> Value | None:
-    """The 1-d bias b when `add` is conv_out + b.reshape(O, 1, ...) (as nn.Conv2d adds it)."""
-    t = conv_out.type
-    if add.name != "add" or len(add.inputs) != 2 or add.out.type != t:
+def _per_channel(n: Node, v: Value, name: str, producer: dict[Value, Node]) -> Value | None:
+    """The 1-d tensor c when `n` is `name`(v, c.reshape(...)) (either order) with c per
+    channel of v: reshaped to (O, 1, ...) as nn.Conv2d's bias, or (1, O, 1, ...) as
+    batch_norm's scale and shift."""
+    t = v.type
+    if n.name != name or len(n.inputs) != 2 or n.out.type != t:
         return None
-    other = add.inputs[1] if add.inputs[0] is conv_out else add.inputs[0]
-    if other is conv_out or not isinstance(other, Value):
+    other = n.inputs[1] if n.inputs[0] is v else n.inputs[0]
+    if other is v or not isinstance(other, Value):
         return None
     r = producer.get(other)
-    channels = t.shape[1]
-    if r is None or r.name != "reshape" or \
-            other.type.shape != (channels,) + (1,) * (t.ndim - 2):
+    o, rest = t.shape[1], (1,) * (t.ndim - 2)
+    if r is None or r.name != "reshape" or other.type.shape not in ((o,) + rest, (1, o) + rest):
         return None
-    b = r.inputs[0]
-    if not isinstance(b, Value) or b.type.shape != (channels,) or b.type.dtype is not t.dtype:
+    c = r.inputs[0]
+    if not isinstance(c, Value) or c.type.shape != (o,) or c.type.dtype is not t.dtype:
         return None
-    return b
+    return c
 
 
-def _sole_reader(v: Value, uses: dict[Value, int], readers: dict[Value, Node]) -> Node | None:
-    return readers.get(v) if uses.get(v, 0) == 1 else None
+@dataclass
+class _Epilogue:
+    """What a conv absorbs: conv + bias, then * scale + shift (an eval BatchNorm), then ReLU."""
+
+    absorbed: list[Node] = field(default_factory=list)  # in graph order, the last one's
+    bias: Value | None = None                             # result is the fused conv's
+    scale: Value | None = None
+    shift: Value | None = None
+    act: str = ""
 
 
-def _plan(g: Graph) -> dict[Node, Any]:
-    """conv node -> (bias or None, the last node it absorbs, the value it then defines)."""
+def _epilogue(conv: Node, uses: dict[Value, int], readers: dict[Value, Node],
+              producer: dict[Value, Node]) -> _Epilogue:
+    e = _Epilogue()
+    cur = conv.out
+
+    def reader() -> Node | None:
+        return readers.get(cur) if uses.get(cur, 0) == 1 else None
+
+    n = reader()
+    if n is not None and (b := _per_channel(n, cur, "add", producer)) is not None:
+        e.bias, cur = b, n.out
+        e.absorbed.append(n)
+        n = reader()
+    if n is not None and (s := _per_channel(n, cur, "mul", producer)) is not None:
+        m = readers.get(n.out) if uses.get(n.out, 0) == 1 else None
+        t = _per_channel(m, n.out, "add", producer) if m is not None else None
+        if m is not None and t is not None:
+            e.scale, e.shift, cur = s, t, m.out
+            e.absorbed += [n, m]
+            n = reader()
+    if n is not None and n.name == "relu" and n.out.type == cur.type:
+        e.act = "relu"
+        e.absorbed.append(n)
+    return e
+
+
+def _plan(g: Graph) -> dict[Node, _Epilogue]:
     uses: dict[Value, int] = g.uses()
     top = set(g.nodes)
     for n in walk(g.nodes):  # reads inside regions count as well
@@ -61,35 +99,49 @@ def _plan(g: Graph) -> dict[Node, Any]:
                 uses[v] = uses.get(v, 0) + 1
     producer = {o: n for n in g.nodes for o in n.outs}
     readers = {v: n for n in g.nodes for v in n.values_in()}
-    plan: dict[Node, Any] = {}
+    plan: dict[Node, _Epilogue] = {}
     for n in g.nodes:
         if n.name != "conv" or not all(isinstance(v, Value) for v in n.inputs):
             continue
         x, w = n.inputs
         assert isinstance(x, Value) and isinstance(w, Value)
-        if not _compiles(n.out.type, x.type, w.type):
-            continue
-        last, bias = n, None
-        add = _sole_reader(n.out, uses, readers)
-        if add is not None:
-            bias = _bias_of(add, n.out, producer)
-        act = ""
-        if bias is not None:
-            assert add is not None
-            last = add
-            relu = _sole_reader(add.out, uses, readers)
-            if relu is not None and relu.name == "relu" and relu.out.type == add.out.type:
-                last, act = relu, "relu"
-        plan[n] = (bias, last, act)
+        if _compiles(n.out.type, x.type, w.type):
+            plan[n] = _epilogue(n, uses, readers, producer)
     return plan
+
+
+def _node(name: str, ins: tuple[Value, ...], loc: str, **attrs: Any) -> Node:
+    op = R[name]
+    t = op.infer([v.type for v in ins], **attrs)
+    assert isinstance(t, TensorType)
+    return Node(op, ins, (Value(t),), attrs, loc)
+
+
+def _folded(conv: Node, e: _Epilogue, nodes: list[Node]) -> tuple[Value, Value | None]:
+    """The weight and bias with an eval BatchNorm folded in (w * scale per output channel,
+    bias * scale + shift), appended as nodes: computed each call from the current
+    parameters and running statistics, a few hundred elements."""
+    w = conv.inputs[1]
+    assert isinstance(w, Value)
+    if e.scale is None or e.shift is None:
+        return w, e.bias
+    s4 = _node("reshape", (e.scale,), conv.loc, shape=(w.type.shape[0],) +
+               (1,) * (w.type.ndim - 1))
+    w2 = _node("mul", (w, s4.out), conv.loc)
+    nodes += [s4, w2]
+    if e.bias is None:
+        return w2.out, e.shift
+    bs = _node("mul", (e.bias, e.scale), conv.loc)
+    b2 = _node("add", (bs.out, e.shift), conv.loc)
+    nodes += [bs, b2]
+    return w2.out, b2.out
 
 
 def conv_fuse(g: Graph) -> Graph:
     plan = _plan(g)
     if not plan:
         return g
-    absorbed = {p[1]: c for c, p in plan.items() if p[1] is not c}
-    absorbed.update({m: c for c, p in plan.items() for m in _between(g, c, p[1])})
+    owner = {m: c for c, e in plan.items() for m in e.absorbed}
     cols_of: dict[tuple, Value] = {}  # (input, attributes, kernel) -> its columns
     pending: dict[Node, Value] = {}  # conv -> its columns, until its last absorbed node
     nodes: list[Node] = []
@@ -104,14 +156,15 @@ def conv_fuse(g: Graph) -> Graph:
             if int(np.prod(cols.type.shape)) <= SHARE_LIMIT:
                 cols_of[_key(x, at)] = cols
             pending[n] = cols
-        if n in plan or n in absorbed:
-            conv = n if n in plan else absorbed[n]
-            bias, last, act = plan[conv]
+        if n in plan or n in owner:
+            conv = n if n in plan else owner[n]
+            e = plan[conv]
+            last = e.absorbed[-1] if e.absorbed else conv
             if n is last:
-                w = conv.inputs[1]
-                ins = (pending.pop(conv), w) + ((bias,) if bias is not None else ())
+                w2, b2 = _folded(conv, e, nodes)
+                ins = (pending.pop(conv), w2) + ((b2,) if b2 is not None else ())
                 nodes.append(Node(conv_gemm_op, ins, last.outs,
-                                  {"out_shape": tuple(conv.out.type.shape), "act": act},
+                                  {"out_shape": tuple(conv.out.type.shape), "act": e.act},
                                   conv.loc))
             continue
         if n.name == "conv_weight_grad" and isinstance(n.inputs[0], Value):
@@ -124,14 +177,6 @@ def conv_fuse(g: Graph) -> Graph:
                 continue
         nodes.append(n)
     return rewrite(g, {}, nodes)
-
-
-def _between(g: Graph, conv: Node, last: Node) -> list[Node]:
-    """The add between a conv and the ReLU that ends its epilogue (absorbed as well)."""
-    if last is conv or last.name != "relu":
-        return []
-    v = last.inputs[0]
-    return [n for n in g.nodes if v in n.outs]
 
 
 def _key(x: Value, at: dict[str, Any]) -> tuple:
