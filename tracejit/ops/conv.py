@@ -463,35 +463,68 @@ def _spatial2(shape: Sequence[int]) -> tuple[int, int]:
     return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
 
 
-def _conv_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
-    x, w = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in x.shape:
-        return None  # (empty convolutions run eagerly)
-    g = at["groups"]
+def _skip(out: TensorType, *ins: TensorType) -> bool:
+    """No compiled form: not float, or empty (empty convolutions run eagerly)."""
+    return out.dtype not in (dt.float32, dt.float64) or any(0 in t.shape for t in (out,) + ins)
+
+
+def _im2col_src(x: str, xt: TensorType, at: dict[str, Any], kernel: Sequence[int],
+                out: Sequence[int], groups: int) -> str:
+    """An expression: the columns of input `x` for windows of `kernel` at output size `out`."""
+    k, kargs = _k2(at, kernel)
+    oh, ow = _spatial2(out)
+    shape = (groups, xt.shape[1] // groups * k[0] * k[1], xt.shape[0] * oh * ow)
+    return (f"conv_im2col({_as4(x, xt)}, {kargs}, {oh}, {ow}, {groups}, "
+            f"np.empty({shape!r}, {np_name(xt.dtype)}))")
+
+
+def _gemm_src(cols: str, w: str, bias: str | None, act: str, groups: int, kk: int,
+              out: TensorType) -> str:
+    """Statements assigning {out}: act(weight @ columns + bias) in the conv output's layout."""
     n, o = out.shape[:2]
     oh, ow = _spatial2(out.shape[2:])
-    k, kargs = _k2(at, w.shape[2:])
-    kk = w.shape[1] * k[0] * k[1]
     ty = np_name(out.dtype)
-    return (f"{{out}}_c = conv_im2col({_as4(a[0], x)}, {kargs}, {oh}, {ow}, {g}, "
-            f"np.empty({(g, kk, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}}_w = np.ascontiguousarray({a[1]}).reshape({(g, o // g, kk)!r})\n"
-            f"{{out}}_m = {_mm('{out}_w', '{out}_c', g, (1, o, n * oh * ow))}\n"
-            f"{{out}} = conv_from_gcl({{out}}_m, np.empty({(n, o, oh, ow)!r}, {ty}))"
+    return (f"{{out}}_w = np.ascontiguousarray({w}).reshape({(groups, o // groups, kk)!r})\n"
+            f"{{out}}_m = {_mm('{out}_w', cols, groups, (1, o, n * oh * ow))}\n"
+            f"{{out}} = conv_bias_act({{out}}_m, {bias or f'np.empty(0, {ty})'}, "
+            f"{ACTS.index(act)}, np.empty({(n, o, oh, ow)!r}, {ty}))"
             + ("" if out.ndim == 4 else f".reshape({tuple(out.shape)!r})"))
+
+
+def _wgrad_src(cols: str, gr: str, grt: TensorType, groups: int, out: TensorType) -> str:
+    """Statements assigning {out}: the output gradient (as the GEMM's layout) @ columns.T."""
+    n, o = grt.shape[:2]
+    oh, ow = _spatial2(grt.shape[2:])
+    if groups == 1:  # (the columns transposed: a free F-contiguous view BLAS reads as it is)
+        mm = f"matmul2d({{out}}_g[0], {cols}[0].T)"
+    else:
+        mm = f"matmul_batched({{out}}_g, {cols}.transpose((0, 2, 1)))"
+    return (f"{{out}}_g = conv_to_gcl({_as4(gr, grt)}, {groups}, "
+            f"np.empty({(groups, o // groups, n * oh * ow)!r}, {np_name(out.dtype)}))\n"
+            f"{{out}} = np.ascontiguousarray({mm}).reshape({tuple(out.shape)!r})")
+
+
+def _conv_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    x, w = ins
+    if _skip(out, x):
+        return None
+    g = at["groups"]
+    cols = _im2col_src(a[0], x, at, w.shape[2:], out.shape[2:], g)
+    return f"{{out}}_c = {cols}\n" + _gemm_src("{out}_c", a[1], None, "", g,
+                                                int(np.prod(w.shape[1:])), out)
 
 
 def _transpose_rule(a: list[str], at: dict[str, Any], out: TensorType,
                     ins: list[Any]) -> str | None:
     x, w = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in x.shape:
+    if _skip(out, x):
         return None
     g = at["groups"]
     n, o = x.shape[:2]
     h, ww = _spatial2(out.shape[2:])
     oh, ow = _spatial2(x.shape[2:])
-    k, kargs = _k2(at, w.shape[2:])
-    kk = w.shape[1] * k[0] * k[1]
+    _, kargs = _k2(at, w.shape[2:])
+    kk = int(np.prod(w.shape[1:]))
     ty = np_name(out.dtype)
     return (f"{{out}}_x = conv_to_gcl({_as4(a[0], x)}, {g}, "
             f"np.empty({(g, o // g, n * oh * ow)!r}, {ty}))\n"
@@ -506,23 +539,11 @@ def _transpose_rule(a: list[str], at: dict[str, Any], out: TensorType,
 def _wgrad_rule(a: list[str], at: dict[str, Any], out: TensorType,
                 ins: list[Any]) -> str | None:
     x, gr = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in gr.shape:
+    if _skip(out, gr):
         return None
     g = at["groups"]
-    n, o = gr.shape[:2]
-    oh, ow = _spatial2(gr.shape[2:])
-    k, kargs = _k2(at, at["kernel_size"])
-    kk = out.shape[1] * k[0] * k[1]
-    ty = np_name(out.dtype)
-    if g == 1:  # (the columns transposed: a free F-contiguous view BLAS reads as it is)
-        mm = "matmul2d({out}_g[0], {out}_c[0].T)"
-    else:
-        mm = "matmul_batched({out}_g, {out}_c.transpose((0, 2, 1)))"
-    return (f"{{out}}_c = conv_im2col({_as4(a[0], x)}, {kargs}, {oh}, {ow}, {g}, "
-            f"np.empty({(g, kk, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}}_g = conv_to_gcl({_as4(a[1], gr)}, {g}, "
-            f"np.empty({(g, o // g, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}} = np.ascontiguousarray({mm}).reshape({tuple(out.shape)!r})")
+    cols = _im2col_src(a[0], x, at, at["kernel_size"], gr.shape[2:], g)
+    return f"{{out}}_c = {cols}\n" + _wgrad_src("{out}_c", a[1], gr, g, out)
 
 
 conv_op = defop(
@@ -543,48 +564,29 @@ conv_weight_grad_op = defop(
 def _im2col_rule(a: list[str], at: dict[str, Any], out: TensorType,
                  ins: list[Any]) -> str | None:
     (x,) = ins
-    if 0 in out.shape or 0 in x.shape:
+    if _skip(out, x):
         return None
-    _, kargs = _k2(at, at["kernel_size"])
     s, p, d = _attrs2d(at["stride"], at["padding"], at["dilation"])
     k = _spatial2(at["kernel_size"])
-    oh, ow = ((n + lo + hi - dd * (kk - 1) - 1) // st + 1
-              for n, (lo, hi), dd, kk, st in zip(_spatial2(x.shape[2:]), p, d, k, s))
-    return (f"conv_im2col({_as4(a[0], x)}, {kargs}, {oh}, {ow}, {at['groups']}, "
-            f"np.empty({tuple(out.shape)!r}, {np_name(out.dtype)}))")
+    size = tuple((n + lo + hi - dd * (kk - 1) - 1) // st + 1
+                 for n, (lo, hi), dd, kk, st in zip(_spatial2(x.shape[2:]), p, d, k, s))
+    return _im2col_src(a[0], x, at, at["kernel_size"], size, at["groups"])
 
 
 def _gemm_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
-    cols, w = ins[0], ins[1]
-    if 0 in out.shape or 0 in cols.shape:
+    cols = ins[0]
+    if _skip(out, cols):
         return None
-    g, kk = cols.shape[0], cols.shape[1]
-    n, o = out.shape[:2]
-    oh, ow = _spatial2(out.shape[2:])
-    ty = np_name(out.dtype)
-    bias = a[2] if len(a) == 3 else f"np.empty(0, {ty})"
-    return (f"{{out}}_w = np.ascontiguousarray({a[1]}).reshape({(g, o // g, kk)!r})\n"
-            f"{{out}}_m = {_mm('{out}_w', a[0], g, (1, o, n * oh * ow))}\n"
-            f"{{out}} = conv_bias_act({{out}}_m, {bias}, {ACTS.index(at['act'])}, "
-            f"np.empty({(n, o, oh, ow)!r}, {ty}))"
-            + ("" if out.ndim == 4 else f".reshape({tuple(out.shape)!r})"))
+    return _gemm_src(a[0], a[1], a[2] if len(a) == 3 else None, at["act"], cols.shape[0],
+                     cols.shape[1], out)
 
 
 def _wgrad_cols_rule(a: list[str], at: dict[str, Any], out: TensorType,
                      ins: list[Any]) -> str | None:
     cols, gr = ins
-    if 0 in out.shape or 0 in gr.shape:
+    if _skip(out, gr):
         return None
-    g = cols.shape[0]
-    n, o = gr.shape[:2]
-    oh, ow = _spatial2(gr.shape[2:])
-    if g == 1:
-        mm = f"matmul2d({{out}}_g[0], {a[0]}[0].T)"
-    else:
-        mm = f"matmul_batched({{out}}_g, {a[0]}.transpose((0, 2, 1)))"
-    return (f"{{out}}_g = conv_to_gcl({_as4(a[1], gr)}, {g}, "
-            f"np.empty({(g, o // g, n * oh * ow)!r}, {np_name(out.dtype)}))\n"
-            f"{{out}} = np.ascontiguousarray({mm}).reshape({tuple(out.shape)!r})")
+    return _wgrad_src(a[0], a[1], gr, cols.shape[0], out)
 
 
 conv_im2col_op = defop(
