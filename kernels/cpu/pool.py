@@ -37,6 +37,19 @@ def _window(o, size, osize, k, s, p, adaptive):  # type: ignore[no-untyped-def]
     return max(start, 0), min(end, size), extent
 
 
+@numba.njit(cache=True, inline="always")
+def max_window(o, size, k, s, p, d):  # type: ignore[no-untyped-def]
+    """[start, stop) of output position o's max-pooling window along one dim, stepping by d:
+    it starts at o * s - p, moved past the padding to its first position in the input, and
+    stops at the input's end (torch's cpu_max_pool). The ONNX export builds its table of
+    window positions with it too (tracejit/onnx/table_cnn.py), so both agree by construction."""
+    start = o * s - p
+    stop = min(start + (k - 1) * d + 1, size)
+    while start < 0:
+        start += d
+    return start, stop
+
+
 @numba.njit(cache=True)
 def _maxpool2x2_argmax(x, sh, sw, out):  # type: ignore[no-untyped-def]
     """maxpool2d_argmax for 2x2 windows that all lie inside the input (no padding, dilation
@@ -74,15 +87,9 @@ def maxpool2d_argmax(x, kh, kw, sh, sw, ph, pw, dh, dw, out):  # type: ignore[no
         return _maxpool2x2_argmax(x, sh, sw, out)
     for b in range(B):
         for oh in range(OH):
-            h0 = oh * sh - ph
-            h1 = min(h0 + (kh - 1) * dh + 1, H)
-            while h0 < 0:
-                h0 += dh
+            h0, h1 = max_window(oh, H, kh, sh, ph, dh)
             for ow in range(OW):
-                w0 = ow * sw - pw
-                w1 = min(w0 + (kw - 1) * dw + 1, W)
-                while w0 < 0:
-                    w0 += dw
+                w0, w1 = max_window(ow, W, kw, sw, pw, dw)
                 idx = h0 * W + w0
                 if h0 >= h1 or w0 >= w1:  # no valid position: torch's index, out of range
                     out[b, oh, ow] = idx  # (the gather of the values then raises)
