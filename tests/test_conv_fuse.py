@@ -179,7 +179,7 @@ def test_eval_batchnorm_folded_into_the_conv(r: int, conv_bias: bool) -> None:
     m = _bn_model(r, conv_bias)
     f = tracejit.jit(lambda x: m(x))
     shape = (2, 2, 6, 6) if r == 2 else (2, 2, 9)
-    for k in range(3):
+    for _ in range(3):
         x = tracejit.tensor(_f32(*shape))
         with tracejit.no_grad():
             got, want = f(x).numpy(), m(x).numpy()

@@ -151,7 +151,9 @@ def conv_fuse(g: Graph) -> Graph:
             assert isinstance(x, Value) and isinstance(w, Value)
             at = {k: n.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
             at["kernel_size"] = tuple(w.type.shape[2:])
-            cols = Value(conv_im2col_op.infer([x.type], **at), f"{n.out.name}_cols")
+            ct = conv_im2col_op.infer([x.type], **at)
+            assert isinstance(ct, TensorType)
+            cols = Value(ct, f"{n.out.name}_cols")
             nodes.append(Node(conv_im2col_op, (x,), (cols,), at, n.loc))
             if int(np.prod(cols.type.shape)) <= SHARE_LIMIT:
                 cols_of[_key(x, at)] = cols
@@ -170,9 +172,9 @@ def conv_fuse(g: Graph) -> Graph:
         if n.name == "conv_weight_grad" and isinstance(n.inputs[0], Value):
             at = {k: n.attrs[k] for k in ("stride", "padding", "dilation", "groups",
                                           "kernel_size")}
-            cols = cols_of.get(_key(n.inputs[0], at))
-            if cols is not None and _compiles(n.out.type):
-                nodes.append(Node(conv_weight_grad_cols_op, (cols, n.inputs[1]), n.outs,
+            shared = cols_of.get(_key(n.inputs[0], at))
+            if shared is not None and _compiles(n.out.type):
+                nodes.append(Node(conv_weight_grad_cols_op, (shared, n.inputs[1]), n.outs,
                                   {"kernel_size": tuple(at["kernel_size"])}, n.loc))
                 continue
         nodes.append(n)
