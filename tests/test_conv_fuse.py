@@ -16,6 +16,7 @@ from test_pool_bn import ref_max_pool2d
 import tracejit
 import tracejit.nn as nn
 from tracejit.ops.conv import conv_gemm_op, conv_im2col_op, conv_weight_grad_cols_op
+from tracejit.ops.pool import max_pool2d_relu_bwd_op
 
 RNG = np.random.default_rng(15)
 
@@ -255,3 +256,69 @@ def test_max_pool_2x2_fast_path_against_numpy(ceil: bool) -> None:
         f = tracejit.jit(lambda a, s=s: nn.functional.max_pool2d(a, 2, s, ceil_mode=ceil))
         f(t)
         np.testing.assert_array_equal(f(t).numpy(), want)
+
+
+def test_max_pool_relu_bwd_eager_against_numpy() -> None:
+    """Each window's gradient added at its argmax onto +0.0 (overlapping windows sum), then
+    masked by y > 0: NaN and -0.0 as the unfused multiply gives them."""
+    y = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    y[0, 0, 0, 0] = np.nan
+    idx = RNG.integers(0, 20, (2, 3, 6))
+    g = RNG.standard_normal((2, 3, 6)).astype(np.float32)
+    g[1, 1, 0] = -0.0
+    want = np.zeros((2, 3, 20))
+    for b in range(2):
+        for c in range(3):
+            for k in range(6):
+                want[b, c, idx[b, c, k]] += g[b, c, k]
+    want = want.reshape(y.shape) * (y > 0)
+    got = max_pool2d_relu_bwd_op.eager(g, idx, y)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+class _PoolNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6 * 3 * 3, 3)
+
+    def forward(self, x: Any) -> Any:
+        x = self.pool(self.c1(x).relu())
+        # stride 1: overlapping windows, whose gradients add at a shared argmax
+        x = nn.functional.max_pool2d(self.c2(x).relu(), 2, stride=1)
+        return self.fc(x.flatten(1))
+
+
+def test_cnn_training_step_with_fused_pool_relu_gradient_matches_eager() -> None:
+    """Conv-ReLU-MaxPool training (the digits CNN's shape): the pool-and-ReLU gradient is one
+    kernel and every step's loss and weights are eager's, with ties in the pooling windows
+    (integer-valued images) and values changing between calls."""
+    tracejit.manual_seed(3)
+    a = _PoolNet()
+    b = _PoolNet()
+    b.load_state_dict(a.state_dict())
+    oa = tracejit.optim.Adam(a.parameters(), lr=1e-2)
+    ob = tracejit.optim.Adam(b.parameters(), lr=1e-2)
+
+    def step(m: Any, opt: Any, x: Any, y: Any) -> Any:
+        loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    f = tracejit.jit(step)
+    for k in range(4):
+        x = tracejit.tensor(RNG.integers(0, 3, (5, 1, 8, 8)).astype(np.float32) if k % 2 else
+                            _f32(5, 1, 8, 8))
+        y = tracejit.tensor(RNG.integers(0, 3, 5))
+        want, got = step(a, oa, x, y), f(b, ob, x, y)
+        np.testing.assert_allclose(got.item(), want.item(), rtol=1e-5)
+        for p, q in zip(a.parameters(), b.parameters()):
+            np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-5,
+                                       atol=1e-6)
+    ir = f.ir(b, ob, x, y)
+    assert ir.count("= max_pool2d_relu_bwd ") == 2 and "= scatter_add[" not in ir, ir
+    assert f.cache_info().fallbacks == 0

@@ -673,6 +673,7 @@ PASS_MADE = {
     "conv_im2col": "passes/conv.py; tests/test_conv_fuse.py",
     "conv_gemm": "passes/conv.py; tests/test_conv_fuse.py",
     "conv_weight_grad_cols": "passes/conv.py; tests/test_conv_fuse.py",
+    "max_pool2d_relu_bwd": "passes/conv.py; tests/test_conv_fuse.py",
 }
 
 

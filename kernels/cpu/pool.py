@@ -164,3 +164,26 @@ def window_avg_bwd(g, kh, kw, sh, sw, ph, pw, include_pad, divisor, adaptive,
             for w in range(W):
                 out[b, h, w] = acc[h, w]
     return out
+
+
+@numba.njit(cache=True)
+def maxpool_relu_bwd(g, idx, y, out):  # type: ignore[no-untyped-def]
+    """The gradient through max pooling and the ReLU before it, in one pass per plane (what
+    passes/conv.py makes of scatter_add into zeros, reshape, and `* (y > 0)`): out[b] = +0.0,
+    each window's g[b, k] added at its argmax idx[b, k] (in window order, as scatter_add adds),
+    then every element multiplied by 1 where y > 0, else by 0 (so -0.0 and NaN come out as the
+    unfused multiply gives them). (planes, K) g and idx, (planes, H*W) y and out."""
+    B, K = g.shape
+    HW = out.shape[1]
+    one = np.ones(1, out.dtype)[0]
+    zero = np.zeros(1, out.dtype)[0]
+    for b in range(B):
+        ob = out[b]
+        for i in range(HW):
+            ob[i] = zero
+        for k in range(K):
+            ob[idx[b, k]] += g[b, k]
+        yb = y[b]
+        for i in range(HW):
+            ob[i] = ob[i] * (one if yb[i] > 0 else zero)
+    return out

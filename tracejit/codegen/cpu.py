@@ -43,6 +43,7 @@ from tracejit.kernels.cpu.scan import cumsum_rows, argsort_rows  # noqa: F401
 from tracejit.kernels.cpu.attention import attention_fwd, attention_bwd_flat  # noqa: F401
 from tracejit.kernels.cpu.conv import conv_im2col, conv_col2im, conv_to_gcl, conv_bias_act  # noqa
 from tracejit.kernels.cpu.pool import maxpool2d_argmax, window_avg, window_avg_bwd  # noqa: F401
+from tracejit.kernels.cpu.pool import maxpool_relu_bwd  # noqa: F401
 from tracejit.kernels.cpu.vmath import exp as vexp, log as vlog, tanh as vtanh  # noqa: F401
 from tracejit.kernels.cpu.vmath import sigmoid as vsigmoid, erf as verf, rsqrt as vrsqrt  # noqa
 from tracejit.kernels.cpu.vmath import ipow  # noqa: F401

@@ -3,7 +3,9 @@ columns) and `conv_gemm` (the GEMM), with what only the conv feeds folded into i
 and a ReLU as the GEMM's epilogue, and an eval-mode BatchNorm (x * scale + shift per channel)
 into the weight and bias (w * scale, bias * scale + shift). A `conv_weight_grad` of the same
 input and attributes (the conv's backward) reads the forward's columns through
-`conv_weight_grad_cols` instead of building them again. Runs after autodiff (the ops it makes
+`conv_weight_grad_cols` instead of building them again. The gradient of a max pooling after a
+ReLU (a zero fill, a scatter_add of each window's gradient at its argmax, and `* (y > 0)`)
+becomes one `max_pool2d_relu_bwd` pass per plane. Runs after autodiff (the ops it makes
 have no VJP) and before elementwise fusion. The bias and ReLU epilogue keeps every bit (it
 rounds as the separate add and relu do); a folded BatchNorm rounds differently (the scale
 applied to the weight before the sum rather than after it), within float32 rounding."""
@@ -16,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes as dt
-from ..ir.graph import Graph, Node, Value, walk
+from ..ir.graph import Const, Graph, Node, Value, walk
 from ..ops import REGISTRY as R
 from ..ops.conv import conv_gemm_op, conv_im2col_op, conv_weight_grad_cols_op
+from ..ops.pool import max_pool2d_relu_bwd_op
 from ..ops.registry import TensorType
 from .cse import rewrite
 
@@ -137,7 +140,59 @@ def _folded(conv: Node, e: _Epilogue, nodes: list[Node]) -> tuple[Value, Value |
     return w2.out, b2.out
 
 
+def _positive_zeros(n: Node | None) -> bool:
+    """Is n a tensor of +0.0 (a constant or a `full`)? Adding onto it gives the addend's
+    bits, except -0.0 + +0.0 = +0.0, which the fused kernel's +0.0 start repeats."""
+    if n is None:
+        return False
+    if n.name == "full":
+        v = n.attrs["value"]
+        return v == 0 and np.copysign(1.0, v) > 0
+    if n.name == "constant":
+        a = np.asarray(n.attrs["value"])
+        return a.dtype.kind == "f" and not np.any(a) and not np.any(np.signbit(a))
+    return False
+
+
+def _pool_relu_bwd(n: Node, uses: dict[Value, int],
+                   producer: dict[Value, Node]) -> tuple[Value, Value, Value] | None:
+    """(g, idx, y) when n is reshape(scatter_add(zeros, idx, g, dim=2)) * (y > 0) with idx
+    a max-pooling's argmax: the backward of max_pool2d after a ReLU, as autograd writes it."""
+    if n.name != "mul" or len(n.inputs) != 2 or not all(isinstance(v, Value) for v in n.inputs):
+        return None
+    for r, m in (n.inputs, n.inputs[::-1]):
+        assert isinstance(r, Value) and isinstance(m, Value)
+        rn, mn = producer.get(r), producer.get(m)
+        if rn is None or mn is None or rn.name != "reshape" or mn.name != "gt":
+            continue
+        y, zero = mn.inputs
+        if not isinstance(y, Value) or not isinstance(zero, Const) or zero.value != 0 or \
+                y.type.ndim != 4 or r.type != y.type or n.out.type != y.type:
+            continue
+        sv = rn.inputs[0]
+        if not isinstance(sv, Value):
+            continue
+        sn = producer.get(sv)
+        if sn is None or sn.name != "scatter_add" or sn.attrs.get("dim") not in (2, -1):
+            continue
+        base, idx, gr = sn.inputs
+        if not (isinstance(idx, Value) and isinstance(gr, Value) and isinstance(base, Value)):
+            continue
+        inode = producer.get(idx)
+        while inode is not None and inode.name == "reshape":  # back to the argmax
+            src = inode.inputs[0]
+            inode = producer.get(src) if isinstance(src, Value) else None
+        if inode is None or inode.name != "max_pool2d_indices" or \
+                not _positive_zeros(producer.get(base)) or gr.type.ndim != 3 or \
+                gr.type.shape[:2] != y.type.shape[:2] or \
+                any(uses.get(v, 0) != 1 for v in (sv, r, m)):
+            continue
+        return gr, idx, y
+    return None
+
+
 def conv_fuse(g: Graph) -> Graph:
+    g = _fuse_pool_relu_bwd(g)
     plan = _plan(g)
     if not plan:
         return g
@@ -179,6 +234,23 @@ def conv_fuse(g: Graph) -> Graph:
                 continue
         nodes.append(n)
     return rewrite(g, {}, nodes)
+
+
+def _fuse_pool_relu_bwd(g: Graph) -> Graph:
+    """Each max-pool-after-ReLU gradient (zeros, scatter_add, reshape, gt, mul: a dense zero
+    fill, a scatter and a masked pass) becomes one max_pool2d_relu_bwd (CPU floats)."""
+    uses = g.uses()
+    producer = {o: n for n in g.nodes for o in n.outs}
+    nodes: list[Node] = []
+    changed = False
+    for n in g.nodes:
+        found = _pool_relu_bwd(n, uses, producer)
+        if found is not None and _compiles(n.out.type, found[0].type):
+            nodes.append(Node(max_pool2d_relu_bwd_op, found, n.outs, {}, n.loc))
+            changed = True
+            continue
+        nodes.append(n)
+    return rewrite(g, {}, nodes) if changed else g
 
 
 def _key(x: Value, at: dict[str, Any]) -> tuple:
