@@ -13,7 +13,7 @@ whose gradient is ~0 by a float32-rounding-chosen sign, as in mlp-large).
 from __future__ import annotations
 
 import gzip
-import os
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -26,15 +26,15 @@ from .train import NumpyAdam, cross_entropy_grad, outputs
 CHECK_STEPS = 3
 SIZES = {"full": {"batch": 64, "c1": 16, "c2": 32},
          "quick": {"batch": 16, "c1": 4, "c2": 8}}
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                    "data", "digits.csv.gz")
 NAMES = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias")
 
 
-def load_digits(path: str = DATA) -> tuple[np.ndarray, np.ndarray]:
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (1797, 1, 8, 8) scaled to [0, 1], labels int64) from the gzip CSV of 64
-    pixel values 0..16 then the label."""
-    with gzip.open(path, "rt") as f:
+    pixel values 0..16 then the label, shipped with the package (data/digits.csv.gz, a copy of
+    examples/data's) so an installed tracejit-bench finds it."""
+    path = resources.files(__package__).joinpath("data/digits.csv.gz")
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float64)
     if table.ndim != 2 or table.shape[1] != 65:
         raise ValueError(f"{path}: expected rows of 65 values (64 pixels, label), got "

@@ -441,7 +441,8 @@ def _step(model: Any, opt: Any, x: Any, y: Any) -> Any:
 def test_jit_training_step_matches_eager() -> None:
     """A few SGD steps of a conv net: eager and @jit give the same losses and weights; no
     fallback, the second entry (with .grad buffers) compiled and hit afterwards; the IR holds
-    the three ops and the bias add fused with its ReLU."""
+    the convs as passes/conv.py rewrites them (im2col, then the GEMM with the bias and ReLU as
+    its epilogue; the weight gradients reading the forward's columns)."""
     ea, eo, ja, jo = _models()
     step = tracejit.jit(_step)
     rng = np.random.default_rng(2)
@@ -458,7 +459,10 @@ def test_jit_training_step_matches_eager() -> None:
     assert info.fallbacks == 0 and info.traces == 2 and info.hits == 2, info
     assert "nodes, compiled" in str(step.explain())
     ir = step.ir(ja, jo, x, y)
-    for op in ("= conv[", "= conv_transpose[", "= conv_weight_grad["):
+    for op in ("= conv_im2col[", "= conv_transpose[", "= conv_weight_grad_cols["):
         assert op in ir, op
-    assert "add ; relu" in ir  # the bias add and the ReLU after a conv: one kernel
-    assert "conv_im2col" in step.source(ja, jo, x, y)
+    assert "= conv[" not in ir and "= conv_weight_grad[" not in ir
+    # c1, c2 (no bias) and c3 (1-d) with their ReLU; the transposed conv's gradient (a conv
+    # sharing its columns with the weight's) without
+    assert ir.count("act='relu'] ") == 3 and ir.count("act=''] ") == 1, ir
+    assert "conv_bias_act(" in step.source(ja, jo, x, y)

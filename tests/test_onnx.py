@@ -482,6 +482,10 @@ UNMAPPED = {
     "attention_bwd": "only a gradient computes it; export traces without gradients",
     "fused": "export reads the graph before fusion",
     "conv_weight_grad": "only a gradient computes it",
+    "conv_im2col": "made by passes/conv.py; export reads the graph before the passes",
+    "conv_gemm": "made by passes/conv.py; export reads the graph before the passes",
+    "conv_weight_grad_cols": "made by passes/conv.py after autodiff",
+    "max_pool2d_relu_bwd": "made by passes/conv.py after autodiff",
     "avg_pool2d_bwd": "only a gradient computes it",
     "adaptive_avg_pool2d_bwd": "only a gradient computes it",
 }

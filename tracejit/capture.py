@@ -14,8 +14,11 @@ in-place writes (effects: a training step, BatchNorm's running statistics in tra
 random draws (the generator's offset is an effect), `.grad` reads and writes, tensors stored
 into Python state, and non-tensor or repeated arguments.
 
+The ONNX export's capture is here as well (`capture_unfused`, at the end): the graph before
+fusion, traced in eval mode without gradients, with its lifted tensors named.
+
 Sits beside jit.py (it drives a JitFunction's tracer) and above ir/ and trace/; codegen and
-the file format (tracejit/exporting/) are not its business.
+the file formats (tracejit/exporting/, tracejit/onnx/) are not its business.
 """
 
 from __future__ import annotations
@@ -23,19 +26,23 @@ from __future__ import annotations
 import gc
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .autograd import is_grad_enabled, no_grad
+from .dispatch import STATE
 from .dtypes import DType
-from .ir.graph import Graph
+from .ir.graph import Graph, Value
 from .ir.verify import verify
 from .passes import run_pipeline
+from .passes.dce import dce
+from .passes.regions import in_regions
 from .tensor import Tensor
 from .trace.sources import ArgSource, GradSource, RefSource, ScalarArgSource, ScalarSource
+from .trace.tracer import Tracer
 
 
 class ExportError(ValueError):
@@ -174,27 +181,21 @@ def _without_backward(tr: Any) -> Graph:
     """The graph without what @jit adds for a backward (outputs that require grad get one):
     the values it saves are extra outputs after the function's own, which an exported
     program never returns. So the graph is the one a call under no_grad compiles."""
+    from .jit import _spec_leaves
+
     used = [x for kind, x in _spec_leaves(tr.out_spec) if kind == "t"]
     g = tr.graph  # before the passes, with those outputs
     return verify(run_pipeline(g.replace(outputs=g.outputs[:max(used, default=-1) + 1])))
-
-
-def _spec_leaves(spec: Any) -> list[Any]:
-    kind, x = spec
-    if kind in ("tuple", "list"):
-        return [leaf for s in x for leaf in _spec_leaves(s)]
-    if kind == "namedtuple":
-        return [leaf for s in x[1] for leaf in _spec_leaves(s)]
-    if kind == "dict":
-        return [leaf for _, s in x for leaf in _spec_leaves(s)]
-    return [spec]
 
 
 def _a(noun: str) -> str:
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
-def _arg_names(fn: Any, n: int) -> list[str]:
+def _arg_names(fn: Any, n: int, other: str = "arg", varargs: bool = True) -> list[str]:
+    """The names of n positional arguments of fn (a Module: its forward): its parameters',
+    `*args` as args0, args1... (with `varargs`), then `other` numbered by position (tracejit's
+    export says arg3, the ONNX one input_3)."""
     target = getattr(fn, "forward", fn) if hasattr(fn, "_parameters") else fn
     out: list[str] = []
     try:
@@ -205,8 +206,10 @@ def _arg_names(fn: Any, n: int) -> list[str]:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             out.append(p.name)
         elif p.kind is p.VAR_POSITIONAL:
+            if not varargs:
+                break
             out += [f"{p.name}{k}" for k in range(n - len(out))]
-    out += [f"arg{k}" for k in range(len(out), n)]
+    out += [f"{other}{k}" for k in range(len(out), n)]
     return out[:n]
 
 
@@ -349,3 +352,107 @@ def _out_spec(spec: Any, head: str, store: _Weights) -> OutSpec:
         tp, items = x
         return ["namedtuple", [tp.__name__, list(tp._fields), [sub(s) for s in items]]]
     raise AssertionError(kind)
+
+
+# ---- the unfused graph, for the ONNX export -------------------------------------------------
+
+
+@dataclass
+class Unfused:
+    graph: Graph
+    input_names: list[str]  # one per graph input
+    lifted: list[tuple[Value, str, np.ndarray]]  # each lifted value, its name and its data
+    outputs: list[Value]  # the function's tensor results, flattened in order
+    effects: int  # how many tensors the function wrote in place (refused after conversion)
+
+
+def _lifted_names(fn: Any, args: Sequence[Any]) -> dict[int, str]:
+    """id(tensor) -> its initializer's name: a Module's parameters and buffers as
+    `named_parameters()` names them (`fc1.weight`); for a function, the names jit gives the
+    tensors it lifts (modules and tensors among its globals and closure: `model_fc1_weight`)."""
+    from .jit import _tensor_names
+
+    names = _tensor_names(fn, tuple(args))
+    if hasattr(fn, "named_parameters") and hasattr(fn, "named_buffers"):
+        names.update({id(t): n for n, t in fn.named_parameters()})
+        names.update({id(t): n for n, t in fn.named_buffers()})
+    return names
+
+
+def _run(fn: Callable, args: Sequence[Any], tracer: Tracer) -> Any:
+    modes = [(m, m.training) for m in fn.modules()] if hasattr(fn, "modules") else []
+    for m, _ in modes:
+        m.training = False  # exported in eval mode, as torch.onnx.export does
+    grad, STATE.grad_enabled = STATE.grad_enabled, False
+    STATE.tracer = tracer
+    try:
+        return fn(*args)
+    finally:
+        STATE.tracer = None
+        STATE.grad_enabled = grad
+        for m, mode in modes:
+            m.training = mode
+
+
+def capture_unfused(fn: Callable, args: Sequence[Any], error: type[Exception]) -> Unfused:
+    """For the ONNX export (tracejit/onnx/, which raises its own `error` class): run the
+    function (a Module's forward, in eval mode) once on the example arguments under the jit's
+    tracer without gradients, and return the unfused IR graph (dead code removed) with its
+    lifted tensors, so the ONNX writer needs no compiled program."""
+    from .jit import JitFunction, spec_paths
+
+    if isinstance(fn, JitFunction):  # a jitted function or module: export what it wraps
+        fn = fn.fn
+    if STATE.tracer is not None:
+        raise error("tracejit.onnx.export: called while a trace is recording (inside a "
+                          "@jit function or a lazy replay); export from ordinary Python code")
+    name = getattr(fn, "__name__", type(fn).__name__)
+    tracer = Tracer(name)
+    names = _arg_names(fn, len(args), "input_", varargs=False)
+    tracer.add_inputs(list(args), names)
+    out = _run(fn, args, tracer)
+    result = tracer.finish(out)
+    if result.breaks:
+        raise error("tracejit.onnx.export: the function cannot be captured as one graph: "
+                          + "; ".join(map(str, result.breaks)))
+    g = result.graph
+    if g.checks:
+        c = g.checks[0]
+        raise error(
+            f"tracejit.onnx.export: the function branches on a tensor's value at {c.loc} "
+            "(a Python `if`, `while` or bool() of a tensor), so the graph would hold only the "
+            "path these example inputs took; write the branch with tracejit.cond (or the loop "
+            "with tracejit.while_loop), which export as ONNX If and Loop")
+    leaves = [(s, path) for s, path in spec_paths(result.out_spec) if s[0] in ("t", "p", "c")]
+    by_source = {id(p.source): p.value for p in result.params}
+    outputs: list[Value] = []
+    for (kind, x), path in leaves:
+        if kind == "t":
+            v = g.outputs[x]
+        elif kind == "p":
+            v = by_source[id(x)]
+        else:
+            raise error(f"tracejit.onnx.export: {path} of the function's result is "
+                              f"{type(x).__name__}, not a tensor; ONNX outputs are tensors "
+                              "(return only tensors)")
+        assert isinstance(v, Value)
+        outputs.append(v)
+    if not outputs:
+        raise error("tracejit.onnx.export: the function returns no tensor")
+    effects = len(g.effects)
+    g = g.replace(outputs=tuple(outputs), checks=(), effects=())
+    g = in_regions(dce, dce(g))
+    verify(g)
+    known = _lifted_names(fn, args)
+    lifted, used = [], set(names)
+    for k, p in enumerate(q for q in result.params if not isinstance(q.source, ArgSource)):
+        t = p.tensor
+        data = t._data if isinstance(t, Tensor) else np.asarray(t)
+        n = known.get(id(t), f"const_{k}")
+        while n in used:  # (two tensors of one readable name, or a name an input has)
+            n = f"{n}_{k}"
+        used.add(n)
+        lifted.append((p.value, n, np.asarray(data)))
+    input_names = [names[p.source.index] for p in result.params
+                   if isinstance(p.source, ArgSource)]
+    return Unfused(g, input_names, lifted, outputs, effects)

@@ -1041,15 +1041,23 @@ def _tensor_names(fn: Any, args: tuple) -> dict[int, str]:
             names.items()}
 
 
-def _spec_leaves(spec: Any) -> list[Any]:
+def spec_paths(spec: Any, path: str = "result") -> list[tuple[Any, str]]:
+    """The leaves of a traced output structure (the tracer's tagged tuples) in order, each
+    with its place in the result for messages (`result[0]['loss']`)."""
     kind, x = spec
     if kind in ("tuple", "list"):
-        return [leaf for s in x for leaf in _spec_leaves(s)]
-    if kind == "namedtuple":
-        return [leaf for s in x[1] for leaf in _spec_leaves(s)]
-    if kind == "dict":
-        return [leaf for _, s in x for leaf in _spec_leaves(s)]
-    return [spec]
+        parts = [(s, f"{path}[{i}]") for i, s in enumerate(x)]
+    elif kind == "namedtuple":
+        parts = [(s, f"{path}[{i}]") for i, s in enumerate(x[1])]
+    elif kind == "dict":
+        parts = [(s, f"{path}[{k!r}]") for k, s in x]
+    else:
+        return [(spec, path)]
+    return [leaf for s, q in parts for leaf in spec_paths(s, q)]
+
+
+def _spec_leaves(spec: Any) -> list[Any]:
+    return [leaf for leaf, _ in spec_paths(spec)]
 
 
 def _find_tensor(out: Any, v: Any, tracer: Tracer) -> Tensor | None:

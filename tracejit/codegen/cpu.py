@@ -41,8 +41,9 @@ from tracejit.kernels.cpu.index import gather_last, scatter_add_last, take_first
 from tracejit.kernels.cpu.index import check_range, check_target  # noqa: F401
 from tracejit.kernels.cpu.scan import cumsum_rows, argsort_rows  # noqa: F401
 from tracejit.kernels.cpu.attention import attention_fwd, attention_bwd_flat  # noqa: F401
-from tracejit.kernels.cpu.conv import conv_im2col, conv_col2im, conv_to_gcl, conv_from_gcl  # noqa
+from tracejit.kernels.cpu.conv import conv_im2col, conv_col2im, conv_to_gcl, conv_bias_act  # noqa
 from tracejit.kernels.cpu.pool import maxpool2d_argmax, window_avg, window_avg_bwd  # noqa: F401
+from tracejit.kernels.cpu.pool import maxpool_relu_bwd  # noqa: F401
 from tracejit.kernels.cpu.vmath import exp as vexp, log as vlog, tanh as vtanh  # noqa: F401
 from tracejit.kernels.cpu.vmath import sigmoid as vsigmoid, erf as verf, rsqrt as vrsqrt  # noqa
 from tracejit.kernels.cpu.vmath import ipow  # noqa: F401

@@ -5,7 +5,6 @@ following activation under @jit. Padding modes other than zeros pad with `cat` o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -279,15 +278,9 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # torch's: kaiming_uniform_ with a=sqrt(5) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the
-        # bias has the same bound (fan_in of the weight: in_channels / groups * prod(kernel),
-        # out_channels / groups * prod(kernel) for a transposed conv's weight)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        # (fan_in of the weight: in_channels / groups * prod(kernel), out_channels / groups *
+        # prod(kernel) for a transposed conv's weight)
+        init._reset_affine_(self.weight, self.bias, empty_bias="keep")
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -111,3 +111,19 @@ def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in",
         return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
+
+
+def _reset_affine_(weight: Tensor, bias: Tensor | None, empty_bias: str) -> None:
+    """torch's default initialisation of Linear and the convolutions: kaiming_uniform_ with
+    a=sqrt(5), which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias from the same bound.
+    With no fan-in, Linear's bias is zeroed (`empty_bias="zero"`) and a conv's left as it
+    was (`"keep"`), as torch does."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is None:
+        return
+    fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+    if fan_in > 0:
+        bound = 1 / math.sqrt(fan_in)
+        uniform_(bias, -bound, bound)
+    elif empty_bias == "zero":
+        uniform_(bias, 0, 0)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..tensor import Tensor
 from . import functional_pool as P  # noqa: N812
+from .layers import _DropoutNd
 from .module import Module
 
 
@@ -71,19 +72,9 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-class Dropout2d(Module):
+class Dropout2d(_DropoutNd):
     """Zeroes whole channels with probability p in training (scaling the rest by 1/(1-p));
     the identity after `.eval()`."""
 
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
-        self.inplace = inplace
-
     def forward(self, input: Tensor) -> Tensor:
         return P.dropout2d(input, self.p, self.training, self.inplace)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}"

@@ -58,12 +58,12 @@ def export(fn: Callable, example_args: Any, path: str | os.PathLike | None = Non
     tensor the function reads, become initializers (named as in `named_parameters()`). The
     results, flattened, are the outputs (`output`, or `output_0`, `output_1`...)."""
     onnx = _need_onnx()
+    from ..capture import capture_unfused
     from .builder import Builder, onnx_type
-    from .capture import capture
     from .convert import emit_nodes
 
     args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
-    cap = capture(fn, args)
+    cap = capture_unfused(fn, args, ExportError)
     names = list(input_names) if input_names is not None else cap.input_names
     if len(names) != len(cap.input_names):
         raise ExportError(f"tracejit.onnx.export: input_names has {len(names)} names for "

@@ -49,17 +49,13 @@ def _max_windows(shape: tuple[int, int], osize: tuple[int, int],
     (H, W), (OH, OW) = shape, osize
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (at["kernel_size"], at["stride"], at["padding"],
                                               at["dilation"])
+    from ..kernels.cpu.pool import max_window  # (the compiled kernel's windows, from Python)
+
     out = np.full((OH * OW, kh * kw), H * W, np.int64)
     for oh in range(OH):
-        h0 = oh * sh - ph
-        h1 = min(h0 + (kh - 1) * dh + 1, H)
-        while h0 < 0:
-            h0 += dh
+        h0, h1 = max_window(oh, H, kh, sh, ph, dh)
         for ow in range(OW):
-            w0 = ow * sw - pw
-            w1 = min(w0 + (kw - 1) * dw + 1, W)
-            while w0 < 0:
-                w0 += dw
+            w0, w1 = max_window(ow, W, kw, sw, pw, dw)
             where = [h * W + w for h in range(h0, h1, dh) for w in range(w0, w1, dw)]
             out[oh * OW + ow, :len(where)] = where
     return out

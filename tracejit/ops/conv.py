@@ -336,6 +336,105 @@ def _wgrad_vjp(c: VjpContext, gw: Any) -> tuple[Any, ...]:
     return gx, gg
 
 
+# ---- compiled only: what passes/conv.py rewrites convolutions into ---------------------------
+# After autodiff, a conv becomes `conv_im2col` (its input's windows as columns) and `conv_gemm`
+# (the GEMM with the bias add and ReLU as its epilogue), and a conv_weight_grad of the same input
+# reads those columns through `conv_weight_grad_cols` instead of building them again. They
+# exist only in graphs (no Tensor method dispatches them) and have no VJP: the backward is
+# already in the graph when the pass runs. Their eager forms serve the reference interpreter.
+
+ACTS = ("", "relu")  # conv_gemm's epilogue activations
+
+
+def _im2col_infer(ops: Sequence[Operand], *, stride: tuple[int, ...],
+                  padding: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int,
+                  kernel_size: tuple[int, ...]) -> TensorType:
+    (x,) = ops
+    if not isinstance(x, TensorType):
+        raise ArgError(f"conv_im2col: expected a tensor, got {type(x).__name__}")
+    r = len(kernel_size)
+    _check_attrs("conv_im2col", r, stride, padding, dilation, groups)
+    if x.ndim != r + 2 or x.shape[1] % groups:
+        raise ShapeError(f"conv_im2col: input {list(x.shape)} must be (N, C, {r} spatial) "
+                         f"with C divisible by groups={groups}")
+    w = TensorType((1, 1) + tuple(kernel_size), x.dtype, x.device)
+    out = _out_size("conv_im2col", x, w, stride, padding, dilation)
+    k = int(np.prod(kernel_size))
+    return TensorType((groups, x.shape[1] // groups * k, x.shape[0] * int(np.prod(out))),
+                      x.dtype, x.device)
+
+
+def _im2col_eager(x: np.ndarray, *, stride: tuple[int, ...],
+                  padding: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int,
+                  kernel_size: tuple[int, ...]) -> np.ndarray:
+    s, p, d = _attrs2d(stride, padding, dilation)
+    x4 = _as2d(x)
+    k = _spatial2(kernel_size)
+    out = [(n + lo + hi - dd * (kk - 1) - 1) // st + 1
+           for n, (lo, hi), dd, kk, st in zip(x4.shape[2:], p, d, k, s)]
+    if 0 in x4.shape or 0 in out:
+        return np.zeros((groups, x4.shape[1] // groups * k[0] * k[1],
+                         x4.shape[0] * out[0] * out[1]), x.dtype)
+    return _cols(x4, k, s, p, d, out, groups)
+
+
+def _gemm_infer(ops: Sequence[Operand], *, out_shape: tuple[int, ...],
+                act: str) -> TensorType:
+    if len(ops) not in (2, 3) or not all(isinstance(t, TensorType) for t in ops):
+        raise ArgError("conv_gemm: expected the columns, the weight and optionally the bias")
+    cols, w = ops[0], ops[1]
+    assert isinstance(cols, TensorType) and isinstance(w, TensorType)
+    _floats("conv_gemm", cols, w, ("columns", "weight"))
+    g = cols.shape[0] if cols.ndim == 3 else 0
+    n_l = int(np.prod((out_shape[0],) + tuple(out_shape[2:])))
+    if cols.ndim != 3 or w.ndim != len(out_shape) or not g or w.shape[0] != out_shape[1] or \
+            w.shape[0] % g or cols.shape[1] != int(np.prod(w.shape[1:])) or \
+            cols.shape[2] != n_l:
+        raise ShapeError(f"conv_gemm: columns {list(cols.shape)} and weight {list(w.shape)} "
+                         f"do not make an output {list(out_shape)}")
+    if len(ops) == 3:
+        b = ops[2]
+        assert isinstance(b, TensorType)
+        if b.shape != (w.shape[0],) or b.dtype is not w.dtype:
+            raise ShapeError(f"conv_gemm: the bias must be {w.dtype.name}[{w.shape[0]}], got {b}")
+    if act not in ACTS:
+        raise ArgError(f"conv_gemm: act must be one of {ACTS}, got {act!r}")
+    return TensorType(tuple(out_shape), w.dtype, same_device("conv_gemm", ops))
+
+
+def _gemm_eager(cols: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
+                out_shape: tuple[int, ...], act: str) -> np.ndarray:
+    g, o = cols.shape[0], w.shape[0]
+    m = _gemm(w.reshape(g, o // g, -1), cols)  # (g, Og, N*L)
+    out = np.ascontiguousarray(m.reshape(o, out_shape[0], -1).transpose(1, 0, 2))
+    if b is not None:  # the unfused program's broadcast add, in the same dtype
+        out = out + b.reshape(1, o, 1)
+    if act == "relu":
+        out = np.maximum(out.dtype.type(0), out)
+    return out.reshape(out_shape)
+
+
+def _wgrad_cols_infer(ops: Sequence[Operand], *, kernel_size: tuple[int, ...]) -> TensorType:
+    cols, g = _operands("conv_weight_grad_cols", ops)
+    _floats("conv_weight_grad_cols", cols, g, ("columns", "output gradient"))
+    k = int(np.prod(kernel_size))
+    if cols.ndim != 3 or g.ndim != len(kernel_size) + 2 or cols.shape[1] % k or \
+            g.shape[1] % cols.shape[0] or cols.shape[2] != int(np.prod(
+                (g.shape[0],) + g.shape[2:])):
+        raise ShapeError(f"conv_weight_grad_cols: columns {list(cols.shape)} do not match the "
+                         f"output gradient {list(g.shape)}")
+    return TensorType((g.shape[1], cols.shape[1] // k) + tuple(kernel_size), g.dtype,
+                      same_device("conv_weight_grad_cols", ops))
+
+
+def _wgrad_cols_eager(cols: np.ndarray, g: np.ndarray, *,
+                      kernel_size: tuple[int, ...]) -> np.ndarray:
+    k = int(np.prod(kernel_size))
+    shape = (g.shape[1], cols.shape[1] // k) + tuple(kernel_size)
+    gw = _gemm(_gcl(_as2d(g), cols.shape[0]), cols.transpose(0, 2, 1))
+    return gw.reshape(shape)
+
+
 # ---- compiled: kernels/cpu/conv.py's loops around the driver's BLAS call -------------------------
 
 
@@ -364,35 +463,68 @@ def _spatial2(shape: Sequence[int]) -> tuple[int, int]:
     return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
 
 
-def _conv_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
-    x, w = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in x.shape:
-        return None  # (empty convolutions run eagerly)
-    g = at["groups"]
+def _skip(out: TensorType, *ins: TensorType) -> bool:
+    """No compiled form: not float, or empty (empty convolutions run eagerly)."""
+    return out.dtype not in (dt.float32, dt.float64) or any(0 in t.shape for t in (out,) + ins)
+
+
+def _im2col_src(x: str, xt: TensorType, at: dict[str, Any], kernel: Sequence[int],
+                out: Sequence[int], groups: int) -> str:
+    """An expression: the columns of input `x` for windows of `kernel` at output size `out`."""
+    k, kargs = _k2(at, kernel)
+    oh, ow = _spatial2(out)
+    shape = (groups, xt.shape[1] // groups * k[0] * k[1], xt.shape[0] * oh * ow)
+    return (f"conv_im2col({_as4(x, xt)}, {kargs}, {oh}, {ow}, {groups}, "
+            f"np.empty({shape!r}, {np_name(xt.dtype)}))")
+
+
+def _gemm_src(cols: str, w: str, bias: str | None, act: str, groups: int, kk: int,
+              out: TensorType) -> str:
+    """Statements assigning {out}: act(weight @ columns + bias) in the conv output's layout."""
     n, o = out.shape[:2]
     oh, ow = _spatial2(out.shape[2:])
-    k, kargs = _k2(at, w.shape[2:])
-    kk = w.shape[1] * k[0] * k[1]
     ty = np_name(out.dtype)
-    return (f"{{out}}_c = conv_im2col({_as4(a[0], x)}, {kargs}, {oh}, {ow}, {g}, "
-            f"np.empty({(g, kk, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}}_w = np.ascontiguousarray({a[1]}).reshape({(g, o // g, kk)!r})\n"
-            f"{{out}}_m = {_mm('{out}_w', '{out}_c', g, (1, o, n * oh * ow))}\n"
-            f"{{out}} = conv_from_gcl({{out}}_m, np.empty({(n, o, oh, ow)!r}, {ty}))"
+    return (f"{{out}}_w = np.ascontiguousarray({w}).reshape({(groups, o // groups, kk)!r})\n"
+            f"{{out}}_m = {_mm('{out}_w', cols, groups, (1, o, n * oh * ow))}\n"
+            f"{{out}} = conv_bias_act({{out}}_m, {bias or f'np.empty(0, {ty})'}, "
+            f"{ACTS.index(act)}, np.empty({(n, o, oh, ow)!r}, {ty}))"
             + ("" if out.ndim == 4 else f".reshape({tuple(out.shape)!r})"))
+
+
+def _wgrad_src(cols: str, gr: str, grt: TensorType, groups: int, out: TensorType) -> str:
+    """Statements assigning {out}: the output gradient (as the GEMM's layout) @ columns.T."""
+    n, o = grt.shape[:2]
+    oh, ow = _spatial2(grt.shape[2:])
+    if groups == 1:  # (the columns transposed: a free F-contiguous view BLAS reads as it is)
+        mm = f"matmul2d({{out}}_g[0], {cols}[0].T)"
+    else:
+        mm = f"matmul_batched({{out}}_g, {cols}.transpose((0, 2, 1)))"
+    return (f"{{out}}_g = conv_to_gcl({_as4(gr, grt)}, {groups}, "
+            f"np.empty({(groups, o // groups, n * oh * ow)!r}, {np_name(out.dtype)}))\n"
+            f"{{out}} = np.ascontiguousarray({mm}).reshape({tuple(out.shape)!r})")
+
+
+def _conv_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    x, w = ins
+    if _skip(out, x):
+        return None
+    g = at["groups"]
+    cols = _im2col_src(a[0], x, at, w.shape[2:], out.shape[2:], g)
+    return f"{{out}}_c = {cols}\n" + _gemm_src("{out}_c", a[1], None, "", g,
+                                                int(np.prod(w.shape[1:])), out)
 
 
 def _transpose_rule(a: list[str], at: dict[str, Any], out: TensorType,
                     ins: list[Any]) -> str | None:
     x, w = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in x.shape:
+    if _skip(out, x):
         return None
     g = at["groups"]
     n, o = x.shape[:2]
     h, ww = _spatial2(out.shape[2:])
     oh, ow = _spatial2(x.shape[2:])
-    k, kargs = _k2(at, w.shape[2:])
-    kk = w.shape[1] * k[0] * k[1]
+    _, kargs = _k2(at, w.shape[2:])
+    kk = int(np.prod(w.shape[1:]))
     ty = np_name(out.dtype)
     return (f"{{out}}_x = conv_to_gcl({_as4(a[0], x)}, {g}, "
             f"np.empty({(g, o // g, n * oh * ow)!r}, {ty}))\n"
@@ -407,23 +539,11 @@ def _transpose_rule(a: list[str], at: dict[str, Any], out: TensorType,
 def _wgrad_rule(a: list[str], at: dict[str, Any], out: TensorType,
                 ins: list[Any]) -> str | None:
     x, gr = ins
-    if out.dtype not in (dt.float32, dt.float64) or 0 in out.shape or 0 in gr.shape:
+    if _skip(out, gr):
         return None
     g = at["groups"]
-    n, o = gr.shape[:2]
-    oh, ow = _spatial2(gr.shape[2:])
-    k, kargs = _k2(at, at["kernel_size"])
-    kk = out.shape[1] * k[0] * k[1]
-    ty = np_name(out.dtype)
-    if g == 1:  # (the columns transposed: a free F-contiguous view BLAS reads as it is)
-        mm = "matmul2d({out}_g[0], {out}_c[0].T)"
-    else:
-        mm = "matmul_batched({out}_g, {out}_c.transpose((0, 2, 1)))"
-    return (f"{{out}}_c = conv_im2col({_as4(a[0], x)}, {kargs}, {oh}, {ow}, {g}, "
-            f"np.empty({(g, kk, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}}_g = conv_to_gcl({_as4(a[1], gr)}, {g}, "
-            f"np.empty({(g, o // g, n * oh * ow)!r}, {ty}))\n"
-            f"{{out}} = np.ascontiguousarray({mm}).reshape({tuple(out.shape)!r})")
+    cols = _im2col_src(a[0], x, at, at["kernel_size"], gr.shape[2:], g)
+    return f"{{out}}_c = {cols}\n" + _wgrad_src("{out}_c", a[1], gr, g, out)
 
 
 conv_op = defop(
@@ -438,4 +558,46 @@ conv_transpose_op = defop(
 conv_weight_grad_op = defop(
     "conv_weight_grad", Kind.CONTRACT, infer=_wgrad_infer, eager=_wgrad_eager,
     attrs=ATTRS + ("kernel_size",), saves=(0, 1), vjp=_wgrad_vjp, kernels={"cpu": _wgrad_rule},
+)
+
+
+def _im2col_rule(a: list[str], at: dict[str, Any], out: TensorType,
+                 ins: list[Any]) -> str | None:
+    (x,) = ins
+    if _skip(out, x):
+        return None
+    s, p, d = _attrs2d(at["stride"], at["padding"], at["dilation"])
+    k = _spatial2(at["kernel_size"])
+    size = tuple((n + lo + hi - dd * (kk - 1) - 1) // st + 1
+                 for n, (lo, hi), dd, kk, st in zip(_spatial2(x.shape[2:]), p, d, k, s))
+    return _im2col_src(a[0], x, at, at["kernel_size"], size, at["groups"])
+
+
+def _gemm_rule(a: list[str], at: dict[str, Any], out: TensorType, ins: list[Any]) -> str | None:
+    cols = ins[0]
+    if _skip(out, cols):
+        return None
+    return _gemm_src(a[0], a[1], a[2] if len(a) == 3 else None, at["act"], cols.shape[0],
+                     cols.shape[1], out)
+
+
+def _wgrad_cols_rule(a: list[str], at: dict[str, Any], out: TensorType,
+                     ins: list[Any]) -> str | None:
+    cols, gr = ins
+    if _skip(out, gr):
+        return None
+    return _wgrad_src(a[0], a[1], gr, cols.shape[0], out)
+
+
+conv_im2col_op = defop(
+    "conv_im2col", Kind.CONTRACT, infer=_im2col_infer, eager=_im2col_eager,
+    attrs=ATTRS + ("kernel_size",), differentiable=False, kernels={"cpu": _im2col_rule},
+)
+conv_gemm_op = defop(
+    "conv_gemm", Kind.CONTRACT, infer=_gemm_infer, eager=_gemm_eager,
+    attrs=("out_shape", "act"), differentiable=False, kernels={"cpu": _gemm_rule},
+)
+conv_weight_grad_cols_op = defop(
+    "conv_weight_grad_cols", Kind.CONTRACT, infer=_wgrad_cols_infer, eager=_wgrad_cols_eager,
+    attrs=("kernel_size",), differentiable=False, kernels={"cpu": _wgrad_cols_rule},
 )

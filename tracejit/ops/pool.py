@@ -317,3 +317,44 @@ adaptive_avg_pool2d_bwd_op = defop(
     attrs=("output_size", "input_size"), vjp=_adaptive_bwd_vjp, compute_dtype=_compute,
     kernels={"cpu": _avg_rule_for(False, True)},
 )
+
+
+# ---- compiled only: passes/conv.py's fusion of the max-pool gradient with a ReLU's --------------
+
+
+def _relu_bwd_infer(ops: Sequence[Operand]) -> TensorType:
+    g, idx, y = ops
+    if not all(isinstance(t, TensorType) for t in ops):
+        raise ShapeError("max_pool2d_relu_bwd: expected three tensors")
+    assert isinstance(g, TensorType) and isinstance(idx, TensorType) and isinstance(y, TensorType)
+    if g.ndim != 3 or idx.shape != g.shape or y.ndim != 4 or y.shape[:2] != g.shape[:2] or \
+            g.dtype is not y.dtype or idx.dtype is not dt.int64:
+        raise ShapeError(f"max_pool2d_relu_bwd: gradient {g}, indices {idx} and ReLU output {y} "
+                         f"do not match ((N, C, K), (N, C, K) int64, (N, C, H, W))")
+    return y
+
+
+def _relu_bwd_eager(g: np.ndarray, idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    n, c, h, w = y.shape
+    out = np.zeros((n, c, h * w), g.dtype)
+    np.add.at(out, (np.arange(n)[:, None, None], np.arange(c)[None, :, None], idx), g)
+    return out.reshape(y.shape) * (y > 0).astype(g.dtype)
+
+
+def _relu_bwd_rule(a: list[str], at: dict[str, Any], out: TensorType,
+                   ins: list[Any]) -> str | None:
+    g, _, y = ins
+    if 0 in out.shape or 0 in g.shape or out.dtype not in (dt.float32, dt.float64):
+        return None
+    planes = (y.shape[0] * y.shape[1],)
+    flat = [f"np.ascontiguousarray({v}).reshape({planes + (int(np.prod(t.shape[2:])),)!r})"
+            for v, t in zip(a, ins)]
+    return (f"maxpool_relu_bwd({flat[0]}, {flat[1]}, {flat[2]}, "
+            f"np.empty({planes + (y.shape[2] * y.shape[3],)!r}, np.{out.dtype.np.name}))"
+            f".reshape({tuple(out.shape)!r})")
+
+
+max_pool2d_relu_bwd_op = defop(
+    "max_pool2d_relu_bwd", W, infer=_relu_bwd_infer, eager=_relu_bwd_eager,
+    differentiable=False, kernels={"cpu": _relu_bwd_rule},
+)

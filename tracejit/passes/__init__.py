@@ -18,6 +18,7 @@ from ..ir.plan import make_plan
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from .aliasing import keep_aliasing
+from .conv import conv_fuse
 from .cse import cse
 from .dce import dce
 from .fold import fold
@@ -27,8 +28,8 @@ from .simplify import simplify
 
 Pass = Callable[[Graph], Graph]
 PIPELINE: list[tuple[str, Pass]] = [
-    ("dce", dce), ("cse", cse), ("fold", fold), ("simplify", simplify), ("dce", dce),
-    ("fuse", fuse),
+    ("dce", dce), ("cse", cse), ("fold", fold), ("simplify", simplify), ("conv_fuse", conv_fuse),
+    ("dce", dce), ("fuse", fuse),
 ]
 
 VERIFY = True  # every pass's result is checked; cheap next to compiling
@@ -74,5 +75,5 @@ def run_pipeline(g: Graph, passes: list[tuple[str, Pass]] | None = None) -> Grap
     return g
 
 
-__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "fuse",
+__all__ = ["PIPELINE", "run_pipeline", "dce", "cse", "fold", "simplify", "conv_fuse", "fuse",
            "keep_aliasing"]
