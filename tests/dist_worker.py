@@ -97,7 +97,9 @@ def collectives(rank: int, world: int) -> None:
         got = f(tj.full((5,), float(rank + k)))
         assert got.tolist() == [2.0 * sum(r + k for r in range(world)) + 1] * 5, (k, got)
     info = f.cache_info()
-    assert info.compiles == 1 and info.fallbacks == 0, info
+    # one trace; the calls after it ran the compiled program (compiled now or loaded from the
+    # disk cache), never eagerly
+    assert info.traces == 1 and info.hits == 3 and info.fallbacks == 0, info
     assert "all_reduce[op='SUM']" in f.ir(tj.ones(5))
     assert "_all_reduce(" in f.source(tj.ones(5))
 
@@ -172,7 +174,7 @@ def train(rank: int, world: int) -> None:
     np.testing.assert_allclose(flat_params(model), flat_params(reference(3, micro=2)), **TOL)
     same_on_every_rank(flat_params(model), world)
 
-    # the whole step under @jit: forward, backward, one all_reduce node per bucket, Adam
+    # the whole step under @jit: forward, backward, one all_reduce node per bucket, SGD
     model = make_model(rank)
     ddp = DDP(model, bucket_cap_mb=0.0005)
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
@@ -190,7 +192,9 @@ def train(rank: int, world: int) -> None:
     np.testing.assert_allclose(flat_params(model), flat_params(ref), **TOL)
     same_on_every_rank(flat_params(model), world)
     info = step.cache_info()
-    assert info.compiles == 1 and info.fallbacks == 0 and info.replays == 0, info
+    # (two traces: momentum's buffers are made by the first step, as torch's)
+    assert info.traces <= 2 and info.hits >= steps - 2 and info.fallbacks == 0 and \
+        info.replays == 0, info
     ir = step.ir(tj.tensor(X[0][mine]), tj.tensor(Y[0][mine]))
     n_reduce = ir.count("all_reduce[op='AVG']")
     assert n_reduce == len(ddp.bucket_sizes()), (n_reduce, ddp.bucket_sizes(), ir)

@@ -484,6 +484,7 @@ UNMAPPED = {
     "conv_weight_grad": "only a gradient computes it",
     "avg_pool2d_bwd": "only a gradient computes it",
     "adaptive_avg_pool2d_bwd": "only a gradient computes it",
+    "all_reduce": "communication between processes (tracejit.distributed) has no ONNX form",
 }
 
 

@@ -32,6 +32,9 @@ class DistBackendError(DistError):
     """A collective failed or timed out (torch.distributed.DistBackendError)."""
 
 
+DistError.__module__ = DistBackendError.__module__ = "tracejit.distributed"
+
+
 def launcher_env() -> tuple[int | None, int | None]:
     """(rank, world size) as the launcher's environment gives them, None where it does not."""
     def first(names: tuple[str, ...]) -> int | None:
