@@ -22,7 +22,7 @@ from iris import Clf, load_iris
 
 import tracejit as torch
 import tracejit.distributed as dist
-from tracejit.nn.parallel import DistributedDataParallel as DDP
+from tracejit.nn.parallel import DistributedDataParallel as DDP  # noqa: N817 - the idiom
 from tracejit.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 

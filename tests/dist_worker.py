@@ -22,7 +22,7 @@ import numpy as np
 import tracejit as tj
 import tracejit.distributed as dist
 from tracejit import nn
-from tracejit.nn.parallel import DistributedDataParallel as DDP
+from tracejit.nn.parallel import DistributedDataParallel as DDP  # noqa: N817 - the idiom
 from tracejit.utils.data import DistributedSampler
 
 TOL = dict(rtol=2e-5, atol=2e-6)  # float32: the two ranks' sums are rounded in another order

@@ -160,7 +160,8 @@ def test_distributed_sampler_in_a_dataloader() -> None:
 
 
 def test_distributed_sampler_bad_input() -> None:
-    with pytest.raises(ValueError, match=r"Invalid rank 2, rank should be in the interval \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Invalid rank 2, rank should be in the interval "
+                                         r"\[0, 1\]"):
         DistributedSampler(range(4), num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="num_replicas must be a positive int"):
         DistributedSampler(range(4), num_replicas=0, rank=0)

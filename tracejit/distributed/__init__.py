@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import assign_inplace, no_grad
 from ..dispatch import STATE as _STATE
 from ..dispatch import dispatch as _dispatch_op
-from ..autograd import assign_inplace, no_grad
 from ..ops.collective import ALL_REDUCE
 from ..tensor import Tensor
 from . import _backend

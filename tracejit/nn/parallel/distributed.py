@@ -35,9 +35,9 @@ import numpy as np
 
 from ... import distributed as dist
 from ...autograd import _edge, no_grad
-from ...functional import cat
 from ...dispatch import STATE
 from ...distributed import _backend
+from ...functional import cat
 from ...tensor import Tensor
 from ..module import Module
 
@@ -131,7 +131,7 @@ class DistributedDataParallel(Module):
         self.dim = dim
         self.require_backward_grad_sync = True
         self.static_graph = static_graph
-        params = [p for p in module.parameters() if p.requires_grad]
+        params: list[Tensor] = [p for p in module.parameters() if p.requires_grad]
         if len({id(p) for p in params}) != len(params):
             raise ValueError("DistributedDataParallel: a parameter appears twice in the module")
         self._check_same_params(params)
@@ -242,9 +242,9 @@ class DistributedDataParallel(Module):
                     p.grad.copy_(flat[off:off + n].view(p.shape))
                     off += n
             return
-        flat = np.concatenate([p.grad._data.reshape(-1) for p in ps])
+        buf = np.concatenate([p.grad._data.reshape(-1) for p in ps])
         g = _backend.current()
-        red.inflight.append((_backend.start_all_reduce(g, flat, "SUM"), b, flat))
+        red.inflight.append((_backend.start_all_reduce(g, buf, "SUM"), b, buf))
 
     def _finish(self) -> None:
         red = self._reducer
