@@ -5,7 +5,8 @@ excepthook's MPI_Abort).
 
 Modes: collectives (all_reduce/broadcast/all_gather/barrier against NumPy), train (DDP on 2
 ranks against one process on the same global batch, eagerly, with no_sync, and under @jit;
-ranks identical; save on rank 0, load everywhere), fail (rank 1 raises), hang (rank 1 never
+ranks identical; a graph break in the jitted step (a lazy replay); save on rank 0, load
+everywhere), fail (rank 1 raises), hang (rank 1 never
 reaches the collective: rank 0 must time out).
 """
 
@@ -202,6 +203,32 @@ def train(rank: int, world: int) -> None:
     lines = ir.splitlines()
     first = next(i for i, ln in enumerate(lines) if "all_reduce" in ln)
     assert any("matmul" in ln for ln in lines[first:]), ir
+
+    # a graph break in the step (loss.item()): a lazy replay, whose segments hold the
+    # all_reduce nodes; same parameters as the eager DDP run
+    import warnings
+
+    model = make_model(rank)
+    ddp = DDP(model, bucket_cap_mb=0.0005)
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    logged: list[float] = []
+
+    @tj.jit
+    def logging_step(x: tj.Tensor, y: tj.Tensor) -> tj.Tensor:
+        opt.zero_grad()
+        loss = loss_fn(ddp(x), y)
+        logged.append(loss.item())
+        loss.backward()
+        opt.step()
+        return loss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the graph break's warning)
+        for s in range(steps):
+            logging_step(tj.tensor(X[s][mine]), tj.tensor(Y[s][mine]))
+    np.testing.assert_allclose(flat_params(model), flat_params(ref), **TOL)
+    same_on_every_rank(flat_params(model), world)
+    assert logging_step.cache_info().replays >= 1 and len(logged) == steps
 
     # save from rank 0 only, load on every rank (the test gives both ranks one directory)
     path = os.path.join(os.environ.get("TJ_DIST_DIR", tempfile.gettempdir()), "ddp.safetensors")
