@@ -24,7 +24,7 @@ IMPL_ORDER = ("tracejit-jit", "tracejit-eager", "numpy", "torch", "torch-compile
 WORKLOAD_MODULES = (
     "mlp_seed", "mlp_adam", "mlp_large", "iris", "gelu", "softmax", "layernorm", "xent_bwd",
     "layernorm_bwd", "dropout_step", "control_flow", "gpt", "cnn", "dispatch", "eager", "compile",
-    "jit_compile", "memory",
+    "jit_compile", "memory", "ddp",
 )
 
 
@@ -89,6 +89,8 @@ class Workload:
     # metrics workloads whose metric names depend on the size (jit-compile: one per layer
     # count): size -> (metrics, metric_units); overrides `metrics` and `metric_units`
     size_metrics: Callable[[dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+    # run when no --workload is named (ddp: False, it spawns processes through mpiexec)
+    default: bool = True
 
 
 _REGISTRY: dict[str, Workload] = {}

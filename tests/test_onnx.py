@@ -488,6 +488,7 @@ UNMAPPED = {
     "max_pool2d_relu_bwd": "made by passes/conv.py after autodiff",
     "avg_pool2d_bwd": "only a gradient computes it",
     "adaptive_avg_pool2d_bwd": "only a gradient computes it",
+    "all_reduce": "communication between processes (tracejit.distributed) has no ONNX form",
 }
 
 

@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                   "pip install tracejit[bench])", file=sys.stderr)
             return 2
     all_w = core.workloads()
-    names = args.workload or list(all_w)
+    names = args.workload or [n for n, w in all_w.items() if w.default]
     unknown = [n for n in names if n not in all_w]
     known_impls = {i for w in all_w.values() for i in w.impls}
     unknown += [i for i in args.impl or [] if i not in known_impls]

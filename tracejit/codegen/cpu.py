@@ -636,14 +636,20 @@ def has_loops(g: Graph) -> bool:
     return any(n.op is WHILE or n.op is SCAN for n in walk(g.nodes))
 
 
+def host_imports(g: Graph) -> list[str]:
+    """The import lines of the nodes whose compiled form calls Python (`OpDef.host`)."""
+    return list(dict.fromkeys(n.op.host for n in walk(g.nodes) if n.op.host))
+
+
 def use_native_driver(g: Graph) -> bool:
     """A graph with control flow always gets a Python driver (its `if` and loops over the njit
     kernels): Numba would compile each region into the one native function, inlining every
-    kernel again, which is what makes native drivers slow to compile."""
+    kernel again, which is what makes native drivers slow to compile. So does a graph with a
+    node that calls Python (a collective), which a native driver cannot call."""
     mode = get_flag("driver")
     if mode not in ("auto", "native", "python"):
         raise ValueError(f"TRACEJIT_DRIVER must be native, python or auto, got {mode!r}")
-    if has_control(g):
+    if has_control(g) or host_imports(g):
         return False
     return mode == "native" or (mode == "auto" and len(g.nodes) <= NATIVE_DRIVER_MAX_NODES)
 
@@ -690,6 +696,7 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
                    "        return tuple([np.empty(s, d) for s, d in _WS_SPEC])\n")
     if g.checks:
         consts += "from tracejit.errors import PathNotTakenError\n"
+    consts += "".join(line + "\n" for line in host_imports(g))
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")

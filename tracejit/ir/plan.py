@@ -78,8 +78,8 @@ def is_view(n: Node) -> bool:
 
 
 def may_raise(n: Node) -> bool:
-    """Can this node raise at run time (an index out of range)?"""
-    return n.op.kind is Kind.INDEX
+    """Can this node raise at run time (an index out of range, a collective's timeout)?"""
+    return n.op.kind is Kind.INDEX or n.op.kind is Kind.COLLECTIVE
 
 
 def roots(g: Graph) -> dict[Value, Value]:

@@ -3,7 +3,7 @@ names, defaults and semantics. Everything is written in tracejit ops so it trace
 
 from __future__ import annotations
 
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .attention import MultiheadAttention
 from .batchnorm import BatchNorm1d, BatchNorm2d
@@ -26,7 +26,7 @@ from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
-    "functional", "init", "utils", "Module", "RemovableHandle", "Parameter", "Buffer",
+    "functional", "init", "parallel", "utils", "Module", "RemovableHandle", "Parameter", "Buffer",
     "Linear", "Bilinear", "Embedding", "Identity", "Flatten", "Unflatten", "LayerNorm", "Dropout",
     "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softplus", "Softmax", "LogSoftmax",
     "Sequential", "ModuleList", "ModuleDict", "RNNCell", "LSTMCell", "GRUCell",

@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  (declares the ops)
     attention,
+    collective,
     contract,
     control,
     conv,

@@ -30,6 +30,8 @@ class Kind(enum.Enum):
     CREATION = "creation"  # no tensor inputs: full, arange
     SCAN = "scan"  # along one dim, each output reading its whole row: cumsum, argsort
     WINDOW = "window"  # windows over the trailing spatial dims: pooling (ops/pool.py)
+    # communication with the other processes of a group: `all_reduce` (ops/collective.py)
+    COLLECTIVE = "collective"
     # graph structure rather than arithmetic: `constant`, `fused` (structural.py) and the
     # control flow `cond`, `while`, `scan` (control.py); they exist only in graphs (no Tensor
     # method dispatches them)
@@ -144,6 +146,10 @@ class OpDef:
     # how the IR printer writes the node's right-hand side, from its attributes as printed
     # (regions left out) and its operands joined by ", "; None: `name[k=v, ...] operands`
     print_form: Callable[[dict[str, str], str], str] | None = None
+    # the compiled form calls back into Python (a collective through mpi4py): the import line
+    # the generated driver needs for the name its rule emits. A graph holding such a node
+    # always gets a Python driver (a native one could not call it).
+    host: str | None = None
     # device -> lowering rule (see "code-generation helpers" below)
     kernels: dict[str, Callable[..., str | None]] = field(default_factory=dict)
     doc: str = ""
