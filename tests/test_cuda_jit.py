@@ -161,6 +161,36 @@ def test_layernorm(shape: tuple[int, int]) -> None:
                                atol=1e-5)
 
 
+def _ln_grad(x: Any, w: Any, b: Any, gy: Any) -> Any:
+    y = F.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
+    return tj.autograd.grad(y, (x, w, b), gy)
+
+
+@device
+@pytest.mark.parametrize("shape", [(6, 5), (1, 3), (3, 40)])
+def test_layernorm_backward_column_totals(shape: tuple[int, int]) -> None:
+    """Forward and backward in one fused group whose weight and bias gradients are column
+    totals over the rows: a fill kernel, the rows kernel adding atomically, a store kernel."""
+    r = _rng(8)
+    x, w, b, gy = (r.standard_normal(s).astype(np.float32)
+                   for s in (shape, shape[1:], shape[1:], shape))
+    args = [tj.tensor(a, requires_grad=a is not gy) for a in (x, w, b)] + [tj.tensor(gy)]
+    g = _graph(_ln_grad, *args)
+    prog = C.compile_cuda(g)
+    assert sum(k.ir.hint.endswith(("_fill", "_store")) for k in prog.kernels) == 2
+    for k in range(2):
+        xk = x * (k + 1)
+        got = _run(g, [xk, w, b, gy])
+        want = _ln_grad(*[tj.tensor(a, requires_grad=True) for a in (xk, w, b)], tj.tensor(gy))
+        for a, e in zip(got, want):
+            np.testing.assert_allclose(a, _np(e), rtol=2e-5, atol=2e-5)
+    x64 = x.astype(np.float64)
+    xh = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(got[2], gy.sum(0), rtol=1e-5, atol=1e-5)  # (k = 1: x scaled)
+    got0 = _run(g, [x, w, b, gy])
+    np.testing.assert_allclose(got0[1], (gy * xh).sum(0), rtol=1e-4, atol=1e-5)
+
+
 @device
 def test_mse_and_backward_values_changing_between_calls() -> None:
     r = _rng(4)
@@ -271,10 +301,9 @@ def test_refuses_what_it_cannot_render() -> None:
     g = _graph(lambda x: x.argmax(1), x)
     with pytest.raises(UnsupportedError, match="index reduction"):
         C.compile_cuda(g)
-    g = _graph(lambda x: (x * x).sum(0) + 1, x)  # a column total fused with its producer
-    if any(n.name == "fused" and C.lower_fused(n, gpu=True).meta["cols"] for n in g.nodes):
-        with pytest.raises(UnsupportedError, match="column total"):
-            C.compile_cuda(g)
+    g = _graph(lambda x: tj.cumsum(x, 1), x)
+    with pytest.raises(UnsupportedError, match="cumsum has no CUDA rendering"):
+        C.compile_cuda(g)
     from tracejit.kir.lower import lower_fused
 
     n = next(n for n in _graph(_softmax, x).nodes if n.name == "fused")
@@ -311,6 +340,8 @@ m, o = T._mlp(0)
 graphs = [graph(T._gelu, x), graph(T._softmax, x), graph(T._layernorm, x, w, tj.randn(5)),
           graph(T._mse_grad, tj.randn(3, 5, requires_grad=True), x),
           graph(lambda x: x.sum(0), x), graph(lambda x: x.amax(1), x),
+          graph(T._ln_grad, tj.randn(3, 5, requires_grad=True), tj.randn(5, requires_grad=True),
+                tj.randn(5, requires_grad=True), tj.randn(3, 5)),
           graph(lambda x: tj.sigmoid(x).clamp(-0.5, 0.5) + x.abs().floor() ** 3, x),
           graph(T._step_fn(m, o), tj.randn(5, 8), tj.randn(5, 4))]
 out = []

@@ -303,13 +303,16 @@ def _block_reduce(w: Writer, acc: kir.Var, combine: str, k: int, warp: bool, nt:
 # ---- loop nests ------------------------------------------------------------------------------------
 
 
-def _peel(body: tuple[kir.Stmt, ...], dims: range) -> tuple[list[kir.Stmt], list[kir.Var]]:
+def _peel(body: tuple[kir.Stmt, ...], dims: range
+          ) -> tuple[list[kir.Let], list[kir.Stmt], list[kir.Var]]:
     """A loop nest over the domain's dimensions `dims` (each level: Lets hoisted before one
-    Loop over Dim(d)) flattened: the statements to run per element, in order, and the loop
-    variables, outermost first. Anything else: UnsupportedError."""
+    Loop over Dim(d)) flattened: the Lets before the outermost loop (run once per thread),
+    the statements to run per element, in order, and the loop variables, outermost first.
+    Anything else: UnsupportedError."""
     stmts: list[kir.Stmt] = []
     vs: list[kir.Var] = []
     cur = list(body)
+    first: list[kir.Let] = []
     for d in dims:
         *pre, last = cur if cur else [None]
         if not isinstance(last, kir.Loop) or not isinstance(last.extent, kir.Dim) or \
@@ -317,10 +320,13 @@ def _peel(body: tuple[kir.Stmt, ...], dims: range) -> tuple[list[kir.Stmt], list
                 not all(isinstance(s, kir.Let) for s in pre):
             raise UnsupportedError("CUDA: a loop nest of another shape than the GPU schedule's "
                                    "(blocked, prefetched or strided loops) is not rendered")
-        stmts += pre
+        if d == dims.start:
+            first = [s for s in pre if isinstance(s, kir.Let)]
+        else:
+            stmts += pre
         vs.append(last.var)
         cur = list(last.body)
-    return stmts + cur, vs
+    return first, stmts + cur, vs
 
 
 def _decompose(w: Writer, flat: str, vs: list[kir.Var], dims: list[int]) -> None:
@@ -347,6 +353,14 @@ def _plain(w: Writer, body: list[kir.Stmt], guard_stores: bool) -> None:
         if isinstance(s, kir.Let):
             note = f"  # {s.note}" if s.note else ""
             w.line(f"{s.var.name} = {render_expr(s.value)}{note}")
+        elif isinstance(s, kir.Store) and s.buf.startswith("cacc") and \
+                isinstance(s.value, kir.Op) and isinstance(s.value.args[0], kir.Load) and \
+                s.value.args[0].buf == s.buf:  # a column total: rows add to it at once
+            if s.value.op != "add":
+                raise UnsupportedError(f"CUDA: a column total combining with {s.value.op} is "
+                                       "not rendered (sums only)")
+            at = _index(s.index) if len(s.index) <= 1 else f"({_index(s.index)})"
+            w.line(f"cuda.atomic.add({s.buf}, {at}, {render_expr(s.value.args[1])})")
         elif isinstance(s, kir.Store):
             line = f"{s.buf}[{_index(s.index)}] = {render_expr(s.value)}"
             if guard_stores:
@@ -384,12 +398,13 @@ class Rendered:
     warp: bool
     ir: kir.Kernel
     sim: bool = False  # rendered for the simulator (its header)
+    span: int = 0  # an elementwise kernel runs over the domain's dims from this one on
 
     def grid(self, domain: tuple[int, ...]) -> int:
         if self.kind == "rows":
             rows = math.prod(domain[:self.outer])
             return max(1, min(rows, MAX_BLOCKS))
-        n = math.prod(domain)
+        n = math.prod(domain[self.span:])
         return max(1, min(-(-n // self.threads), MAX_BLOCKS))
 
 
@@ -419,6 +434,41 @@ for _name, _f in [("exp", np.exp), ("log", np.log), ("log1p", np.log1p), ("expm1
     SimLibdevice._def(_name, _f)
 
 
+def render_kernels(k: kir.Kernel, warp: bool | None = None, threads: int | None = None
+                   ) -> list[Rendered]:
+    """The CUDA kernels of a kernel IR Kernel, launched in this order. One, unless the kernel
+    has column totals (a reduction over the leading dims fused with row work: layernorm's
+    weight gradient): blocks run rows at once, so the totals' accumulators are filled with
+    their identity by a first kernel, added to atomically by the rows kernel, and stored by a
+    third (no grid-wide barrier exists inside one launch). Only sums are rendered so."""
+    if not k.meta.get("cols"):
+        return [render_kernel(k, warp, threads)]
+    m = int(k.meta["outer"])
+    fills: list[kir.Stmt] = []
+    main: list[kir.Stmt] = []
+    tails: list[kir.Stmt] = []
+    for st in k.body:
+        is_rows = isinstance(st, kir.Loop) and isinstance(st.extent, kir.Dim) and \
+            st.extent.k == 0 and not st.var.name.startswith("cacc")
+        if is_rows or (isinstance(st, kir.Let) and not tails):
+            main.append(st)
+        elif not main:
+            fills.append(st)
+        else:
+            tails.append(st)
+    if m == 0 or not main or not fills or not tails:
+        raise UnsupportedError(f"CUDA: {k.note or k.hint}: column totals of an unexpected "
+                               "shape are not rendered")
+    span = {"outer": m, "rdims": 0, "cols": 0, "span": m}
+    parts = [kir.Kernel(k.hint + "_fill", k.params, tuple(fills), "fill: " + k.note, k.rank,
+                        span),
+             kir.Kernel(k.hint, k.params, tuple(main), k.note, k.rank,
+                        {**k.meta, "cols": 0, "atomic": True}),
+             kir.Kernel(k.hint + "_store", k.params, tuple(tails), "store: " + k.note, k.rank,
+                        span)]
+    return [render_kernel(p, warp, threads) for p in parts]
+
+
 def render_kernel(k: kir.Kernel, warp: bool | None = None, threads: int | None = None
                   ) -> Rendered:
     """The Numba CUDA source of a kernel IR Kernel lowered with the GPU schedule (meta's
@@ -430,9 +480,8 @@ def render_kernel(k: kir.Kernel, warp: bool | None = None, threads: int | None =
         raise UnsupportedError("CUDA: the kernel was not lowered with the GPU schedule "
                                "(lower_fused(..., gpu=True) or lower_reduce_rows)")
     if meta.get("cols"):
-        raise UnsupportedError(f"CUDA: {k.note or k.hint}: a column total (a reduction over "
-                               "the leading dims fused with elementwise work) is not rendered; "
-                               "only row reductions over the trailing dims are")
+        raise UnsupportedError(f"CUDA: {k.note or k.hint}: a kernel with column totals renders "
+                               "as three kernels: use render_kernels")
     for s in kir.ir.stmts(k.body):
         if isinstance(s, kir.Alloc):
             raise UnsupportedError("CUDA: a kernel allocating scratch is not rendered")
@@ -447,25 +496,28 @@ def render_kernel(k: kir.Kernel, warp: bool | None = None, threads: int | None =
     with w.indent():
         if k.note:
             w.line(f"# {k.note}")
-        if not rows:
-            body, vs = _peel(k.body, range(r))
+        if not rows:  # over the domain, or (column totals' parts) its dims from `span` on
+            dims = list(range(int(meta.get("span", 0)), r))
+            first, body, vs = _peel(k.body, range(dims[0] if dims else r, r))
+            _plain(w, list(first), guard_stores=False)  # loop-invariant (a learning rate)
             w.line("_start = cuda.grid(1)")
             w.line("_stride = cuda.gridsize(1)")
-            w.line(f"for _g in range(_start, {_extent(list(range(r)))}, _stride):")
+            w.line(f"for _g in range(_start, {_extent(dims)}, _stride):")
             with w.indent():
                 if vs:
-                    _decompose(w, "_g", vs, list(range(r)))
+                    _decompose(w, "_g", vs, dims)
                 _plain(w, body, guard_stores=False)
         else:
             _rows(w, k, m, r, warp, nt)
     src = w.text()
     name = f"cu{cache.content_hash(header(sim) + src + repr((warp, nt)))[:10]}_{k.hint[:30]}"
     return Rendered(name, src, "rows" if rows else "elementwise", k.params, r, nt, m, warp, k,
-                    sim)
+                    sim, int(meta.get("span", 0)))
 
 
 def _rows(w: Writer, k: kir.Kernel, m: int, r: int, warp: bool, nt: int) -> None:
-    body, rvs = _peel(k.body, range(m))
+    first, body, rvs = _peel(k.body, range(m))
+    body = [*first, *body] if not m else body
     accs = _accums(body)
     w.line("_tid = cuda.threadIdx.x")
     if warp:
@@ -475,13 +527,16 @@ def _rows(w: Writer, k: kir.Kernel, m: int, r: int, warp: bool, nt: int) -> None
         sd = _shared_dtype(a.var.dtype)
         w.line(f"_sm{j} = cuda.shared.array({nt // 32 if warp else nt}, {np_name(sd)})")
     number = {a.var.name: j for j, a in enumerate(accs)}
+    if m:
+        _plain(w, list(first), guard_stores=False)  # loop-invariant
     w.line(f"for _row in range(cuda.blockIdx.x, {_extent(list(range(m)))}, cuda.gridDim.x):")
     with w.indent():
         if rvs:
             _decompose(w, "_row", rvs, list(range(m)))
         for s in body:
             if isinstance(s, kir.Loop):  # one pass over the row
-                inner, ivs = _peel((s,), range(m, r))
+                pre, inner, ivs = _peel((s,), range(m, r))
+                inner = [*pre, *inner]
                 w.line(f"for _f in range(_tid, {_extent(list(range(m, r)))}, {nt}):")
                 with w.indent():
                     _decompose(w, "_f", ivs, list(range(m, r)))
@@ -599,9 +654,9 @@ def _exprs(body: tuple[kir.Stmt, ...]) -> Iterator[kir.Expr]:
 
 
 def node_kernel(n: Node, alias: dict[int, int] | None = None, warp: bool | None = None,
-                threads: int | None = None) -> tuple[Rendered, tuple[int, ...]]:
-    """The CUDA kernel of a fused node, lone elementwise node or lone reduction, and the
-    domain it is launched over."""
+                threads: int | None = None) -> tuple[list[Rendered], tuple[int, ...]]:
+    """The CUDA kernels of a fused node, lone elementwise node or lone reduction (launched in
+    order, see render_kernels), and the domain they are launched over."""
     if n.op is FUSED:
         k = lower_fused(n, alias, gpu=True)
         domain = tuple(n.attrs.get("domain", n.outs[0].type.shape))
@@ -618,7 +673,7 @@ def node_kernel(n: Node, alias: dict[int, int] | None = None, warp: bool | None 
         domain = tuple(k.meta["domain"])
     else:
         raise UnsupportedError(f"CUDA: {n.name} has no CUDA kernel rendering")
-    return render_kernel(k, warp, threads), domain
+    return render_kernels(k, warp, threads), domain
 
 
 def graph_kernels(g: Graph, warp: bool | None = None) -> list[Rendered]:
@@ -628,7 +683,7 @@ def graph_kernels(g: Graph, warp: bool | None = None) -> list[Rendered]:
     for i, n in enumerate(g.nodes):
         if n.op is FUSED or (n.op.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and
                              (n.op.scalar is not None or n.op.reduce is not None)):
-            out.append(node_kernel(n, plan.for_node(i), warp)[0])
+            out += node_kernel(n, plan.for_node(i), warp)[0]
     return out
 
 
@@ -802,43 +857,45 @@ def compile_cuda(g: Graph, warp: bool | None = None, threads: int | None = None,
             if any(isinstance(x, Value) and x in transposed for x in n.inputs):
                 raise AssertionError("a folded transpose read by a kernel")
             reuse = plan.for_node(i)
-            rk, domain = node_kernel(n, reuse, warp, threads)
-            kern = compile_kernel(rk)
-            prog.kernels.append(rk)
-            grid = rk.grid(domain)
-            launch = kern[grid, rk.threads, st]
-            ins = [x for x in n.inputs]
-            outs = list(n.outs)
-            written = [o for j, o in enumerate(outs) if j not in reuse]
-            scratch = []
-            for p in rk.params:
-                if p.scratch is not None:
-                    dims = tuple(_scratch_extent(e, domain) for e in p.scratch)
-                    scratch.append(cuda.device_array(dims or (1,), p.dtype.np, stream=st))
-            consts = []
-            for x in ins:
+            rks, domain = node_kernel(n, reuse, warp, threads)
+            launches = []
+            for rk in rks:
+                prog.kernels.append(rk)
+                launches.append(compile_kernel(rk)[rk.grid(domain), rk.threads, st])
+            for x in n.inputs:
                 if isinstance(x, Const):
                     raise UnsupportedError(f"CUDA: {where}: a constant operand outside the "
                                            "group is not rendered")
+            ins = list(n.inputs)
+            outs = list(n.outs)
+            written = [o for j, o in enumerate(outs) if j not in reuse]
+            scratch = []  # (the kernels of one node share their parameters, scratch included)
+            for p in rks[0].params:
+                if p.scratch is not None:
+                    dims = tuple(_scratch_extent(e, domain) for e in p.scratch)
+                    scratch.append(cuda.device_array(dims or (1,), p.dtype.np, stream=st))
             for o in outs:
                 buffer(o)
+            empty = False  # (an empty domain still launches: column totals of no rows are 0)
 
             def run(env: dict[Value, Any], ins: list[Any] = ins, outs: list[Value] = outs,
                     written: list[Value] = written, reuse: dict[int, int] = reuse,
-                    launch: Any = launch, domain: tuple[int, ...] = domain,
-                    scratch: list[Any] = scratch) -> None:
+                    launches: list[Any] = launches, domain: tuple[int, ...] = domain,
+                    scratch: list[Any] = scratch, empty: bool = empty) -> None:
                 args = [env[x] for x in ins]
                 made = {o: out_array(env, o) for o in written}
                 for j, o in enumerate(outs):
                     env[o] = made[o] if o in made else args[reuse[j]]
-                if math.prod(domain) or rk.kind == "rows":
-                    launch(*domain, *args, *[made[o] for o in written], *scratch)
-            del consts
+                if not empty:
+                    for launch in launches:
+                        launch(*domain, *args, *[made[o] for o in written], *scratch)
             shape = "x".join(map(str, domain)) or "()"
-            prog.steps.append(_Step("kernel", f"{where}: {rk.kind} kernel {rk.name} over {shape}"
-                                    f" ({rk.grid(domain)} blocks x {rk.threads} threads"
-                                    f"{', warp shuffles' if rk.kind == 'rows' and rk.warp else ''}"
-                                    f")", run))
+            for rk in rks:
+                prog.steps.append(_Step(
+                    "kernel", f"{where}: {rk.kind} kernel {rk.name} over {shape} "
+                    f"({rk.grid(domain)} blocks x {rk.threads} threads"
+                    f"{', warp shuffles' if rk.kind == 'rows' and rk.warp else ''})",
+                    run if rk is rks[-1] else (lambda env: None)))
             continue
         raise UnsupportedError(f"CUDA: {where} has no CUDA rendering (supported: fused groups, "
                                "elementwise ops, reductions, 2-d matmul, constants, reshapes "
