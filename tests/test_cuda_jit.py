@@ -219,7 +219,7 @@ def test_lone_reductions_over_leading_and_trailing_dims() -> None:
         np.testing.assert_allclose(got, _np(fn(tj.tensor(x))), rtol=2e-6, atol=1e-6)
 
 
-# ---- an MLP step: matmuls, the buffer plan, effects -------------------------------------------------
+# ---- an MLP step: matmuls, the buffer plan, effects ----------------------------------------------
 
 
 def _mlp(seed: int) -> tuple[Any, Any]:
@@ -292,7 +292,7 @@ def test_tiled_matmul_with_transposes_and_odd_sizes() -> None:
         gemm.matmul(cuda.to_device(a), cuda.to_device(a), cuda.device_array((20, 16)))
 
 
-# ---- refusals --------------------------------------------------------------------------------------
+# ---- refusals ------------------------------------------------------------------------------------
 
 
 @device
@@ -324,7 +324,7 @@ def test_cache_key_device() -> None:
         C.cache_key_device([Dev(), np.zeros(2)])
 
 
-# ---- PTX for Hopper: every kernel float32 graphs render to, no float64 ----------------------------
+# ---- PTX for Hopper: every kernel float32 graphs render to, no float64 ---------------------------
 
 _PTX_SCRIPT = r"""
 import json, numpy as np, tracejit as tj, tracejit.nn.functional as F

@@ -58,7 +58,7 @@ def simulator() -> bool:
     """Is Numba's CUDA simulator on (NUMBA_ENABLE_CUDASIM=1)?"""
     import numba
 
-    return bool(numba.config.ENABLE_CUDASIM)
+    return bool(getattr(numba.config, "ENABLE_CUDASIM", False))
 
 
 def missing() -> str | None:
@@ -258,8 +258,8 @@ def _shared_dtype(d: DType) -> DType:
 def _identity(c: str, d: DType) -> str:
     if c == "add" or (c == "or" and not d.is_floating_point):
         return _typed(d, 0)
-    if c == "mul" or c == "and":
-        return _typed(d, 1 if c == "mul" or d is not dt.int32 else 1)
+    if c == "mul" or c == "and":  # (and: over bools, carried as int32 0/1)
+        return _typed(d, 1)
     big = math.inf if d.is_floating_point else int(np.iinfo(d.np).max)
     small = -math.inf if d.is_floating_point else int(np.iinfo(d.np).min)
     return _typed(d, small if c in ("max", "fmax") else big)
@@ -274,7 +274,8 @@ def _block_reduce(w: Writer, acc: kir.Var, combine: str, k: int, warp: bool, nt:
     w.line(f"{r} = {_wrap(sd, acc.name)}")
     if warp:
         for off in (16, 8, 4, 2, 1):
-            w.line(f"{r} = {_combine(c, sd, r, f'cuda.shfl_down_sync({FULL_MASK:#x}, {r}, {off})')}")
+            shfl = f"cuda.shfl_down_sync({FULL_MASK:#x}, {r}, {off})"
+            w.line(f"{r} = {_combine(c, sd, r, shfl)}")
         w.line("if _lane == 0:")
         w.line(f"    {sm}[_warp] = {r}")
         w.line("cuda.syncthreads()")
@@ -282,7 +283,8 @@ def _block_reduce(w: Writer, acc: kir.Var, combine: str, k: int, warp: bool, nt:
         with w.indent():
             w.line(f"{r} = {sm}[_lane] if _lane < {nt // 32} else {_identity(c, sd)}")
             for off in (16, 8, 4, 2, 1):
-                w.line(f"{r} = {_combine(c, sd, r, f'cuda.shfl_down_sync({FULL_MASK:#x}, {r}, {off})')}")
+                shfl = f"cuda.shfl_down_sync({FULL_MASK:#x}, {r}, {off})"
+            w.line(f"{r} = {_combine(c, sd, r, shfl)}")
             w.line("if _lane == 0:")
             w.line(f"    {sm}[0] = {r}")
     else:  # the simulator: a shared-memory tree
@@ -300,7 +302,7 @@ def _block_reduce(w: Writer, acc: kir.Var, combine: str, k: int, warp: bool, nt:
     w.line("cuda.syncthreads()  # (before the next row's partials overwrite it)")
 
 
-# ---- loop nests ------------------------------------------------------------------------------------
+# ---- loop nests ----------------------------------------------------------------------------------
 
 
 def _peel(body: tuple[kir.Stmt, ...], dims: range
@@ -323,7 +325,7 @@ def _peel(body: tuple[kir.Stmt, ...], dims: range
         if d == dims.start:
             first = [s for s in pre if isinstance(s, kir.Let)]
         else:
-            stmts += pre
+            stmts += [s for s in pre if isinstance(s, kir.Let)]
         vs.append(last.var)
         cur = list(last.body)
     return first, stmts + cur, vs
@@ -369,7 +371,8 @@ def _plain(w: Writer, body: list[kir.Stmt], guard_stores: bool) -> None:
             else:
                 w.line(line)
         elif isinstance(s, kir.Accum):
-            w.line(f"{s.var.name} = {_combine(s.combine, s.var.dtype, s.var.name, render_expr(s.value))}")
+            v = _combine(s.combine, s.var.dtype, s.var.name, render_expr(s.value))
+            w.line(f"{s.var.name} = {v}")
         elif isinstance(s, kir.Prefetch):
             continue  # a hint (changes no value)
         else:
@@ -547,7 +550,7 @@ def _rows(w: Writer, k: kir.Kernel, m: int, r: int, warp: bool, nt: int) -> None
                 _plain(w, [s], guard_stores=True)
 
 
-# ---- numba types, files, compiling -----------------------------------------------------------------
+# ---- numba types, files, compiling ---------------------------------------------------------------
 
 
 def _nb_array(p: kir.Param) -> Any:
@@ -650,7 +653,7 @@ def _exprs(body: tuple[kir.Stmt, ...]) -> Iterator[kir.Expr]:
             yield from kir.ir.sub_exprs(s.value)
 
 
-# ---- kernels of graph nodes ------------------------------------------------------------------------
+# ---- kernels of graph nodes ----------------------------------------------------------------------
 
 
 def node_kernel(n: Node, alias: dict[int, int] | None = None, warp: bool | None = None,
@@ -687,7 +690,7 @@ def graph_kernels(g: Graph, warp: bool | None = None) -> list[Rendered]:
     return out
 
 
-# ---- a graph as a program of launches --------------------------------------------------------------
+# ---- a graph as a program of launches ------------------------------------------------------------
 
 _RESHAPES = ("reshape", "view", "flatten", "squeeze", "unsqueeze", "_unsafe_view")
 
@@ -889,10 +892,10 @@ def compile_cuda(g: Graph, warp: bool | None = None, threads: int | None = None,
                 if not empty:
                     for launch in launches:
                         launch(*domain, *args, *[made[o] for o in written], *scratch)
-            shape = "x".join(map(str, domain)) or "()"
+            shown = "x".join(map(str, domain)) or "()"
             for rk in rks:
                 prog.steps.append(_Step(
-                    "kernel", f"{where}: {rk.kind} kernel {rk.name} over {shape} "
+                    "kernel", f"{where}: {rk.kind} kernel {rk.name} over {shown} "
                     f"({rk.grid(domain)} blocks x {rk.threads} threads"
                     f"{', warp shuffles' if rk.kind == 'rows' and rk.warp else ''})",
                     run if rk is rks[-1] else (lambda env: None)))
@@ -936,6 +939,3 @@ def cache_key_device(arrays: list[Any]) -> str | None:
 __all__ = ["CudaProgram", "Rendered", "cache_key_device", "compile_cuda", "compile_kernel",
            "f64_lines", "float32_only", "graph_kernels", "missing", "node_kernel", "ptx",
            "render_kernel", "signature", "simulator"]
-
-_ = dt.int64  # (dtypes used in annotations above)
-_I64: DType = dt.int64
