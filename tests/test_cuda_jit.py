@@ -219,6 +219,33 @@ def test_lone_reductions_over_leading_and_trailing_dims() -> None:
         np.testing.assert_allclose(got, _np(fn(tj.tensor(x))), rtol=2e-6, atol=1e-6)
 
 
+@device
+def test_grid_stride_loops_over_more_work_than_blocks(monkeypatch: Any) -> None:
+    """Two blocks for everything: each block loops over several rows, each thread over
+    several elements (what large inputs do on a GPU)."""
+    monkeypatch.setattr(C, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(C, "ELEM_THREADS", 32)
+    x = _rng(9).standard_normal((7, 9)).astype(np.float32)
+    for fn in (_softmax, _gelu, lambda x: x.sum(1)):
+        g = _graph(fn, tj.tensor(x))
+        prog = C.compile_cuda(g)
+        assert all(k.grid((7, 9)) <= 2 for k in prog.kernels)
+        (got,) = _run(g, [x])
+        np.testing.assert_allclose(got, _np(fn(tj.tensor(x))), rtol=2e-6, atol=1e-6)
+
+
+@device
+def test_reshape_views_and_broadcast_operands() -> None:
+    x = _rng(10).standard_normal((3, 4)).astype(np.float32)
+    s = _rng(11).standard_normal((3, 1)).astype(np.float32)
+    fn = lambda x, s: ((x * s).reshape(2, 6) + 1).exp().sum(1)  # noqa: E731
+    g = _graph(fn, tj.tensor(x), tj.tensor(s))
+    (got,) = _run(g, [x, s])
+    np.testing.assert_allclose(got, _np(fn(tj.tensor(x), tj.tensor(s))), rtol=2e-6)
+    np.testing.assert_allclose(got, np.exp((x.astype(np.float64) * s).reshape(2, 6) + 1).sum(1),
+                               rtol=1e-5)
+
+
 # ---- an MLP step: matmuls, the buffer plan, effects ----------------------------------------------
 
 
