@@ -340,6 +340,25 @@ def test_refuses_what_it_cannot_render() -> None:
         C.compile_cuda(_graph(_softmax, x))([cuda.to_device(np.zeros((4, 5), np.float32))])
 
 
+@device
+def test_program_for_builds_once_per_graph_and_device() -> None:
+    x = tj.randn(3, 5)
+    g1, g2 = _graph(_softmax, x), _graph(_gelu, x)
+    p1 = C.program_for(g1)
+    assert C.program_for(g1) is p1 and C.program_for(g2) is not p1
+    assert C.device_name() == ("cuda:sim" if SIM else "cuda:0")
+    (got,) = p1([cuda.to_device(_np(x))])
+    np.testing.assert_allclose(got.copy_to_host(), _np(_softmax(x)), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(SIM or GPU, reason="only without a GPU or the simulator")
+def test_without_a_gpu_building_says_what_is_missing() -> None:
+    g = _graph(_softmax, tj.randn(3, 5))
+    with pytest.raises(UnsupportedError, match="no CUDA GPU is visible.*NUMBA_ENABLE_CUDASIM=1"):
+        C.compile_cuda(g)
+    assert C.graph_kernels(g, warp=True)  # rendering (and PTX) needs no GPU
+
+
 def test_cache_key_device() -> None:
     assert C.cache_key_device([np.zeros(2)]) is None
 

@@ -923,6 +923,33 @@ def _scratch_extent(e: kir.Expr, domain: tuple[int, ...]) -> int:
     raise UnsupportedError(f"CUDA: a scratch extent {kir.ir.format_expr(e)} is not rendered")
 
 
+_PROGRAMS: dict[tuple[int, str], tuple[Graph, CudaProgram]] = {}
+
+
+def device_name() -> str:
+    """The device a program is built for, as a cache key: 'cuda:N' (the current device), or
+    'cuda:sim' under the simulator."""
+    if simulator():
+        return "cuda:sim"
+    from numba import cuda
+
+    return f"cuda:{cuda.get_current_device().id}"
+
+
+def program_for(g: Graph) -> CudaProgram:
+    """The hook for `@jit` (a jit entry whose inputs are CUDA arrays, see cache_key_device):
+    the CudaProgram of graph g on the current device, built on first use and kept while the
+    graph is (keyed by the graph object and the device). Raises UnsupportedError for a graph
+    it cannot run, which the jit treats as it treats the CPU compiler's (run eagerly)."""
+    key = (id(g), device_name())
+    hit = _PROGRAMS.get(key)
+    if hit is not None and hit[0] is g:
+        return hit[1]
+    prog = compile_cuda(g)
+    _PROGRAMS[key] = (g, prog)
+    return prog
+
+
 def cache_key_device(arrays: list[Any]) -> str | None:
     """'cuda' when every array is a CUDA device array (`__cuda_array_interface__`), None when
     none is; mixing them is a clear error. What `@jit` keys its cache by to pick this
@@ -937,5 +964,5 @@ def cache_key_device(arrays: list[Any]) -> str | None:
 
 
 __all__ = ["CudaProgram", "Rendered", "cache_key_device", "compile_cuda", "compile_kernel",
-           "f64_lines", "float32_only", "graph_kernels", "missing", "node_kernel", "ptx",
-           "render_kernel", "signature", "simulator"]
+           "device_name", "f64_lines", "float32_only", "graph_kernels", "missing", "node_kernel",
+           "program_for", "ptx", "render_kernel", "render_kernels", "signature", "simulator"]
