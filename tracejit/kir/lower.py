@@ -174,8 +174,13 @@ def _aligned_index(shape: tuple[int, ...], rank: int, idx: Sequence[Expr]) -> tu
 
 
 class _Fused:
-    def __init__(self, n: Node, alias: dict[int, int] | None = None) -> None:
+    def __init__(self, n: Node, alias: dict[int, int] | None = None, gpu: bool = False) -> None:
         body: Region = n.attrs["body"]
+        # gpu: the schedule a GPU renderer maps rows to blocks with (codegen/cuda.py): no
+        # software prefetch, no chunked float64 partials (a float32 sum stays float32: the
+        # block's tree of partial sums keeps it accurate, and a float32 kernel runs no float64
+        # instruction), and a scratch row per row of the domain (rows run at once)
+        self.gpu = gpu
         self.body = body
         domain = tuple(n.attrs.get("domain", n.outs[0].type.shape))
         self.s: Schedule = schedule(body, domain, n.attrs.get("rdims", 0))
@@ -266,7 +271,7 @@ class _Fused:
             if v in self.oname:
                 load = Load(self.oname[v], tuple(self.idx), v.type.dtype)
             else:
-                load = Load(self.kept[v], tuple(self.idx[self.m:]), v.type.dtype)
+                load = Load(self.kept[v], self._row_index(), v.type.dtype)
             var = Var(f"r{self.number[v]}", v.type.dtype)
         else:  # a parameter
             j = self.body.params.index(v)
@@ -292,7 +297,7 @@ class _Fused:
                 a = args[0]
                 assert a is not None
                 if self.s.kind[v] == "col":  # a column total: one accumulator per column
-                    d = acc_dtype(m.op.reduce, v.type.dtype)
+                    d = self._acc_dtype(m.op.reduce, v.type.dtype)
                     idx = tuple(self.idx[self.m:])
                     out.append(Store(f"cacc{j}", idx, Op(COMBINE_OP[m.op.reduce.combine],
                                                          (Load(f"cacc{j}", idx, d), cast(a, d)),
@@ -302,7 +307,7 @@ class _Fused:
                     part = Var(f"acc{j}c", m.out.type.dtype)
                     out.append(Accum(part, m.op.reduce.combine, cast(a, part.dtype)))
                     continue
-                acc = Var(f"acc{j}", acc_dtype(m.op.reduce, v.type.dtype))
+                acc = Var(f"acc{j}", self._acc_dtype(m.op.reduce, v.type.dtype))
                 if self._quick_extreme(m):  # fmax/fmin, and the flags that make it exact
                     a = cast(a, acc.dtype)
                     out.append(Accum(acc, "f" + m.op.reduce.combine, a))
@@ -319,7 +324,7 @@ class _Fused:
                 out.append(Store(self.oname[v], tuple(self.idx), self._var(v)))
         for v, buf in self.kept.items():
             if self.s.pass_of[v] == p:
-                out.append(Store(buf, tuple(self.idx[self.m:]), self._var(v)))
+                out.append(Store(buf, self._row_index(), self._var(v)))
         return out
 
     def _row_operand(self, v: Value, shape: tuple[int, ...], out: list[Stmt]) -> Expr:
@@ -346,7 +351,7 @@ class _Fused:
                 continue
             note = f"%{j} {m.name}"
             if is_reduction(m):
-                acc = Var(f"acc{j}", acc_dtype(_spec(m), v.type.dtype))
+                acc = Var(f"acc{j}", self._acc_dtype(_spec(m), v.type.dtype))
                 value: Expr = acc
                 if self._quick_extreme(m):
                     value = self._exact_extreme(j, acc, _spec(m).combine == "max")
@@ -367,12 +372,22 @@ class _Fused:
         for j, m in enumerate(self.body.nodes):
             if is_reduction(m) and self.s.pass_of[m.out] == p and self.s.kind[m.out] != "col":
                 assert m.op.reduce is not None
-                d = acc_dtype(m.op.reduce, m.out.type.dtype)
+                d = self._acc_dtype(m.op.reduce, m.out.type.dtype)
                 out.append(Let(Var(f"acc{j}", d), init_lit(m.op.reduce, d)))
                 if self._quick_extreme(m):
                     out.append(Let(Var(f"nan{j}", dt.bool_), Lit(False, dt.bool_)))
                     out.append(Let(Var(f"zero{j}", dt.bool_), Lit(False, dt.bool_)))
         return out
+
+    def _acc_dtype(self, spec: ReduceSpec, out: DType) -> DType:
+        if self.gpu and out is dt.float32:
+            return out
+        return acc_dtype(spec, out)
+
+    def _row_index(self) -> tuple[Expr, ...]:
+        """How a scratch row is indexed: by the reduced loops (one row at a time), or on a
+        GPU by every loop (one scratch row per row of the domain)."""
+        return tuple(self.idx) if self.gpu else tuple(self.idx[self.m:])
 
     def _quick_extreme(self, m: Node) -> bool:
         """A float max or min of a row: accumulated with fmax/fmin (one vector instruction,
@@ -398,7 +413,8 @@ class _Fused:
         float32 work (exp) keeps LLVM from vectorising the loop; a float32 one alone would
         lose accuracy over long rows."""
         assert m.op.reduce is not None
-        return acc_dtype(m.op.reduce, m.out.type.dtype) is not m.out.type.dtype and \
+        return not self.gpu and \
+            acc_dtype(m.op.reduce, m.out.type.dtype) is not m.out.type.dtype and \
             m.out.type.dtype is dt.float32
 
     def _reduced_loops(self, p: int, inner: list[Stmt]) -> list[Stmt]:
@@ -438,7 +454,8 @@ class _Fused:
         """One pass over a long innermost dimension, no reductions: stream it in steps of
         PF_STEP, prefetching PF_AHEAD elements ahead."""
         dom = self.s.domain
-        return self.s.rdims == 0 and self.r >= 1 and dom[-1] >= PF_MIN_STREAM and \
+        return not self.gpu and self.s.rdims == 0 and self.r >= 1 and \
+            dom[-1] >= PF_MIN_STREAM and \
             bool(self._full_arrays())
 
     def _prefetched_stream(self, body: list[Stmt]) -> list[Stmt]:
@@ -454,7 +471,8 @@ class _Fused:
 
     def _prefetches_next_row(self) -> bool:
         dom = self.s.domain
-        return self.r == 2 and self.s.rdims == 1 and dom[0] > 1 and dom[1] >= PF_MIN_ROW and \
+        return not self.gpu and self.r == 2 and self.s.rdims == 1 and dom[0] > 1 and \
+            dom[1] >= PF_MIN_ROW and \
             dom[0] * dom[1] >= PF_MIN_TOTAL and bool(self._full_arrays())
 
     def _next_row_hints(self, c: Var) -> tuple[Stmt, ...]:
@@ -486,11 +504,12 @@ class _Fused:
                   for j, p in enumerate(body.params)]
         params += [Param(f"o{k}", v.type.dtype, len(v.type.shape), out=True)
                    for k, v in enumerate(body.results) if k not in self.alias]
-        top: list[Stmt] = [Alloc(buf, tuple(Dim(d) for d in range(self.m, self.r)),
+        first = 0 if self.gpu else self.m
+        top: list[Stmt] = [Alloc(buf, tuple(Dim(d) for d in range(first, self.r)),
                                  v.type.dtype) for v, buf in self.kept.items()]
         cols = [(j, m) for j, m in enumerate(body.nodes) if self.s.kind[m.out] == "col"]
         for j, m in cols:
-            ad = acc_dtype(_spec(m), m.out.type.dtype)
+            ad = self._acc_dtype(_spec(m), m.out.type.dtype)
             top.append(Alloc(f"cacc{j}", tuple(Dim(k) for k in range(self.m, self.r)), ad,
                              init_lit(_spec(m), ad)))
         row: list[Stmt] = self._between(0)  # per-row scalars of the inputs alone
@@ -506,7 +525,7 @@ class _Fused:
         for j, m in cols:  # every row is done: store the column totals
             if m.out not in self.oname:
                 continue
-            ad = acc_dtype(_spec(m), m.out.type.dtype)
+            ad = self._acc_dtype(_spec(m), m.out.type.dtype)
             idx = tuple(self.idx[self.m:])
             keep = len(m.out.type.shape) == self.r
             oidx = ((Lit(0, I64),) * self.m if keep else ()) + idx
@@ -515,14 +534,17 @@ class _Fused:
                                  cast(Load(f"cacc{j}", idx, ad), m.out.type.dtype))])
         hint = "_".join(m.name for m in body.nodes)
         note = " ; ".join(m.name for m in body.nodes)
-        return Kernel(hint, tuple(params), tuple(top + nest), note, self.r)
+        # how a GPU renderer maps the loops (not printed: CPU kernels and goldens unchanged)
+        meta = {"outer": self.m, "rdims": self.s.rdims, "cols": len(cols)}
+        return Kernel(hint, tuple(params), tuple(top + nest), note, self.r, meta)
 
 
-def lower_fused(n: Node, alias: dict[int, int] | None = None) -> Kernel:
+def lower_fused(n: Node, alias: dict[int, int] | None = None, gpu: bool = False) -> Kernel:
     """The kernel of a fused node. `alias` maps a result's index to the operand whose buffer
     it is written into (the buffer plan's reuse): the kernel then has no parameter for that
-    result and stores through the operand's."""
-    return optimise(_Fused(n, alias).kernel())
+    result and stores through the operand's. `gpu`: the schedule for a GPU renderer (see
+    _Fused); meta["outer"] says how many leading loops are rows."""
+    return optimise(_Fused(n, alias, gpu).kernel())
 
 
 # ---- a lone reduction -----------------------------------------------------------------------
@@ -582,6 +604,42 @@ def lower_reduce(n: Node) -> Kernel:
     final = _nest(idx, [d for d in range(r) if d not in dims], [Store("o0", oidx, result)])
     params = (Param("a0", xd, r), Param("o0", out.dtype, len(out.shape), out=True))
     return optimise(Kernel(n.name, params, tuple(top + nest + final), n.name, r))
+
+
+def lower_reduce_rows(n: Node) -> Kernel:
+    """A lone reduction as rows for a GPU renderer: the domain is the input's kept dimensions
+    (the rows, meta["outer"] of them) then its reduced ones, so one row of the domain is one
+    output element and every reduced loop follows the rows (a block per row, its threads over
+    the row). Float32 sums accumulate in float32 (the block's tree of partials). Index
+    reductions (argmax/argmin) are not lowered here: ValueError."""
+    assert n.op.reduce is not None
+    spec = n.op.reduce
+    if spec.index:
+        raise ValueError(f"{n.name}: an index reduction has no row lowering")
+    x = n.inputs[0]
+    assert isinstance(x, Value)
+    xt, out = x.type, n.out.type
+    r = len(xt.shape)
+    dims = tuple(d % r for d in n.attrs["dims"]) if r else ()
+    keepdim = bool(n.attrs.get("keepdim"))
+    kept = [d for d in range(r) if d not in dims]
+    order = kept + [d for d in range(r) if d in dims]  # domain position -> input dimension
+    m = len(kept)
+    idx = [Var(f"i{k}", I64) for k in range(r)]
+    of_dim = {d: idx[k] for k, d in enumerate(order)}
+    xd = xt.dtype
+    ad = out.dtype if out.dtype is dt.float32 else acc_dtype(spec, out.dtype)
+    acc = Var("acc", ad)
+    v = Var("v", xd)
+    inner: list[Stmt] = [Let(v, Load("a0", tuple(of_dim[d] for d in range(r)), xd)),
+                         Accum(acc, spec.combine, cast(v, ad))]
+    zero = Lit(0, I64)
+    oidx = tuple(zero if d in dims else of_dim[d] for d in range(r) if keepdim or d not in dims)
+    row: list[Stmt] = [Let(acc, init_lit(spec, ad)), *_nest(idx, range(m, r), inner),
+                       Store("o0", oidx, cast(acc, out.dtype))]
+    params = (Param("a0", xd, r), Param("o0", out.dtype, len(out.shape), out=True))
+    meta = {"outer": m, "rdims": r - m, "cols": 0, "domain": tuple(xt.shape[d] for d in order)}
+    return Kernel(n.name, params, tuple(_nest(idx, range(m), row)), n.name, r, meta)
 
 
 # ---- a whole graph ---------------------------------------------------------------------------
