@@ -127,3 +127,22 @@ def test_gradient_read_after_the_step_keeps_its_value():
         ref_step(tracejit.from_numpy(x.copy()), tracejit.from_numpy(y.copy()))
         for p, r in zip(params, ref_params):
             np.testing.assert_allclose(p.grad.numpy(), r.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", list(OPTIMIZERS))
+def test_optimizer_update_is_one_loop_per_parameter(which):
+    # each parameter's update (and its state's) is one fused in-place kernel over the
+    # parameter, which reads the gradient once; per-parameter scalars (step counts, bias
+    # corrections) are 0-d kernels
+    params, step = build(tracejit, which, weights())
+    prime_zero(params)
+    jf = tracejit.jit(step)
+    x, y = (tracejit.from_numpy(a) for a in batches(1)[0])
+    for _ in range(3):
+        jf(x, y)
+    driver = jf.source(x, y).split("# ---- kernel")[0]
+    opt_line = [ln for ln in driver.splitlines() if "fused" in ln and
+                "test_grad_written.py:48" in ln]  # opt.step()'s line in build()
+    loops = [ln for ln in opt_line if "((), " not in ln]
+    domains = sorted(ln.split("(", 1)[1].split(")", 1)[0] + ")" for ln in loops)
+    assert domains == sorted(repr(tuple(p.shape)) for p in params), loops
