@@ -20,8 +20,9 @@ MKL is pinned to the thread count NumPy's OpenBLAS runs with (sequential MKL for
 so that the two libraries' pools do not fight over the cores, and threaded MKL uses GNU OpenMP
 when libgomp is already loaded (torch loads it): Intel OpenMP next to it doubled results. Before
 a candidate may be chosen its result on random operands of the GEMM's shape and layout is
-checked against float64 ``np.dot``; a wrong one is never chosen, and ``explain()`` says why. Operands that are neither C- nor
-F-contiguous, mixed or other dtypes, and GEMMs with a zero dimension go to ``np.dot``."""
+checked against float64 ``np.dot``; a wrong one is never chosen, and ``explain()`` says why.
+Operands that are neither C- nor F-contiguous, mixed or other dtypes, and GEMMs with a zero
+dimension go to ``np.dot``."""
 
 from __future__ import annotations
 
@@ -340,7 +341,8 @@ def machine_id() -> dict[str, str]:
     except Exception:  # pragma: no cover - old NumPy without mode="dicts"
         cfg = ""
     return {"cpu": model, "cpu_llvm": cache._CPU, "numpy": np.__version__, "blas": cfg,
-            "mkl": m.version if m else "", "mkl_layer": m.layer if m else "", "threads": str(numpy_blas_threads()),
+            "mkl": m.version if m else "", "mkl_layer": m.layer if m else "",
+            "threads": str(numpy_blas_threads()),
             "file_version": str(FILE_VERSION)}
 
 
