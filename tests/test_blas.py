@@ -362,6 +362,12 @@ def test_wrong_mkl_is_never_chosen_and_explain_says_why(tmp_path):
     assert "float32 64x1000 @ 1000x100: numpy" in text and "mkl rejected: wrong result" in text
 
 
+def one_element_off(x, y):
+    c = np.dot(x, y)
+    c[3, 2] += 0.01 * max(1.0, abs(float(c[3, 2])))
+    return c
+
+
 def test_verify_accepts_correct_candidates_and_rejects_a_wrong_product():
     rng = np.random.default_rng(7)
     for ta in (False, True):
@@ -370,6 +376,7 @@ def test_verify_accepts_correct_candidates_and_rejects_a_wrong_product():
         assert blas.verify({"numpy": blas._numpy}, a, b) == {}
         wrong = blas.verify({"twice": lambda x, y: 2 * np.dot(x, y),
                              "transposed-a": lambda x, y: np.dot(x.T.reshape(x.shape), y),
-                             "nan": lambda x, y: np.full((9, 5), np.nan, np.float32)}, a, b)
-        assert set(wrong) == {"twice", "transposed-a", "nan"}
+                             "nan": lambda x, y: np.full((9, 5), np.nan, np.float32),
+                             "one-element": one_element_off}, a, b)
+        assert set(wrong) == {"twice", "transposed-a", "nan", "one-element"}
         assert "median ratio 2" in wrong["twice"]
