@@ -618,7 +618,8 @@ def _effect_targets(g: Graph, plan: BufferPlan) -> dict[Value, Value]:
     out: dict[Value, Value] = {}
     for e in g.effects:
         v, t = e.source, e.target
-        if v not in made or t in read or t in in_place or sources[v] != 1 or v in returned:
+        if v not in made or t in read or t in returned or t in in_place or sources[v] != 1 or \
+                v in returned:
             continue
         i, n = made[v]
         if i <= raise_at or n.op.control or is_view(n) or n.op.shared_result or \
