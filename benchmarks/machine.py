@@ -101,8 +101,23 @@ def set_numpy_blas_threads(n: int) -> bool:
     return True
 
 
+def pin_cores(n: int) -> set[int] | None:
+    """Restrict this thread (and every thread it starts later: XLA's, torch's pools) to the
+    first n cores it may use; returns the previous set to restore, or None when n already
+    covers them (or the platform has no affinity). XLA has no thread-count setting: it sizes
+    its pool by these cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    before = os.sched_getaffinity(0)
+    if n >= len(before):
+        return None
+    os.sched_setaffinity(0, sorted(before)[:n])
+    return before
+
+
 def pin_threads(n: int) -> None:
-    """One thread count for every pool: OpenBLAS, torch (intra-op), Numba and XLA (at import)."""
+    """One thread count for every pool: OpenBLAS, torch (intra-op), Numba and XLA (at import;
+    by the cores `pin_cores` allows it)."""
     os.environ["TRACEJIT_BENCH_THREADS"] = str(n)
     set_numpy_blas_threads(n)
     if "torch" in sys.modules:  # otherwise benchmarks.peers.torch() pins it on import
@@ -142,6 +157,8 @@ def threads() -> dict[str, Any]:
     except Exception:
         pass
     out["pinned"] = os.environ.get("TRACEJIT_BENCH_THREADS")
+    if hasattr(os, "sched_getaffinity"):
+        out["cores_allowed"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     return out
 
 
@@ -170,5 +187,7 @@ def info() -> dict[str, Any]:
         "blas": {"numpy": numpy_blas(), "torch": torch_blas()},
         "threads": threads(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},
+        # variables tracejit-bench removed by re-running itself (NAME=value; see bench.main)
+        "unset": os.environ.get("TRACEJIT_BENCH_UNSET") or None,
         "versions": versions(),
     }

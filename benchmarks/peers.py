@@ -68,13 +68,13 @@ def torch_compile() -> Any:
 
 
 def jax() -> Any:
-    # XLA sizes its thread pool at import: honour the thread count the CLI pinned
+    # XLA has no thread-count flag (``intra_op_parallelism_threads`` is TensorFlow's, and
+    # jaxlib 0.10 ignores the bare word): its CPU client sizes its pool by the cores the process
+    # may run on, which machine.pin_threads restricts to N (measured: a 2048^3 matmul kept two
+    # threads busy with the old flags, one under the affinity). Eigen's own pool off for N=1.
     threads = os.environ.get("TRACEJIT_BENCH_THREADS")
-    if threads and "XLA_FLAGS" not in os.environ:
-        os.environ["XLA_FLAGS"] = (
-            f"--xla_cpu_multi_thread_eigen={'true' if threads != '1' else 'false'} "
-            f"intra_op_parallelism_threads={threads}"
-        )
+    if threads == "1" and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     try:
         import jax as jx
     except ImportError:

@@ -335,3 +335,85 @@ def test_markdown_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert rc == 0 and png.stat().st_size > 0
     out = capsys.readouterr().out
     assert "Regenerate with" in out and "| impl | median |" in out
+
+
+# ---- every peer on the pinned thread count, OpenBLAS unforced ----------------------------------
+
+
+def test_cli_reruns_itself_without_openblas_coretype(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "r.json"
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_L2_SIZE="524288")
+    env.pop("TRACEJIT_BENCH_UNSET", None)
+    p = subprocess.run([sys.executable, "-m", "tracejit.bench", "--workload", "mlp-seed",
+                        "--impl", "numpy", "--quick", "--repeat", "1", "--no-progress",
+                        "--json", str(out)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "re-ran itself without OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=524288" \
+        in p.stdout
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["env"]["OPENBLAS_CORETYPE"] is None
+    assert doc["machine"]["env"]["OPENBLAS_L2_SIZE"] is None
+    assert doc["machine"]["unset"] == "OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=524288"
+    assert doc["workloads"][0]["results"][0]["status"] == "ok"
+
+
+def test_library_leaves_openblas_coretype_alone() -> None:
+    import os
+
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    p = subprocess.run([sys.executable, "-c", "import os, tracejit; "
+                        "tracejit.jit(lambda x: x * 2)(tracejit.ones(3)); "
+                        "print(os.environ.get('OPENBLAS_CORETYPE'))"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-1] == "Haswell"
+
+
+_JAX_ONE_CORE = r"""
+import os, resource, time
+from tracejit.benchmarks import machine, peers
+machine.pin_threads(1)
+machine.pin_cores(1)
+jax = peers.jax()
+import numpy as np
+a = jax.numpy.asarray(np.random.default_rng(0).random((1024, 1024), np.float32))
+f = jax.jit(lambda x: x @ x @ x)
+f(a).block_until_ready()
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+w0, c0 = time.perf_counter(), cpu()
+for _ in range(10):
+    f(a).block_until_ready()
+print("RESULT", cpu() - c0, time.perf_counter() - w0, os.environ.get("XLA_FLAGS"),
+      len(os.sched_getaffinity(0)))
+"""
+
+
+def test_jax_runs_on_one_core_under_threads_1() -> None:
+    import os
+
+    pytest.importorskip("jax")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one usable core: nothing to pin")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run([sys.executable, "-c", _JAX_ONE_CORE], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]  # the XLA flags set are valid: XLA parses them
+    (line,) = [x.split() for x in p.stdout.splitlines() if x.startswith("RESULT")]
+    cpu_s, wall_s, flags, cores = float(line[1]), float(line[2]), line[3], int(line[4])
+    assert cores == 1 and flags == "--xla_cpu_multi_thread_eigen=false"
+    # the matmuls' CPU time can't exceed their wall time on one core (two threads: ~2x)
+    assert cpu_s <= 1.15 * wall_s, (cpu_s, wall_s)
+
+
+def test_main_gives_the_callers_cores_back(tmp_path: Path) -> None:
+    import os
+
+    before = os.sched_getaffinity(0)
+    rc, doc = run_main(tmp_path, "--workload", "mlp-seed", "--impl", "numpy", "--repeat", "1")
+    assert rc == 0 and os.sched_getaffinity(0) == before
+    assert doc["machine"]["threads"]["cores_allowed"] == str(min(before))

@@ -282,3 +282,101 @@ def test_jitted_seed_step_matches_eager(mode):
     libs = {c.lib for c in blas.choices()}
     assert len(blas.choices()) == 5  # the step's five GEMMs
     assert libs <= ({mode} if mode != "auto" else {"numpy", "mkl"})
+
+
+# ---- two OpenMP runtimes in one process ---------------------------------------------------------
+
+needs_torch_and_mkl = pytest.mark.skipif(
+    not HAS_MKL or __import__("importlib").util.find_spec("torch") is None,
+    reason="needs torch (it loads libgomp) and the mkl wheel")
+
+_TWO_OPENMP = r"""
+import ctypes, json, sys
+import torch  # loads GNU OpenMP (libgomp) before MKL
+if sys.argv[1] == "intel-first":  # another library loaded MKL with Intel OpenMP before us
+    from tracejit.runtime import blas as _b
+    lib = ctypes.CDLL(_b._mkl_candidates()[0])
+    lib.MKL_Set_Threading_Layer(0)
+import numpy as np
+import tracejit
+from tracejit.runtime import blas
+
+rng = np.random.default_rng(0)
+a = rng.standard_normal((64, 1000)).astype(np.float32)
+b = rng.standard_normal((1000, 100)).astype(np.float32)
+ref = a.astype(np.float64) @ b.astype(np.float64)
+out = {"threads": blas.numpy_blas_threads()}
+for mode in ("mkl", "auto"):
+    blas.reset()
+    with tracejit.flags(blas=mode):
+        f = tracejit.jit(lambda x, y: x @ y)
+        try:
+            got = [f(tracejit.tensor(a), tracejit.tensor(b)).numpy() for _ in range(3)]
+            out[mode] = {"err": max(float(np.abs(g - ref).max()) for g in got),
+                         "explain": str(f.explain())}
+        except RuntimeError as e:
+            out[mode] = {"error": str(e)}
+out["layer"] = blas.mkl().layer
+print("RESULT" + json.dumps(out))
+"""
+
+
+def run_two_openmp(tmp_path, order):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MKL_")}
+    env.update(OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", TRACEJIT_BLAS="auto",
+               TRACEJIT_CACHE_DIR=str(tmp_path / "sub-cache"),
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(tracejit.__file__))))
+    p = subprocess.run([sys.executable, "-c", _TWO_OPENMP, order], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("RESULT")]
+    return json.loads(line[len("RESULT"):])
+
+
+@needs_torch_and_mkl
+def test_mkl_after_torch_on_two_threads_uses_gnu_openmp(tmp_path):
+    # MKL's Intel OpenMP layer next to torch's libgomp returned exactly 2x this product
+    out = run_two_openmp(tmp_path, "torch-first")
+    assert out["threads"] == 2 and out["layer"] == "gnu"
+    tol = 4 * 1000 * np.finfo(np.float32).eps * 1000  # |a| @ |b| is below ~1000 here
+    for mode in ("mkl", "auto"):
+        assert "error" not in out[mode], out[mode]
+        assert out[mode]["err"] < tol, out[mode]
+    assert "float32 64x1000 @ 1000x100: mkl (forced" in out["mkl"]["explain"]
+    assert "rejected" not in out["auto"]["explain"]
+
+
+@needs_torch_and_mkl
+def test_wrong_mkl_is_never_chosen_and_explain_says_why(tmp_path):
+    # MKL already set to Intel OpenMP before tracejit loads it: it computes 2x; the chooser's
+    # check against np.dot rejects it, and forcing it is an error naming the layer
+    out = run_two_openmp(tmp_path, "intel-first")
+    assert out["layer"] == "intel"
+    assert "threading layer intel" in out["mkl"]["error"]
+    assert "median ratio 2" in out["mkl"]["error"] and "TRACEJIT_BLAS=auto" in out["mkl"]["error"]
+    assert out["auto"]["err"] < 4 * 1000 * np.finfo(np.float32).eps * 1000
+    text = out["auto"]["explain"]
+    assert "float32 64x1000 @ 1000x100: numpy" in text and "mkl rejected: wrong result" in text
+
+
+def one_element_off(x, y):
+    c = np.dot(x, y)
+    c[3, 2] += 0.01 * max(1.0, abs(float(c[3, 2])))
+    return c
+
+
+def test_verify_accepts_correct_candidates_and_rejects_a_wrong_product():
+    rng = np.random.default_rng(7)
+    for ta in (False, True):
+        a = operand(rng, 9, 13, np.float32, ta)
+        b = operand(rng, 13, 5, np.float32, False)
+        assert blas.verify({"numpy": blas._numpy}, a, b) == {}
+        wrong = blas.verify({"twice": lambda x, y: 2 * np.dot(x, y),
+                             "transposed-a": lambda x, y: np.dot(x.T.reshape(x.shape), y),
+                             "nan": lambda x, y: np.full((9, 5), np.nan, np.float32),
+                             "one-element": one_element_off}, a, b)
+        assert set(wrong) == {"twice", "transposed-a", "nan", "one-element"}
+        assert "median ratio 2" in wrong["twice"]

@@ -118,6 +118,10 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
         f"env: {env}",
         f"versions: {vers}",
     ]
+    if machine.get("unset"):
+        lines.append(f"note: tracejit-bench re-ran itself without {machine['unset']} (it forces "
+                     "OpenBLAS's kernel choice; PERF-NOTES: Haswell halves sgemm on Zen), so "
+                     "every implementation runs with OpenBLAS's own choice")
     if machine["env"].get("OPENBLAS_CORETYPE"):
         lines.append("note: OPENBLAS_CORETYPE is set and forces OpenBLAS's kernel choice "
                      "(PERF-NOTES: Haswell halves sgemm on Zen); unset it to measure the default")
@@ -338,6 +342,8 @@ def _list(out: IO[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark CLI; returns the exit status (0, or 2 for a usage error)."""
     args = parse_args(argv)
+    if argv is None and not args.list:  # the command line, not a caller's process
+        _reexec_without_forcing_vars()
     if args.device == "cuda":
         print("tracejit-bench: the CUDA backend is not built yet; only --device cpu can be "
               "measured", file=sys.stderr)
@@ -369,6 +375,38 @@ def main(argv: list[str] | None = None) -> int:
 
     peers.set_quick(args.quick)
     machine.pin_threads(max(1, args.threads))
+    cores_before = machine.pin_cores(max(1, args.threads))
+    try:
+        return _run(args, argv, core, machine, peers, runner, all_w, names)
+    finally:
+        if cores_before is not None:  # a caller's process (tests) gets its cores back
+            os.sched_setaffinity(0, cores_before)
+
+
+# OpenBLAS reads these when NumPy loads it, before main() runs: the CLI re-runs itself once
+# without them so that every implementation (NumPy, tracejit, jax's and torch's own BLAS aside)
+# is measured with OpenBLAS's own kernel choice. The library never changes a user's environment.
+FORCING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _reexec_without_forcing_vars() -> None:
+    found = [f"{k}={os.environ[k]}" for k in FORCING_VARS if os.environ.get(k)]
+    if not found or os.environ.get("TRACEJIT_BENCH_UNSET") is not None:
+        return
+    env = {k: v for k, v in os.environ.items() if k not in FORCING_VARS}
+    env["TRACEJIT_BENCH_UNSET"] = " ".join(found)
+    import tracejit
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tracejit.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p])  # the same tracejit as this process
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "tracejit.bench", *sys.argv[1:]], env)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, core: Any, machine: Any, peers: Any,
+         runner: Any, all_w: dict[str, Any], names: list[str]) -> int:
     selected = [(all_w[n], runner.select_impls(all_w[n], args.impl)) for n in names]
     if any(i in ("torch", "torch-compile") for _, impls in selected for i in impls):
         try:  # imported now so the header can name its BLAS and its threads are pinned

@@ -23,7 +23,7 @@ from ..dtypes import DType, int64
 from ..errors import PathNotTakenError
 from ..flags import get as get_flag
 from ..ir.graph import Const, Graph, Node, Operand, Region, Value, walk
-from ..ir.plan import BufferPlan, is_view, make_plan, roots, verify_plan
+from ..ir.plan import BufferPlan, _last_raise, is_view, make_plan, roots, verify_plan
 from ..ir.printer import print_graph, value_numbers, values_printed
 from ..kir.lower import lower_fused, lower_reduce
 from ..ops.control import COND, SCAN, WHILE
@@ -246,6 +246,9 @@ class _Gen:
         self.ws: list[tuple[tuple[int, ...], str]] = []
         self.fresh: set[Value] | None = None  # buffers that must be new each call (or None)
         self.prefix = ""  # a region's nodes are named apart from the graph's: r3b_v0
+        # value -> the parameter its effect writes, for results computed straight into that
+        # parameter's buffer (`_effect_targets`: a .grad nothing reads, zero_grad'ed)
+        self.direct: dict[Value, str] = {}
 
     def child(self, r: Region, prefix: str, base: int, branch: bool = False) -> _Gen:
         """A generator for region `r`, writing into this one's text, kernels and constants:
@@ -259,6 +262,7 @@ class _Gen:
         sub.plan = make_plan(sub.g)
         verify_plan(sub.g, sub.plan)
         sub.snapshot = False
+        sub.direct = {}
         sub.numbers = [base + len(r.params) + k for k in value_numbers(sub.g)]
         sub.prefix = prefix
         # the workspace (shared list: one per program) holds the region's temporaries; what
@@ -284,11 +288,14 @@ class _Gen:
         return k.name
 
     def planned(self, v: Value) -> str | None:
-        """The workspace buffer `v` is computed into, when it may live in one."""
+        """The workspace buffer `v` is computed into, when it may live in one (or the buffer
+        of the parameter its effect writes, when that one is C-contiguous: `direct`)."""
         if self.fresh is None or v in self.fresh:
             return None
         self.ws.append((tuple(v.type.shape), np_name(v.type.dtype)))
-        return f"_w[{len(self.ws) - 1}]"
+        ws = f"_w[{len(self.ws) - 1}]"
+        t = self.direct.get(v)
+        return ws if t is None else f"({t} if {t}.flags.c_contiguous else {ws})"
 
     def scratch(self, name: str, shape: tuple[int, ...]) -> list[str]:
         """The scratch arrays kernel `name` takes (`kir.Param.scratch`), for this domain:
@@ -493,6 +500,7 @@ class _Gen:
         checks = self._checks_after()
         if not native and not self.snapshot:
             self.fresh = fresh_buffers(g, self.plan)
+            self.direct = {v: self.names[t] for v, t in _effect_targets(g, self.plan).items()}
         with self.w.indent():
             self._check(checks.get(-1, ()))  # (before the workspace is taken)
             self.w.line("_w = _take_ws()")
@@ -523,6 +531,11 @@ class _Gen:
                     self.w.line(f"{self.names[e.target]}[...] = {fills[e.source]}  # effect")
                     continue
                 src = self.names[e.source]
+                if e.source in self.direct:  # computed into the target unless not contiguous
+                    self.w.line(f"if {src} is not {self.names[e.target]}:")
+                    with self.w.indent():
+                        self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
+                    continue
                 if e.source in aliasable and len(g.effects) > 1:
                     src += ".copy()"  # the source may alias another target written first
                 self.w.line(f"{self.names[e.target]}[...] = {src}  # effect")
@@ -584,6 +597,37 @@ class _Gen:
                     e.target.type.dtype is n.out.type.dtype:
                 out[n.out] = lit(n.attrs["value"], n.out.type.dtype)
         return out
+
+
+def _effect_targets(g: Graph, plan: BufferPlan) -> dict[Value, Value]:
+    """Results a Python driver may compute straight into the buffer of the parameter their
+    effect writes, saving the copy at the end: a gradient written into a `.grad` that
+    `zero_grad(set_to_none=False)` zeroed (simplify drops the accumulation into the zeros).
+    The parameter must be read by no node at all (its old value is dead), of the result's
+    type, written by this effect only; the result is not returned, not a view, not a constant,
+    the source of no other effect, and computed after every node that may raise (the write
+    commits the effect early). The driver still checks that the parameter is C-contiguous."""
+    root = roots(g)
+    read = {root.get(v, v) for n in g.nodes for v in n.values_in()}
+    returned = {root.get(o, o) for o in g.outputs if isinstance(o, Value)}
+    sources: dict[Value, int] = {}
+    for e in g.effects:
+        sources[e.source] = sources.get(e.source, 0) + 1
+    made = {o: (i, n) for i, n in enumerate(g.nodes) for o in n.outs}
+    raise_at = _last_raise(g)
+    in_place = plan.in_place_effects(g)
+    out: dict[Value, Value] = {}
+    for e in g.effects:
+        v, t = e.source, e.target
+        if v not in made or t in read or t in returned or t in in_place or sources[v] != 1 or \
+                v in returned:
+            continue
+        i, n = made[v]
+        if i <= raise_at or n.op.control or is_view(n) or n.op.shared_result or \
+                v.type != t.type or v in root:
+            continue
+        out[v] = t
+    return out
 
 
 def _extent(e: kir.Expr, shape: tuple[int, ...]) -> int:

@@ -1,4 +1,5 @@
-"""Algebraic simplification: x*1, x-0, x/1 -> x; identity reshape/expand/cast/permute;
+"""Algebraic simplification: x*1, x-0, x/1 -> x; zeros + g -> g (a gradient accumulated into
+a zero-filled .grad); identity reshape/expand/cast/permute;
 reshape of reshape and permute of permute composed; (a @ b).T as b.T @ a.T; a clone of a
 buffer nothing else reads dropped; an elementwise op reads the operand of an
 `expand` directly when its own broadcasting gives the same result shape (so a row value
@@ -19,7 +20,8 @@ from ..ops.structural import CONSTANT
 from .cse import rewrite
 from .fold import FOLD_LIMIT
 
-# x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit
+# x + 0 is not here: -0.0 + 0 is +0.0, so it is not an identity bit for bit (but see
+# _added_to_zeros: a gradient accumulated into a zero-filled .grad)
 _IDENTITY_RIGHT = {"mul": 1, "div": 1, "sub": 0}
 _IDENTITY_LEFT = {"mul": 1}
 
@@ -41,6 +43,41 @@ def _identity_input(n: Node) -> Operand | None:
         return ins[0]
     if name == "permute" and tuple(n.attrs["dims"]) == tuple(range(n.out.type.ndim)):
         return ins[0]
+    return None
+
+
+def _is_zero_fill(v: Operand, producer: dict[Value, Node]) -> bool:
+    """Is v a tensor of +0.0 everywhere made by the program (a `full` of 0, or a constant
+    array of zeros: what `zero_()` on a `.grad` traces to)?"""
+    src = producer.get(v) if isinstance(v, Value) else None
+    if src is None or not v.type.dtype.is_floating_point:  # type: ignore[union-attr]
+        return False
+    if src.name == "full":
+        x = src.attrs.get("value")
+    elif src.op is CONSTANT:
+        x = src.attrs.get("value")
+        if not isinstance(x, np.ndarray) or x.size > FOLD_LIMIT:
+            return False
+    else:
+        return False
+    try:
+        a = np.asarray(x, np.float64)
+    except (TypeError, ValueError):
+        return False
+    return bool(a.size) and not np.any(a) and not np.any(np.signbit(a))
+
+
+def _added_to_zeros(n: Node, producer: dict[Value, Node]) -> Operand | None:
+    """zeros + g (or g + zeros) -> g, when g already has the result's type: a gradient
+    written, not accumulated into the zeros `zero_grad(set_to_none=False)` left (the one
+    exception to bit-exact rewrites here: a -0.0 element of g stays -0.0 where +0.0 + -0.0
+    gives +0.0; the two compare equal)."""
+    if n.name != "add" or len(n.inputs) != 2:
+        return None
+    a, b = n.inputs
+    for zero, g in ((a, b), (b, a)):
+        if isinstance(g, Value) and g.type == n.out.type and _is_zero_fill(zero, producer):
+            return g
     return None
 
 
@@ -145,6 +182,8 @@ def simplify(g: Graph) -> Graph:
         if env:
             n = Node(n.op, substitute(n.inputs, env), n.outs, n.attrs, n.loc)
         same = _identity_input(n)
+        if same is None:
+            same = _added_to_zeros(n, producer)
         if same is not None:
             env[n.out] = same
             continue

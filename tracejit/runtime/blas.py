@@ -17,8 +17,12 @@ cannot be read or parsed is ignored (and rewritten). ``TRACEJIT_BLAS=numpy|mkl``
 candidate; ``auto`` (default) measures.
 
 MKL is pinned to the thread count NumPy's OpenBLAS runs with (sequential MKL for one thread),
-so that the two libraries' pools do not fight over the cores. Operands that are neither C- nor
-F-contiguous, mixed or other dtypes, and GEMMs with a zero dimension go to ``np.dot``."""
+so that the two libraries' pools do not fight over the cores, and threaded MKL uses GNU OpenMP
+when libgomp is already loaded (torch loads it): Intel OpenMP next to it doubled results. Before
+a candidate may be chosen its result on random operands of the GEMM's shape and layout is
+checked against float64 ``np.dot``; a wrong one is never chosen, and ``explain()`` says why.
+Operands that are neither C- nor F-contiguous, mixed or other dtypes, and GEMMs with a zero
+dimension go to ``np.dot``."""
 
 from __future__ import annotations
 
@@ -77,6 +81,7 @@ class _Mkl:
     lib: Any
     version: str
     threads: int = 1
+    layer: str = ""  # the threading layer MKL_Set_Threading_Layer reported (_LAYERS)
     njit: dict[str, Any] = field(default_factory=dict)  # dtype char -> njit gemm
 
 
@@ -107,6 +112,33 @@ def numpy_blas_threads() -> int:
     return os.cpu_count() or 1
 
 
+# MKL_Set_Threading_Layer's codes, in order (mkl_service.h's MKL_THREADING_*)
+_LAYERS = ("intel", "sequential", "pgi", "gnu", "tbb")
+
+
+def gomp_loaded() -> bool:
+    """Whether GNU OpenMP (libgomp: torch's, or any other library's) is mapped into this
+    process."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in os.path.basename(line.rstrip()) for line in f)
+    except OSError:  # pragma: no cover - not Linux
+        return False
+
+
+def _threading_layer(threads: int) -> str:
+    """The MKL threading layer to ask for ("" leaves the user's MKL_THREADING_LAYER alone):
+    sequential for one thread; with more, GNU OpenMP when libgomp is already loaded (torch
+    loads it), else Intel OpenMP. MKL's Intel layer loads libiomp5 next to a loaded libgomp,
+    and the two OpenMP runtimes both run each thread's share of a GEMM: a 64x1000 @ 1000x100
+    sgemm on 2 threads returned exactly twice the product (tests/test_blas.py)."""
+    if os.environ.get("MKL_THREADING_LAYER", "").strip():
+        return ""
+    if threads == 1:
+        return "sequential"
+    return "gnu" if gomp_loaded() else "intel"
+
+
 def mkl() -> _Mkl | None:
     """MKL loaded and pinned to NumPy's BLAS thread count, or None (see `mkl_error()`)."""
     global _mkl, _mkl_error, _mkl_tried
@@ -130,17 +162,23 @@ def mkl() -> _Mkl | None:
         if hasattr(lib, "MKL_Set_Interface_Layer"):
             lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
             lib.MKL_Set_Interface_Layer(0)  # LP64: 32-bit integers
-        threads = numpy_blas_threads()
-        if hasattr(lib, "MKL_Set_Threading_Layer"):
+        want = _threading_layer(numpy_blas_threads())
+        if not want:
+            layer = f"MKL_THREADING_LAYER={os.environ['MKL_THREADING_LAYER'].strip()}"
+        elif hasattr(lib, "MKL_Set_Threading_Layer"):
             lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-            lib.MKL_Set_Threading_Layer(1 if threads == 1 else 0)  # sequential, or Intel
+            lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+            got = lib.MKL_Set_Threading_Layer(_LAYERS.index(want))
+            layer = _LAYERS[got] if 0 <= got < len(_LAYERS) else f"layer {got}"
+        else:
+            layer = "MKL's default (this libmkl_rt has no MKL_Set_Threading_Layer)"
         buf = ctypes.create_string_buffer(256)
         try:
             lib.MKL_Get_Version_String(buf, len(buf))
             version = buf.value.decode(errors="replace").strip()
         except AttributeError:
             version = "unknown"
-        m = _Mkl(p, lib, version, threads=0)
+        m = _Mkl(p, lib, version, threads=0, layer=layer)
         _pin(m)
         _mkl = m
         _mkl_error = ""
@@ -238,6 +276,7 @@ class Choice:
     lib: str  # the candidate that runs
     times_us: dict[str, float]  # measured median per call (empty when forced or trivial)
     how: str  # "measured", "cached" (read from the file), "forced" (TRACEJIT_BLAS), "fallback"
+    rejected: dict[str, str] = field(default_factory=dict)  # candidate -> why it may not run
 
     def describe(self) -> str:
         dtype, m, n, k, ta, tb = self.key.split(",")
@@ -245,7 +284,9 @@ class Choice:
         b = f"{k}x{n}" + (" (transposed)" if tb == "T" else "")
         times = ", ".join(f"{c} {t:.1f} us" for c, t in sorted(self.times_us.items(),
                                                               key=lambda x: x[1]))
-        return f"{dtype} {a} @ {b}: {self.lib} ({self.how}{'; ' + times if times else ''})"
+        rejected = "".join(f"; {c} rejected: {why}" for c, why in sorted(self.rejected.items()))
+        return (f"{dtype} {a} @ {b}: {self.lib} ({self.how}{'; ' + times if times else ''}"
+                f"{rejected})")
 
 
 _choices: dict[str, Choice] = {}  # key_of(...) -> the choice, for this process
@@ -300,7 +341,8 @@ def machine_id() -> dict[str, str]:
     except Exception:  # pragma: no cover - old NumPy without mode="dicts"
         cfg = ""
     return {"cpu": model, "cpu_llvm": cache._CPU, "numpy": np.__version__, "blas": cfg,
-            "mkl": m.version if m else "", "threads": str(numpy_blas_threads()),
+            "mkl": m.version if m else "", "mkl_layer": m.layer if m else "",
+            "threads": str(numpy_blas_threads()),
             "file_version": str(FILE_VERSION)}
 
 
@@ -371,6 +413,51 @@ def measure(fns: dict[str, Any], a: np.ndarray, b: np.ndarray) -> dict[str, floa
     return {name: round(_median(s), 3) for name, s in samples.items()}
 
 
+# ---- checking a candidate's result ---------------------------------------------------------------
+
+
+def _probe_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random values of x's shape, dtype and layout (C-contiguous, or transposed)."""
+    p = rng.standard_normal(x.shape).astype(x.dtype)
+    return p if x.flags.c_contiguous else np.asfortranarray(p)
+
+
+def verify(fns: dict[str, Any], a: np.ndarray, b: np.ndarray) -> dict[str, str]:
+    """candidate -> why its result is wrong, for each fn(a, b) whose product C of random probe
+    operands A, B (a's and b's shapes, dtype and layouts) is not A @ B to within a dot
+    product's rounding (|C - AB| <= 4 K eps |A| |B|), checked against float64 ``np.dot``
+    through two random vectors r (Freivalds: |(C - AB) r| <= 4 K eps |A| (|B| |r|)), so the
+    check costs one call of each candidate and matrix-vector products. A library that loads
+    but computes wrong results (two OpenMP runtimes in one process doubled MKL's sgemm) is
+    never chosen."""
+    rng = np.random.default_rng(12345)
+    pa, pb = _probe_like(a, rng), _probe_like(b, rng)
+    a64, b64 = pa.astype(np.float64), pb.astype(np.float64)
+    r = rng.standard_normal((b.shape[1], 2))
+    ref = np.dot(a64, np.dot(b64, r))
+    gamma = 4 * max(a.shape[1], 1) * float(np.finfo(a.dtype).eps)
+    bound = gamma * np.dot(np.abs(a64), np.dot(np.abs(b64), np.abs(r))) * (1 + 1e-6) + 1e-30
+    wrong = {}
+    for name, fn in fns.items():
+        try:
+            c = fn(pa, pb)
+        except Exception as e:  # a library that cannot run this GEMM
+            wrong[name] = f"raised {type(e).__name__}: {e}"
+            continue
+        if c.shape != (a.shape[0], b.shape[1]):
+            wrong[name] = f"wrong result shape {c.shape}"
+            continue
+        got = np.dot(c.astype(np.float64), r)
+        err = np.abs(got - ref)
+        if not (np.all(np.isfinite(c)) and np.all(err <= bound)):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.median(got / ref)
+            wrong[name] = (f"wrong result on random operands: error {np.max(err):.3g} against "
+                           f"float64 np.dot, bound {np.max(bound):.3g} (median ratio "
+                           f"{ratio:.4g})")
+    return wrong
+
+
 # ---- the entry point -----------------------------------------------------------------------------
 
 
@@ -432,25 +519,40 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
     if md == "mkl" and m is None:
         raise RuntimeError(f"TRACEJIT_BLAS=mkl, but MKL cannot be used: {_mkl_error}; "
                            "install it (pip install mkl) or set TRACEJIT_BLAS=auto")
-    if md in ("numpy", "mkl") or m is None:
-        lib = md if md != "auto" else "numpy"
-        _choices[key] = Choice(key, lib, {}, "forced" if md != "auto" else
+    if md == "numpy" or m is None:
+        _choices[key] = Choice(key, "numpy", {}, "forced" if md != "auto" else
                                "fallback: " + _mkl_error)
-        return _numpy if lib == "numpy" else _mkl_callable(m, a, b)  # type: ignore[arg-type]
+        return _numpy
     fns = {"numpy": _numpy, "mkl": _mkl_callable(m, a, b)}
     c = _choices.get(key)
-    if c is None or c.how.startswith(("forced", "fallback")):
-        path = choices_path()
-        found = _read(path).get(key) if path else None
-        if found is not None:
-            c = Choice(key, found["lib"], {k: float(v) for k, v in found["times_us"].items()},
-                       "cached")
-        else:
-            times = measure(fns, a, b)
-            c = Choice(key, min(times, key=lambda x: times[x]), times, "measured")
-            if path:
-                _write(path, key, c)
-        _choices[key] = c
+    if c is not None and not c.how.startswith(("forced", "fallback")):
+        return fns[c.lib]  # chosen (and checked) in this process already
+    # (np.dot is NumPy's own reference: only MKL is checked against it)
+    wrong = verify({"mkl": fns["mkl"]}, a, b)
+    if md == "mkl":
+        if wrong:
+            raise RuntimeError(
+                f"TRACEJIT_BLAS=mkl, but MKL ({m.path}, threading layer {m.layer}, "
+                f"{m.threads} threads) computes {key_of(a.dtype, mm, nn, kk, la[0], lb[0])} "
+                f"wrong: {wrong['mkl']}; set TRACEJIT_BLAS=auto (or numpy), or "
+                "OPENBLAS_NUM_THREADS=1 for sequential MKL")
+        _choices[key] = Choice(key, "mkl", {}, "forced")
+        return fns["mkl"]
+    ok = {name: fn for name, fn in fns.items() if name not in wrong}
+    path = choices_path()
+    found = _read(path).get(key) if path else None
+    if found is not None and found["lib"] in ok:
+        c = Choice(key, found["lib"], {k: float(v) for k, v in found["times_us"].items()},
+                   "cached", wrong)
+    elif len(ok) == 1:
+        (lib,) = ok
+        c = Choice(key, lib, {}, "the only correct candidate", wrong)
+    else:
+        times = measure(ok, a, b)
+        c = Choice(key, min(times, key=lambda x: times[x]), times, "measured", wrong)
+        if path:
+            _write(path, key, c)
+    _choices[key] = c
     return fns[c.lib]
 
 
