@@ -202,6 +202,9 @@ def _mkl_dgemm(ta, tb, mm, nn, kk, a, lda, b, ldb, c):  # type: ignore[no-untype
                0.0, c.ctypes.data, nn)
 
 
+cache.load_without_refresh(_mkl_sgemm, _mkl_dgemm)  # warm start: no typing registries
+
+
 def _mkl_gemm(m: _Mkl, char: str) -> Any:
     """The njit gemm(transa, transb, M, N, K, a, lda, b, ldb, c) over MKL's cblas, for
     dtype char "f" or "d" (its symbol bound to this process's libmkl_rt first)."""
@@ -437,7 +440,6 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
         _choices[key] = Choice(key, lib, {}, "forced" if md != "auto" else
                                "fallback: " + _mkl_error)
         return _numpy if lib == "numpy" else _mkl_callable(m, a, b)  # type: ignore[arg-type]
-    fns = {"numpy": _numpy, "mkl": _mkl_callable(m, a, b)}
     c = _choices.get(key)
     if c is None or c.how.startswith(("forced", "fallback")):
         path = choices_path()
@@ -446,12 +448,13 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
             c = Choice(key, found["lib"], {k: float(v) for k, v in found["times_us"].items()},
                        "cached")
         else:
-            times = measure(fns, a, b)
+            times = measure({"numpy": _numpy, "mkl": _mkl_callable(m, a, b)}, a, b)
             c = Choice(key, min(times, key=lambda x: times[x]), times, "measured")
             if path:
                 _write(path, key, c)
         _choices[key] = c
-    return fns[c.lib]
+    # MKL's gemm is loaded (its njit function from Numba's cache) only when it runs
+    return _numpy if c.lib == "numpy" else _mkl_callable(m, a, b)
 
 
 def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
