@@ -150,3 +150,22 @@ def test_a_changed_numba_version_or_cpu_never_finds_the_old_cache(
         m.setattr(sys, "version", sys.version + " other")
         assert cache.content_hash(text) != base
     assert cache.content_hash(text) == base
+
+
+def test_generated_modules_import_only_the_kernel_library_they_call() -> None:
+    from tracejit.codegen.cpu import PRELUDE, prelude_for
+
+    body = "def k(shape, a0, o0):\n    o0[0] = vexp(a0[0]) + radd(1.0, 2.0)\n"
+    got = prelude_for(body)
+    lines = got.splitlines()
+    assert "from tracejit.kernels.cpu.scalar import *  # noqa: F403" in lines  # always
+    assert "import numba" in lines and "import numpy as np" in lines
+    assert any("vmath import exp as vexp" in ln for ln in lines)  # by its alias
+    assert any("accum import radd" in ln for ln in lines)
+    assert not any("attention" in ln or "conv" in ln or "philox" in ln for ln in lines), got
+    # a line stays when any one of its names is used; nothing outside PRELUDE is added
+    assert set(lines) <= set(PRELUDE.splitlines())
+    assert prelude_for("gather_last(a, b)").count("index import gather_last") == 1
+    # every name PRELUDE imports, used, gives PRELUDE back
+    every = " ".join(__import__("re").findall(r"[A-Za-z_]\w*", PRELUDE))
+    assert prelude_for(every) == PRELUDE
