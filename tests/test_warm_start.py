@@ -136,11 +136,12 @@ def test_a_changed_numba_version_or_cpu_never_finds_the_old_cache(
     CPU (name and features) and Python's version: a cache written under any other is a
     different file, never loaded (Numba's own index also checks its version and the CPU)."""
     import numba
+
     from tracejit.runtime import cache
 
     text = "def f(x):\n    return x\n"
     base = cache.content_hash(text)
-    for attr, obj, value in ((("VERSION", cache, "0.0.0-other")),
+    for attr, obj, value in (("VERSION", cache, "0.0.0-other"),
                              ("_CPU", cache, "othercpu;+avx2"),
                              ("__version__", numba, "0.1.0")):
         with monkeypatch.context() as m:

@@ -341,9 +341,8 @@ def _load_overload_no_refresh(c: object, sig: object, target_context: object) ->
     refreshes both contexts itself before typing anything."""
     global _runtime_ready
     if not _runtime_ready:
-        from numba.core.runtime import rtsys
-
         import numba.cpython.hashing  # noqa: F401 - registers _numba_hashsecret_* symbols
+        from numba.core.runtime import rtsys
 
         rtsys.initialize(target_context)
         _runtime_ready = True
