@@ -12,7 +12,7 @@ import re
 import numba
 import numpy as np
 import pytest
-from tracejit.kernels.cpu import scalar, vmath
+from tracejit.kernels.cpu import ufunc, vmath
 
 FUNCS = ("exp", "log", "tanh", "sigmoid", "erf", "rsqrt")
 
@@ -31,7 +31,7 @@ def _ref(name: str, x64: np.ndarray) -> np.ndarray:
         elif name == "sigmoid":
             r = 1.0 / (1.0 + np.exp(-x64))
         elif name == "erf":
-            r = scalar.erf_ufunc(x64)
+            r = ufunc.erf_ufunc(x64)
         else:
             r = 1.0 / np.sqrt(x64)
         return r.astype(np.float32)
@@ -229,7 +229,7 @@ def test_types_and_float64(name: str) -> None:
                 "log": np.log(v),
                 "tanh": np.tanh(v),
                 "sigmoid": 1.0 / (1.0 + np.exp(-v)) if v >= 0 else np.exp(v) / (1.0 + np.exp(v)),
-                "erf": float(scalar.erf_ufunc(v)),
+                "erf": float(ufunc.erf_ufunc(v)),
                 "rsqrt": 1.0 / np.sqrt(v),
             }[name]
             if np.isnan(r):

@@ -25,11 +25,6 @@ from numba.np.numpy_support import as_dtype as _as_dtype
 _inline = numba.njit(error_model="numpy", cache=True)
 
 
-@numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
-def erf_ufunc(x):  # type: ignore[no-untyped-def]
-    return math.erf(x)
-
-
 @_inline
 def exp(x):  # type: ignore[no-untyped-def]
     return np.exp(x)

@@ -53,6 +53,26 @@ from tracejit.kernels.cpu.prefetch import prefetch, prefetchw  # noqa: F401
 from tracejit.runtime.philox import draw as philox_draw  # noqa: F401
 """
 JIT = cache.JIT_DECORATOR  # cache=True; runtime/cache.py drops it when compiling in memory
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def prelude_for(text: str) -> str:
+    """PRELUDE without the `from ... import` lines none of whose names `text` (the rest of the
+    module) mentions: a process that loads a program from the disk cache then imports only the
+    kernel-library modules it calls (each defines dozens of njit functions, and an unused one
+    costs its import and its dispatchers' set-up on every warm start). `import` lines and the
+    star import of scalar.py (the `expr` templates' functions) always stay."""
+    used = set(_IDENT.findall(text))
+    out = []
+    for line in PRELUDE.splitlines(True):
+        code = line.split("#", 1)[0]
+        if code.startswith("from ") and " import " in code and "*" not in code:
+            names = [n.strip().split(" as ")[-1].strip()
+                     for n in code.split(" import ", 1)[1].split(",")]
+            if not used.intersection(names):
+                continue
+        out.append(line)
+    return "".join(out)
 
 
 @dataclass
@@ -195,9 +215,10 @@ def render_kernel(k: kir.Kernel) -> str:
 
 
 def _named(prefix: str, body: str, hint: str) -> Kernel:
-    digest = cache.content_hash(PRELUDE + body)[:10]  # (salted with kernels/cpu's source)
+    prelude = prelude_for(body)
+    digest = cache.content_hash(prelude + body)[:10]  # (salted with kernels/cpu's source)
     name = f"{prefix}{digest}_{hint}"[:60]
-    return Kernel(name, PRELUDE + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
+    return Kernel(name, prelude + "\n\n" + JIT + "\n" + body.replace("KERNEL", name))
 
 
 def fused_kernel(n: Node, alias: dict[int, int] | None = None) -> tuple[Kernel, kir.Kernel]:
@@ -744,7 +765,8 @@ def generate(g: Graph, native: bool = True, plan: BufferPlan | None = None,
     if gen.texts:
         consts += ("from tracejit.ops.index import text_ids as _text_ids\n"
                    f"_T = _text_ids({tuple(gen.texts)!r})\n")
-    src = header + PRELUDE + blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
+    rest = blas + imports + consts + "\n\n" + body.replace("DRIVER", fname)
+    src = header + prelude_for(rest) + rest
     return src, list(gen.kernels.values()), gen.consts, fname, gen.kir
 
 

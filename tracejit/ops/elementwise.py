@@ -90,7 +90,7 @@ def _pick(c: VjpContext, *thunks: Any) -> tuple[Any, ...]:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    from ..kernels.cpu.scalar import erf_ufunc  # compiled lazily: NumPy has no erf
+    from ..kernels.cpu.ufunc import erf_ufunc  # built on first use: NumPy has no erf
 
     if x.dtype == np.float16:  # computed in float32, as float16 kernels are
         return erf_ufunc(x.astype(np.float32)).astype(np.float16)

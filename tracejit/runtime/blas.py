@@ -240,6 +240,9 @@ def _mkl_dgemm(ta, tb, mm, nn, kk, a, lda, b, ldb, c):  # type: ignore[no-untype
                0.0, c.ctypes.data, nn)
 
 
+cache.load_without_refresh(_mkl_sgemm, _mkl_dgemm)  # warm start: no typing registries
+
+
 def _mkl_gemm(m: _Mkl, char: str) -> Any:
     """The njit gemm(transa, transb, M, N, K, a, lda, b, ldb, c) over MKL's cblas, for
     dtype char "f" or "d" (its symbol bound to this process's libmkl_rt first)."""
@@ -523,11 +526,21 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
         _choices[key] = Choice(key, "numpy", {}, "forced" if md != "auto" else
                                "fallback: " + _mkl_error)
         return _numpy
-    fns = {"numpy": _numpy, "mkl": _mkl_callable(m, a, b)}
     c = _choices.get(key)
     if c is not None and not c.how.startswith(("forced", "fallback")):
-        return fns[c.lib]  # chosen (and checked) in this process already
-    # (np.dot is NumPy's own reference: only MKL is checked against it)
+        # chosen (and checked) in this process already; MKL's gemm (its njit function from
+        # Numba's cache) is loaded only when it runs
+        return _numpy if c.lib == "numpy" else _mkl_callable(m, a, b)
+    path = choices_path()
+    found = _read(path).get(key) if path else None
+    if md != "mkl" and found is not None and found["lib"] == "numpy":
+        # np.dot is NumPy's own reference: a cached numpy choice needs no check, and MKL
+        # need not be loaded at all (a warm start)
+        _choices[key] = Choice(key, "numpy",
+                               {k: float(v) for k, v in found["times_us"].items()}, "cached")
+        return _numpy
+    fns = {"numpy": _numpy, "mkl": _mkl_callable(m, a, b)}
+    # (only MKL is checked against np.dot, in every process that would run it)
     wrong = verify({"mkl": fns["mkl"]}, a, b)
     if md == "mkl":
         if wrong:
@@ -539,8 +552,6 @@ def _resolve(md: str, a: np.ndarray, b: np.ndarray) -> Any:
         _choices[key] = Choice(key, "mkl", {}, "forced")
         return fns["mkl"]
     ok = {name: fn for name, fn in fns.items() if name not in wrong}
-    path = choices_path()
-    found = _read(path).get(key) if path else None
     if found is not None and found["lib"] in ok:
         c = Choice(key, found["lib"], {k: float(v) for k, v in found["times_us"].items()},
                    "cached", wrong)

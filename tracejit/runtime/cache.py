@@ -13,6 +13,7 @@ memory is decided here only (`load_module`); the code generator always writes `J
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import linecache
 import os
@@ -310,6 +311,7 @@ def _load_on_disk(name: str, text: str, d: str) -> types.ModuleType | None:
     if existing != data:
         write_atomic(path, data)  # replaces a planted link or file, never writes through it
     mod = _new_module(name, path, text)
+    _load_without_refresh(mod)
     for nd in _numba_cache_dirs(mod):
         why = _check_dir(nd, create=False) or _check_files(nd, name)
         if why:  # reported once per directory: the other modules there are likely the same
@@ -319,6 +321,54 @@ def _load_on_disk(name: str, text: str, d: str) -> types.ModuleType | None:
             return None
         _numba_dirs[name] = nd
     return mod
+
+
+_runtime_ready = False
+
+
+def _load_overload_no_refresh(c: object, sig: object, target_context: object) -> object:
+    """Numba's `Cache.load_overload` without its `target_context.refresh()`.
+
+    The refresh imports every one of Numba's lowering registries (NumPy's, linalg's, which
+    imports SciPy, the typed containers, ...) and installs them in the typing and target
+    contexts: 1.2-1.4 s of the warm start on a loaded 2-core machine, more than `import numba`
+    itself, and nothing a cached function needs, since its machine code is already lowered.
+    What loaded machine code does need is done here once: the NRT's symbols and atomics
+    (which Numba sets up in that refresh) and the hash secret symbols
+    (`numba.cpython.hashing`). The rest of the load is Numba's own: the same index, the same
+    key (signature, target triple, CPU name and features), the same checks of Numba's version
+    and of the source file's stamp. A miss still compiles through Numba's compiler, which
+    refreshes both contexts itself before typing anything."""
+    global _runtime_ready
+    if not _runtime_ready:
+        import numba.cpython.hashing  # noqa: F401 - registers _numba_hashsecret_* symbols
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)
+        _runtime_ready = True
+    with c._guard_against_spurious_io_errors():  # type: ignore[attr-defined]
+        return c._load_overload(sig, target_context)  # type: ignore[attr-defined]
+
+
+def load_without_refresh(*dispatchers: object) -> None:
+    """Make these njit functions load their cached machine code with
+    `_load_overload_no_refresh` (each dispatcher's own cache object; nothing global in Numba
+    changes). A dispatcher without a disk cache, or a Numba whose cache class lacks the methods
+    this relies on, is left as it is."""
+    for v in dispatchers:
+        c = getattr(v, "_cache", None)
+        if isinstance(c, numba.core.caching.Cache) and hasattr(c, "_load_overload") and \
+                hasattr(c, "_guard_against_spurious_io_errors"):
+            c.load_overload = functools.partial(  # type: ignore[method-assign]
+                _load_overload_no_refresh, c)
+
+
+def _load_without_refresh(mod: types.ModuleType) -> None:
+    """`load_without_refresh` for the njit functions generated module `mod` defines."""
+    load_without_refresh(*[
+        v for v in vars(mod).values()
+        if isinstance(v, numba.core.registry.CPUDispatcher) and
+        getattr(v.py_func, "__globals__", None) is vars(mod)])
 
 
 def _load_in_memory(name: str, text: str) -> types.ModuleType:
