@@ -37,7 +37,8 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo: dict) -> Parameter:
         if id(self) in memo:
             return memo[id(self)]
-        p = Parameter(Tensor._make(self._data.copy(), self._dtype), self._requires_grad)
+        p = Parameter(Tensor._make(self._data.copy(), self._dtype, self._device),
+                      self._requires_grad)
         if self._grad is not None:
             p._grad = self._grad.__deepcopy__(memo)
         memo[id(self)] = p
