@@ -353,6 +353,8 @@ class Tensor:
         return repr(self)
 
     def __reduce_ex__(self, proto: SupportsIndex) -> Any:
+        if self.is_cuda:  # pickled through the host, restored on the CPU (no map_location)
+            return (_rebuild, (self._data.host(), self._dtype.name, self._requires_grad))
         return (_rebuild, (self._data.copy(), self._dtype.name, self._requires_grad))
 
     def __deepcopy__(self, memo: dict) -> Tensor:
@@ -670,9 +672,13 @@ class Tensor:
         from .ops.movement import resolve_shape
 
         s = resolve_shape("view", _sizes(shape), self.numel(), _raw(self).shape)
-        probe = _raw(self).view()
         try:
-            probe.shape = s
+            if self.is_cuda:
+                if _raw(self).reshape_view(s) is None:
+                    raise AttributeError
+            else:
+                probe = _raw(self).view()
+                probe.shape = s
         except AttributeError:
             raise RuntimeError(located(
                 f"view size is not compatible with input tensor's size and stride (shape "

@@ -25,7 +25,8 @@ NB = {"bool": "boolean", "int32": "int32", "int64": "int64", "float32": "float32
 SPELL = {
     "neg": "-{0}", "exp": "math.exp({0})", "log": "math.log({0})", "log1p": "math.log1p({0})",
     "expm1": "math.expm1({0})", "sqrt": "math.sqrt({0})", "rsqrt": "(T(1) / math.sqrt({0}))",
-    "abs": "abs({0})", "sin": "math.sin({0})", "cos": "math.cos({0})",
+    # sin/cos: libdevice's by name (math.sin of a float32 compiles to PTX with f64 steps)
+    "abs": "abs({0})", "sin": "libdevice.SIN({0})", "cos": "libdevice.COS({0})",
     "tanh": "math.tanh({0})", "erf": "math.erf({0})",
     "sigmoid": "((T(1) / (T(1) + math.exp(-abs({0})))) if {0} >= T(0) else "
                "(math.exp(-abs({0})) / (T(1) + math.exp(-abs({0})))))",
@@ -103,7 +104,8 @@ def _expr(s: Spec, sim: bool) -> str:
         tmpl = (SIM_SPELL.get(s.op) if sim else None) or SPELL[s.op]
         f32 = T == "float32"
         tmpl = tmpl.replace("FLOOR", "floorf" if f32 else "floor").replace(
-            "CEIL", "ceilf" if f32 else "ceil").replace("RINT", "rintf" if f32 else "rint")
+            "CEIL", "ceilf" if f32 else "ceil").replace("RINT", "rintf" if f32 else "rint").replace(
+            "SIN", "sinf" if f32 else "sin").replace("COS", "cosf" if f32 else "cos")
         e = tmpl.format(*vals).replace("T(", f"{T}(")
     if s.out == "bool":
         return f"(({e}) != 0)"

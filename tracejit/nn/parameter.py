@@ -45,7 +45,8 @@ class Parameter(Tensor):
         return p
 
     def __reduce_ex__(self, proto: Any) -> Any:
-        return (_rebuild_parameter, (self._data.copy(), self._dtype.name, self._requires_grad))
+        data = self._data.host() if self.is_cuda else self._data.copy()
+        return (_rebuild_parameter, (data, self._dtype.name, self._requires_grad))
 
 
 def _rebuild_parameter(data: Any, dname: str, requires_grad: bool) -> Parameter:
