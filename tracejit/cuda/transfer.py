@@ -23,10 +23,9 @@ def _copy(t: Tensor, dev: device) -> Tensor:
         if t.is_cuda:  # another CUDA device: one device in this build, checked by as_device
             out = data.copy()
         else:
-            if t._dtype.np is np.float16:
-                from .eager import _nb
+            from .eager import _nb
 
-                _nb(np.float16)
+            _nb(np.dtype(t._dtype.np))  # a clear error for dtypes CUDA kernels do not take
             out = DeviceArray.from_host(np.asarray(data))
     else:
         out = data.host()
