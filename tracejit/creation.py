@@ -81,7 +81,8 @@ def full(size: Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any
         if any(n < 0 for n in shape):
             raise ShapeError(f"full: trying to create tensor with negative dimension in "
                              f"{list(shape)}")
-        return _finish(Tensor._make(cuda_full(shape, v, d.np), d, dev), requires_grad)
+        data: Any = cuda_full(shape, v, d.np)
+        return _finish(Tensor._make(data, d, dev), requires_grad)
     t = dispatch(R["full"], (), {"shape": shape, "value": v, "dtype": d})
     return _finish(t, requires_grad)
 
@@ -403,7 +404,8 @@ def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
              device: Any = None, requires_grad: bool = False) -> Tensor:
     dev = as_device(device)
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    t = Tensor._make(_numpy_rng("randperm", _dev_gen(generator, dev)).permutation(n).astype(d.np), d)
+    rng = _numpy_rng("randperm", _dev_gen(generator, dev))
+    t = Tensor._make(rng.permutation(n).astype(d.np), d)
     return _finish(_placed(t, dev), requires_grad)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, cast
 
 import numpy as np
 
@@ -354,7 +354,8 @@ class Tensor:
 
     def __reduce_ex__(self, proto: SupportsIndex) -> Any:
         if self.is_cuda:  # pickled through the host, restored on the CPU (no map_location)
-            return (_rebuild, (self._data.host(), self._dtype.name, self._requires_grad))
+            host = cast(Any, self._data).host()
+            return (_rebuild, (host, self._dtype.name, self._requires_grad))
         return (_rebuild, (self._data.copy(), self._dtype.name, self._requires_grad))
 
     def __deepcopy__(self, memo: dict) -> Tensor:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 # numba type names of the dtypes CUDA kernels take
 NB = {"bool": "boolean", "int32": "int32", "int64": "int64", "float32": "float32",
       "float64": "float64"}
@@ -157,7 +155,6 @@ def source(s: Spec, sim: bool) -> tuple[str, str]:
 
 
 PRELUDE = """import math
-import numpy as np
 from numba import cuda, boolean, int32, int64, float32, float64  # noqa: F401
 from numba.cuda import libdevice  # noqa: F401
 """

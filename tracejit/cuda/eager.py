@@ -265,7 +265,10 @@ def movement(op: OpDef, args: Sequence[Any], attrs: dict[str, Any],
     name = op.name
     if name == "reshape":
         v = x.reshape_view(out_shape)
-        return v if v is not None else contiguous(x).reshape_view(out_shape)
+        if v is None:  # strides cannot express it (a permuted tensor): copy first
+            v = contiguous(x).reshape_view(out_shape)
+        assert v is not None
+        return v
     if name == "permute":
         return x.permute(tuple(attrs["dims"]))
     if name == "expand":
@@ -321,7 +324,7 @@ def run(op: OpDef, args: Sequence[Any], attrs: dict[str, Any], out_shape: tuple[
     od = out_dtype.np if isinstance(out_dtype.np, np.dtype) else np.dtype(out_dtype.np)
     _nb(od)
     kind = op.kind
-    if kind is Kind.ELEMENTWISE and op.scalar in ew.SPELL:
+    if kind is Kind.ELEMENTWISE and op.scalar is not None and op.scalar in ew.SPELL:
         if op.name == "clamp":
             return elementwise("clamp", args, out_shape, od, bounds=(attrs["min"], attrs["max"]))
         return elementwise(op.scalar, args, out_shape, od, cd)

@@ -82,6 +82,7 @@ def elementwise_specs(everything: bool = False) -> Iterator[ew.Spec]:
             continue
         from ..kir.ir import SCALAR_OPS
 
+        assert op.scalar is not None
         arity = SCALAR_OPS[op.scalar]
         for d in _dtypes(lambda d: _accepts(op, d, arity) is not None, everything):
             out = _accepts(op, d, arity)
@@ -121,6 +122,7 @@ def reduce_specs(threads: int = 128, everything: bool = False) -> Iterator[red.S
                 out = op.infer([t], **attrs)
             except OpError:
                 continue
+            assert isinstance(out, TensorType)
             src = d.name
             acc = "int64" if spec.index else out.dtype.name
             if acc == "bool":

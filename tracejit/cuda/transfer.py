@@ -18,7 +18,8 @@ from .array import DeviceArray
 def _copy(t: Tensor, dev: device) -> Tensor:
     if STATE.tracer is not None:
         STATE.tracer.graph_break(f"moving a tensor to {dev} (CUDA under @jit is not built yet)")
-    data = t._data
+    data: Any = t._data
+    out: Any
     if dev.type == "cuda":
         if t.is_cuda:  # another CUDA device: one device in this build, checked by as_device
             out = data.copy()

@@ -3,7 +3,7 @@ Shares storage with the tensor it wraps, as PyTorch's does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..tensor import Tensor
 
@@ -45,7 +45,7 @@ class Parameter(Tensor):
         return p
 
     def __reduce_ex__(self, proto: Any) -> Any:
-        data = self._data.host() if self.is_cuda else self._data.copy()
+        data = cast(Any, self._data).host() if self.is_cuda else self._data.copy()
         return (_rebuild_parameter, (data, self._dtype.name, self._requires_grad))
 
 
