@@ -111,12 +111,15 @@ class DeviceArray:
         return cls(backend.alloc(n, d), 0, shape, c_strides(shape), d, True)
 
     def host(self) -> np.ndarray:
-        """A new host array with this view's values (synchronises)."""
-        whole = backend.to_host(self.buf)
+        """A new host array with this view's values (synchronises). Copies only the span of
+        the buffer the view reaches (`.item()` of one element copies one element)."""
         if self.size == 0:
             return np.empty(self.shape, self.dtype)
+        lo = self.offset + sum(min(0, s * (n - 1)) for n, s in zip(self.shape, self.estrides))
+        hi = self.offset + sum(max(0, s * (n - 1)) for n, s in zip(self.shape, self.estrides))
+        span = backend.to_host(self.buf[lo:hi + 1])
         return np.lib.stride_tricks.as_strided(
-            whole[self.offset:], self.shape, self.strides, writeable=False).copy()
+            span[self.offset - lo:], self.shape, self.strides, writeable=False).copy()
 
     def copy(self) -> DeviceArray:
         """A contiguous copy on the device."""
