@@ -155,6 +155,7 @@ def source(s: Spec, sim: bool) -> tuple[str, str]:
 
 
 PRELUDE = """import math
+import numpy as np
 from numba import cuda, boolean, int32, int64, float32, float64  # noqa: F401
 from numba.cuda import libdevice  # noqa: F401
 """

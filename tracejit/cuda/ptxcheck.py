@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in ("float32", "float64", "int32", "int64"):
         text, sig = mm.source(d, mm.TILE)
         jobs.append((mm.name(d, mm.TILE), text, sig, [d]))
+    jobs = list({j[0]: j for j in jobs}.values())  # one per kernel name
     bad = []
     t0 = time.time()
     done = _done_dir()
