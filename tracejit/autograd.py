@@ -253,7 +253,7 @@ def retain_grad(t: Tensor) -> None:
 
 def detach_alias(t: Tensor) -> Tensor:
     """A new tensor sharing `t`'s storage (same array object) and version counter."""
-    out = Tensor._make(_raw(t), t._dtype)
+    out = Tensor._make(_raw(t), t._dtype, t._device)
     out._version = t._version
     out._base = t._base
     if STATE.tracer is not None:
@@ -264,7 +264,7 @@ def detach_alias(t: Tensor) -> Tensor:
 def _alias(t: Tensor) -> Tensor:
     """A tensor object sharing `t`'s array, for autograd's own bookkeeping (a saved output);
     a lazy replay is told, so the alias gets the value its segment computes."""
-    out = Tensor._make(_raw(t), t._dtype)
+    out = Tensor._make(_raw(t), t._dtype, t._device)
     tracer = STATE.tracer
     if tracer is not None and tracer.lazy:
         tracer.alias(t, out)
@@ -313,7 +313,12 @@ def assign_inplace(target: Tensor, result: Tensor) -> Tensor:
     else:
         if tracer is not None:
             tracer.before_write(target)  # (an inspection trace keeps the old value)
-        np.copyto(target._data, result._data, casting="unsafe")
+        if target.is_cuda:
+            from .cuda.transfer import write_into
+
+            write_into(target, result)
+        else:
+            np.copyto(target._data, result._data, casting="unsafe")
         target._version.v += 1
         if tracer is not None:
             tracer.mutate(target, result)
@@ -336,7 +341,7 @@ def _keep_original(node: Any, target: Tensor) -> None:
         return
     for s in saved[0]:
         if isinstance(s, SavedTensor) and s.t._version is target._version:
-            snap = Tensor._make(s.t._data.copy(), s.t._dtype)
+            snap = Tensor._make(s.t._data.copy(), s.t._dtype, s.t._device)
             if STATE.tracer is not None:  # the copy holds the value from before the write
                 STATE.tracer.snapshot(s.t, snap)
             snap._version.v = s.version

@@ -31,19 +31,22 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None,
     >>> tensor([[1.0, 2.0]]).dtype
     tracejit.float32
     """
-    as_device(device)
+    dev = as_device(device)
     t = _from_value(data, dtype, copy=True)
     if STATE.tracer is not None:
         STATE.tracer.constant(t)
-    return _finish(t, requires_grad)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     """Like tensor(), but shares memory with a NumPy array or tensor when dtypes match."""
-    as_device(device)
-    if isinstance(data, Tensor) and (dtype is None or dt.as_dtype(dtype) is data.dtype):
+    dev = as_device(device) if device is not None else None
+    if isinstance(data, Tensor) and (dtype is None or dt.as_dtype(dtype) is data.dtype) and \
+            (dev is None or dev == data.device):
         return data
-    return _from_value(data, dtype, copy=False)
+    if isinstance(data, Tensor):
+        return data.to(dtype=dtype, device=dev)
+    return _placed(_from_value(data, dtype, copy=False), dev or as_device(None))
 
 
 def from_numpy(ndarray: np.ndarray) -> Tensor:
@@ -66,12 +69,20 @@ def from_dlpack(ext_tensor: Any, *, device: Any = None, copy: bool | None = None
 
 def full(size: Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
-    as_device(device)
+    dev = as_device(device)
     if dtype is None:
         dtype = dt.scalar_dtype(fill_value) if not isinstance(fill_value, Tensor) else None
     d = dt.as_dtype(dtype)
     v = fill_value.item() if isinstance(fill_value, Tensor) else fill_value
     shape = _sizes((size,)) if not isinstance(size, int) else (size,)
+    if dev.type == "cuda":  # filled on the device by a kernel
+        from .cuda.eager import full as cuda_full
+
+        if any(n < 0 for n in shape):
+            raise ShapeError(f"full: trying to create tensor with negative dimension in "
+                             f"{list(shape)}")
+        data: Any = cuda_full(shape, v, d.np)
+        return _finish(Tensor._make(data, d, dev), requires_grad)
     t = dispatch(R["full"], (), {"shape": shape, "value": v, "dtype": d})
     return _finish(t, requires_grad)
 
@@ -101,13 +112,13 @@ def _like(x: Tensor, dtype: Any) -> dt.DType:
 
 def zeros_like(input: Tensor, *, dtype: Any = None, device: Any = None,
                requires_grad: bool = False) -> Tensor:
-    return full(input.shape, 0, dtype=_like(input, dtype), device=device,
+    return full(input.shape, 0, dtype=_like(input, dtype), device=device or input.device,
                 requires_grad=requires_grad)
 
 
 def ones_like(input: Tensor, *, dtype: Any = None, device: Any = None,
               requires_grad: bool = False) -> Tensor:
-    return full(input.shape, 1, dtype=_like(input, dtype), device=device,
+    return full(input.shape, 1, dtype=_like(input, dtype), device=device or input.device,
                 requires_grad=requires_grad)
 
 
@@ -118,14 +129,14 @@ def empty_like(input: Tensor, *, dtype: Any = None, device: Any = None,
 
 def full_like(input: Tensor, fill_value: Any, *, dtype: Any = None, device: Any = None,
               requires_grad: bool = False) -> Tensor:
-    return full(input.shape, fill_value, dtype=_like(input, dtype), device=device,
-                requires_grad=requires_grad)
+    return full(input.shape, fill_value, dtype=_like(input, dtype),
+                device=device or input.device, requires_grad=requires_grad)
 
 
 def arange(start: float = 0, end: float | None = None, step: float = 1, *, dtype: Any = None,
            device: Any = None, requires_grad: bool = False) -> Tensor:
     """arange(5) -> 0..4 (int64); any float bound makes it the default float dtype."""
-    as_device(device)
+    dev = as_device(device)
     if end is None:
         start, end = 0, start
     if dtype is None:
@@ -134,30 +145,30 @@ def arange(start: float = 0, end: float | None = None, step: float = 1, *, dtype
     else:
         d = dt.as_dtype(dtype)
     t = dispatch(R["arange"], (), {"start": start, "end": end, "step": step, "dtype": d})
-    return _finish(t, requires_grad)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None,
              requires_grad: bool = False) -> Tensor:
     if steps < 0:
         raise RuntimeError(located(f"linspace: number of steps must be non-negative, got {steps}"))
-    as_device(device)
+    dev = as_device(device)
     d = _float_or(dtype)
     if steps == 1:
-        return full((1,), start, dtype=d, requires_grad=requires_grad)
+        return full((1,), start, dtype=d, device=dev, requires_grad=requires_grad)
     i = arange(steps, dtype=dt.float64)
     t = (i * ((end - start) / max(steps - 1, 1)) + start).to(d)
-    return _finish(t, requires_grad)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,
         requires_grad: bool = False) -> Tensor:
     m = n if m is None else m
-    as_device(device)
+    dev = as_device(device)
     if n < 0 or m < 0:
         raise RuntimeError(located(f"eye: n and m must be non-negative, got n={n}, m={m}"))
     t = arange(n).reshape(n, 1).eq(arange(m).reshape(1, m)).to(_float_or(dtype))
-    return _finish(t, requires_grad)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 # ---- random -------------------------------------------------------------------------------------
@@ -244,10 +255,28 @@ class Generator:
 
 
 default_generator = Generator()
+# CUDA tensors' draws (tracejit.cuda.manual_seed): Philox as the CPU's, computed on the host
+# and copied to the device once; seeded by tracejit.manual_seed too, as torch's seeds every device
+cuda_generator = Generator()
+
+
+def _dev_gen(generator: Any, dev: Any) -> Any:
+    return cuda_generator if generator is None and dev.type == "cuda" else generator
+
+
+def _placed(t: Tensor, dev: Any) -> Tensor:
+    """t (made on the host) copied to `dev` when that is a CUDA device."""
+    if dev.type != "cuda":
+        return t
+    from .cuda.transfer import to_device
+
+    return to_device(t, dev)
 
 
 def manual_seed(seed: int) -> Generator:
-    """Seed the default generator (tracejit's random streams are its own, not PyTorch's)."""
+    """Seed the default generator (tracejit's random streams are its own, not PyTorch's), and
+    the CUDA one (tracejit.cuda.manual_seed), as torch.manual_seed seeds every device."""
+    cuda_generator.manual_seed(seed)
     return default_generator.manual_seed(seed)
 
 
@@ -307,17 +336,17 @@ def _draw(op: str, shape: tuple[int, ...], d: dt.DType, generator: Any,
 def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
     """Uniforms in [0, 1); under @jit a node of the compiled graph (see Generator)."""
-    as_device(device)
-    t = _draw("rand", _shape("rand", size), _float_or(dtype), generator, False)
-    return _finish(t, requires_grad)
+    dev = as_device(device)
+    t = _draw("rand", _shape("rand", size), _float_or(dtype), _dev_gen(generator, dev), False)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
           requires_grad: bool = False) -> Tensor:
     """Standard normals (Box-Muller on Philox uniforms); under @jit a node of the graph."""
-    as_device(device)
-    t = _draw("randn", _shape("randn", size), _float_or(dtype), generator, True)
-    return _finish(t, requires_grad)
+    dev = as_device(device)
+    t = _draw("randn", _shape("randn", size), _float_or(dtype), _dev_gen(generator, dev), True)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def _numpy_rng(op: str, generator: Any) -> np.random.Generator:
@@ -352,7 +381,7 @@ def randint(low: int = 0, high: Any = None, size: Any = (), *,
             raise TypeError(located(f"randint: expected an integer {name}, got "
                                     f"{type(v).__name__} ({v!r})")) from None
     low, high = bounds
-    as_device(device)
+    dev = as_device(device)
     if requires_grad:
         raise RuntimeError(located("randint: only floating-point tensors can require "
                                    "gradients, and randint makes integers"))
@@ -364,19 +393,20 @@ def randint(low: int = 0, high: Any = None, size: Any = (), *,
                                    "which float64 uniforms cannot cover evenly"))
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
     shape = _shape("randint", (size,))
-    u = _draw("randint", shape, dt.float64, generator, False)
+    u = _draw("randint", shape, dt.float64, _dev_gen(generator, dev), False)
     # u * span < span in exact arithmetic but may round up to it: clamp to the last value
     k = (u * float(span)).floor().clamp(max=float(span - 1)).to(dt.int64)
     out = k + int(low) if low else k
-    return out if d is dt.int64 else out.to(d)
+    return _placed(out if d is dt.int64 else out.to(d), dev)
 
 
 def randperm(n: int, *, generator: Generator | None = None, dtype: Any = None,
              device: Any = None, requires_grad: bool = False) -> Tensor:
-    as_device(device)
+    dev = as_device(device)
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
-    t = Tensor._make(_numpy_rng("randperm", generator).permutation(n).astype(d.np), d)
-    return _finish(t, requires_grad)
+    rng = _numpy_rng("randperm", _dev_gen(generator, dev))
+    t = Tensor._make(rng.permutation(n).astype(d.np), d)
+    return _finish(_placed(t, dev), requires_grad)
 
 
 def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None,

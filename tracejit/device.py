@@ -1,6 +1,7 @@
-"""Devices: ``device('cpu')``, ``device('cuda:0')``. Eager CUDA arrives with the CUDA backend;
-until then every tensor lives on the CPU and asking for CUDA is an error, never a silent CPU
-tensor. Also the default device (``set_default_device``) that factories use when given none."""
+"""Devices: ``device('cpu')``, ``device('cuda:0')``. CUDA tensors need numba-cuda and a GPU (or
+Numba's simulator, NUMBA_ENABLE_CUDASIM=1): tracejit/cuda/backend.py checks, and asking for CUDA
+where it cannot work is a one-line error saying what is missing, never a silent CPU tensor.
+Also the default device (``set_default_device``) that factories use when given none."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class device:  # noqa: N801 - PyTorch's name
 
 
 CPU = device("cpu")
+CUDA0 = device("cuda", 0)
 _default: device = CPU
 
 
@@ -55,19 +57,31 @@ class CudaNotAvailableError(RuntimeError, AssertionError):
 
 
 def cuda_not_available(dev: Any) -> CudaNotAvailableError:
+    from .cuda.backend import reason
+
+    why = reason() or "no CUDA backend"
     return CudaNotAvailableError(
-        f"tracejit: device {str(dev)!r} was requested, but CUDA is not available "
-        "(tracejit.cuda.is_available() is False: this build has no CUDA backend); keep "
-        "tensors on device='cpu'"
+        f"tracejit: device {str(dev)!r} was requested, but CUDA is not available: {why}; or "
+        "keep tensors on device='cpu'"
     )
 
 
 def as_device(d: Any) -> device:
     """The device a factory or `.to()` was asked for (None: the default device); raises
-    CudaNotAvailableError for CUDA."""
+    CudaNotAvailableError for CUDA where it cannot work, and for a device index past the last."""
     dev = _default if d is None else d if isinstance(d, device) else device(d)
     if dev.type == "cuda":
-        raise cuda_not_available(dev)
+        from .cuda import backend
+
+        if not backend.available():
+            raise cuda_not_available(dev)
+        n = backend.device_count()
+        if (dev.index or 0) >= n:
+            raise RuntimeError(f"tracejit: device {str(dev)!r} was requested, but there "
+                               f"{'is' if n == 1 else 'are'} only {n} CUDA device(s) "
+                               f"(cuda:0 to cuda:{n - 1})")
+        if dev.index is None:
+            dev = CUDA0
     return dev
 
 

@@ -101,6 +101,8 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
                         break
             return out
         # (None: the replay ran what it had deferred, and this op runs eagerly on the values)
+    if out_t.device.type == "cuda":
+        return _on_cuda(op, args, attrs, types, out_t, cd, traced)
     arrays = _cast(args, cd) if cd is not None else [a._data if isinstance(a, T) else a
                                                      for a in args]
     data = op.eager(*arrays, **attrs)
@@ -122,6 +124,45 @@ def dispatch(op: OpDef, args: Sequence[Any], attrs: dict[str, Any] | None = None
     if st.tracer is not None:
         st.tracer.record(op, args if traced is None else traced, attrs, out)
     if st.grad_enabled and op.differentiable:
+        for a in args:
+            if isinstance(a, T) and a._requires_grad:
+                _attach(op, args, attrs, types, out)
+                break
+    return out
+
+
+def _on_cuda(op: OpDef, args: Sequence[Any], attrs: dict[str, Any], types: list[Any],
+             out_t: TensorType, cd: Any, traced: Any) -> Tensor:
+    """dispatch's eager step for CUDA operands: tracejit/cuda/eager.py runs the kernel."""
+    from .cuda.array import DeviceArray
+    from .cuda.eager import run
+    from .ops.registry import Kind, ShapeError
+
+    T = _Tensor
+    arrays: list[Any] = []
+    for a in args:
+        if not isinstance(a, T):
+            arrays.append(a)
+        elif a._device == out_t.device:
+            arrays.append(a._data)
+        elif a._device.type == "cpu" and a._data.ndim == 0:  # torch: a 0-d CPU tensor joins in
+            arrays.append(a._data.item() if op.kind is Kind.ELEMENTWISE else
+                          DeviceArray.from_host(a._data))
+        else:
+            raise ShapeError(
+                f"{op.name}: expected all tensors to be on the same device, but found at least "
+                f"two devices, {out_t.device} and {a._device}; move them with .to(device)")
+    if STATE.tracer is not None:
+        raise user_error(RuntimeError(
+            f"{op.name}: CUDA tensors inside @jit are not supported yet (issue 14 part B); call "
+            "the function eagerly or keep its tensors on the CPU"))
+    data = run(op, arrays, attrs, out_t.shape, out_t.dtype, cd)
+    out = T._make(data, out_t.dtype, out_t.device)
+    if op.view and args and isinstance(args[0], T) and data.buf is args[0]._data.buf:
+        src = args[0]
+        out._version = src._version
+        out._base = src._base if src._base is not None else src
+    if STATE.grad_enabled and op.differentiable:
         for a in args:
             if isinstance(a, T) and a._requires_grad:
                 _attach(op, args, attrs, types, out)

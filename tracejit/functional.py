@@ -332,7 +332,13 @@ def allclose(input: Tensor, other: Tensor, rtol: float = 1e-5, atol: float = 1e-
              equal_nan: bool = False) -> bool:
     import numpy as np
 
-    return bool(np.allclose(_t(input)._data, _t(other)._data, rtol, atol, equal_nan))
+    a, b = _t(input), _t(other)
+    if a.device != b.device:
+        raise RuntimeError(f"allclose: expected both tensors on the same device, got {a.device} "
+                           f"and {b.device}; move one with .to(device)")
+    if a.is_cuda:
+        a, b = a.cpu(), b.cpu()
+    return bool(np.allclose(a._data, b._data, rtol, atol, equal_nan))
 
 
 def equal(input: Tensor, other: Tensor) -> bool:

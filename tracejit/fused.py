@@ -34,8 +34,8 @@ def usable(x: Any, *others: Any) -> bool:
     other operand None or a tensor of its dtype."""
     if STATE.tracer is not None or type(x) is not Tensor and not isinstance(x, Tensor):
         return False
-    if x._dtype not in _FLOATS or x._data.size < MIN_NUMEL:
-        return False
+    if x._dtype not in _FLOATS or x._data.size < MIN_NUMEL or x._device.type != "cpu":
+        return False  # (CUDA tensors take the composites' kernels)
     return all(o is None or isinstance(o, Tensor) and o._dtype is x._dtype for o in others)
 
 
@@ -61,7 +61,7 @@ class FusedBackward(Node):
         self.arrays = list(arrays)
         self.out = None
         if out is not None:  # kept without its Tensor object (which owns this node)
-            alias = Tensor._make(out._data, out._dtype)
+            alias = Tensor._make(out._data, out._dtype, out._device)
             alias._version = out._version
             self.out = SavedTensor(alias, True)
 

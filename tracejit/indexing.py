@@ -22,6 +22,9 @@ def _expand_key(x: Tensor, key: Any) -> list[Any]:
         key = (key,)
     key = [_from_value(k, None, copy=False) if isinstance(k, (np.ndarray, list)) else k
            for k in key]
+    if x.is_cuda:  # index tensors made from lists, or on the CPU, join x's device (as torch)
+        key = [k.to(x.device) if isinstance(k, Tensor) and k.device != x.device else k
+               for k in key]
     n_used = sum(k.ndim if isinstance(k, Tensor) and k.dtype is dt.bool_ else
                  (0 if k is None or k is Ellipsis else 1) for k in key)
     if n_used > x.ndim:
@@ -146,6 +149,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     v = value if isinstance(value, Tensor) else value
     if isinstance(v, (np.ndarray, list)):
         v = _from_value(v, x.dtype, copy=False)
+        if x.is_cuda:
+            v = v.to(x.device)
     if mask is not None and (not isinstance(v, Tensor) or v.numel() == 1):
         vv = v.reshape(()) if isinstance(v, Tensor) else v
         x._inplace(x.where(mask.logical_not(), vv).to(x.dtype))

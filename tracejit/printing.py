@@ -78,6 +78,8 @@ def tensor_repr(t: Any) -> str:
     if STATE.tracer is not None:  # the values are printed: under @jit, a graph break
         STATE.tracer.graph_break("printing a tensor")
     a = t._data
+    if t.is_cuda:
+        a = a.host()
     prefix = "tensor("
     summarize = a.size > THRESHOLD
     if a.size == 0:
@@ -89,6 +91,8 @@ def tensor_repr(t: Any) -> str:
     extras = []
     if a.size == 0 and a.shape != (0,):
         extras.append(f"size={tuple(a.shape)}")
+    if t.is_cuda:
+        extras.append(f"device='{t.device}'")
     default = dt.get_default_dtype()
     if t.dtype not in (default, dt.int64, dt.bool_) or (a.size == 0 and t.dtype is not default):
         extras.append(f"dtype={t.dtype}")

@@ -10,7 +10,7 @@ import math
 import os
 import struct
 from collections import OrderedDict
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -51,7 +51,8 @@ def save(obj: Any, f: str | os.PathLike | IO[bytes]) -> None:
     offset = 0
     chunks: list[bytes] = []
     for name, t in tensors:
-        raw = np.ascontiguousarray(t._data).astype(t._data.dtype.newbyteorder("<"), copy=False)
+        host = cast(Any, t._data).host() if t.is_cuda else t._data  # (saved from the host)
+        raw = np.ascontiguousarray(host).astype(host.dtype.newbyteorder("<"), copy=False)
         b = raw.tobytes()
         header[name] = {"dtype": _TO_ST[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(b)]}

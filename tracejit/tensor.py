@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, cast
 
 import numpy as np
 
@@ -63,9 +63,9 @@ class Tensor:
         self._accumulator: Any = None
 
     @classmethod
-    def _make(cls, data: np.ndarray, d: dt.DType) -> Tensor:
+    def _make(cls, data: np.ndarray, d: dt.DType, dev: device = CPU) -> Tensor:
         t = cls.__new__(cls)
-        t._init(data, d)
+        t._init(data, d, dev)
         return t
 
     @staticmethod
@@ -233,6 +233,7 @@ class Tensor:
     def data(self, value: Tensor) -> None:
         self._data = value._data
         self._dtype = value._dtype
+        self._device = value._device
 
     def detach(self) -> Tensor:
         from .autograd import detach_alias
@@ -275,10 +276,16 @@ class Tensor:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use "
                                "tensor.detach().numpy() instead.")
         self._graph_break(".numpy()")
+        if self.is_cuda:
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy; use "
+                            "Tensor.cpu() to copy the tensor to host memory first")
         return self._data
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         self._graph_break("conversion to a NumPy array")
+        if self.is_cuda:
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy; use "
+                            "Tensor.cpu() to copy the tensor to host memory first")
         return self._data if dtype is None else self._data.astype(dtype)
 
     def item(self) -> Any:
@@ -286,6 +293,8 @@ class Tensor:
             raise RuntimeError(f"a Tensor with {self.numel()} elements cannot be converted to "
                                "a Python scalar (item() needs exactly one element)")
         self._graph_break(".item()")
+        if self.is_cuda:
+            return self._data.item()
         return self._data.reshape(()).item()
 
     def tolist(self) -> Any:
@@ -296,7 +305,7 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with {self._data.size} elements is "
                                "ambiguous; use .any() or .all()")
-        taken = bool(self._data.reshape(()))
+        taken = bool(self._data.item() if self.is_cuda else self._data.reshape(()))
         if STATE.tracer is not None:  # a branch: the trace is guarded on its predicate
             STATE.tracer.branch(self, taken)
         return taken
@@ -344,10 +353,13 @@ class Tensor:
         return repr(self)
 
     def __reduce_ex__(self, proto: SupportsIndex) -> Any:
+        if self.is_cuda:  # pickled through the host, restored on the CPU (no map_location)
+            host = cast(Any, self._data).host()
+            return (_rebuild, (host, self._dtype.name, self._requires_grad))
         return (_rebuild, (self._data.copy(), self._dtype.name, self._requires_grad))
 
     def __deepcopy__(self, memo: dict) -> Tensor:
-        t = Tensor._make(self._data.copy(), self._dtype)
+        t = Tensor._make(self._data.copy(), self._dtype, self._device)
         t._requires_grad = self._requires_grad
         if self.grad is not None:
             t.grad = self.grad.__deepcopy__(memo)
@@ -365,14 +377,19 @@ class Tensor:
                 device = a
             else:
                 dtype = a
+        t = self
         if device is not None:
-            as_device(device)
+            dev = as_device(device)
+            if dev != self._device:
+                from .cuda.transfer import to_device
+
+                t, copy = to_device(self, dev), False
         if dtype is None:
-            return self.clone() if copy else self
+            return t.clone() if copy else t
         d = dt.as_dtype(dtype)
-        if d is self._dtype and not copy:
-            return self
-        return dispatch(R["cast"], (self,), {"dtype": d})
+        if d is t._dtype and not copy:
+            return t
+        return dispatch(R["cast"], (t,), {"dtype": d})
 
     def type(self, dtype: Any = None, non_blocking: bool = False) -> Any:
         if dtype is None:
@@ -383,7 +400,7 @@ class Tensor:
         return self.to(other.dtype)
 
     def cpu(self) -> Tensor:
-        return self
+        return self.to("cpu") if self.is_cuda else self
 
     def cuda(self, device: Any = None, non_blocking: bool = False) -> Tensor:
         return self.to("cuda" if device is None else
@@ -656,9 +673,13 @@ class Tensor:
         from .ops.movement import resolve_shape
 
         s = resolve_shape("view", _sizes(shape), self.numel(), _raw(self).shape)
-        probe = _raw(self).view()
         try:
-            probe.shape = s
+            if self.is_cuda:
+                if _raw(self).reshape_view(s) is None:
+                    raise AttributeError
+            else:
+                probe = _raw(self).view()
+                probe.shape = s
         except AttributeError:
             raise RuntimeError(located(
                 f"view size is not compatible with input tensor's size and stride (shape "
@@ -892,6 +913,8 @@ class Tensor:
         if st.tracer is not None or st.grad_enabled and self._requires_grad:
             return False
         d = self._data
+        if type(d) is not np.ndarray:  # a CUDA tensor: the op path runs its kernel
+            return False
         if self._dtype is not dt.float32 and self._dtype is not dt.float64 or \
                 not d.flags.writeable:
             return False

@@ -40,7 +40,8 @@ def _triangle(op: str, x: Any, diagonal: Any, lower: bool) -> Tensor:
         raise RuntimeError(located(f"{op}: input tensor must have at least 2 dimensions, got a "
                                    f"{x.ndim}-d tensor of shape {list(x.shape)}"))
     m, n = x.shape[-2], x.shape[-1]
-    above = arange(n) - arange(m).unsqueeze(1)  # column - row: 0 on the main diagonal
+    # column - row: 0 on the main diagonal
+    above = arange(n, device=x.device) - arange(m, device=x.device).unsqueeze(1)
     keep = above <= k if lower else above >= k
     # where, not a multiply by the mask: NaN and inf outside the triangle become 0, as torch
     return x.where(keep, False if x.dtype is dt.bool_ else 0)

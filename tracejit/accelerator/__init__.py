@@ -1,5 +1,6 @@
-"""tracejit.accelerator: torch.accelerator's queries. This build runs on the CPU only, so there
-is no current accelerator (torch returns None then too)."""
+"""tracejit.accelerator: torch.accelerator's queries. The one accelerator tracejit knows is CUDA
+(tracejit.cuda): where it is unavailable there is no current accelerator (torch returns None
+then too)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from ..device import device
 
 
 def is_available() -> bool:
-    return False
+    from .. import cuda
+
+    return cuda.is_available()
 
 
 def device_count() -> int:
-    return 0
+    from .. import cuda
+
+    return cuda.device_count()
 
 
 def current_accelerator(check_available: bool = False) -> device | None:
-    return None
+    return device("cuda", 0) if is_available() else None

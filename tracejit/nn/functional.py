@@ -501,7 +501,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     # rows masked everywhere: softmax over zeros (finite, so backward stays finite), then 0
     if S == 0:
         attn = scores  # no keys: the output is zeros of [..., L, Ev], as torch
-    elif STATE.tracer is None and not np.isneginf(scores._data).all(-1).any():
+    elif STATE.tracer is None and not scores.is_cuda and \
+            not np.isneginf(scores._data).all(-1).any():
         # eagerly, a look at the scores shows that no row is masked everywhere (a causal mask
         # always leaves the first key): both masked_fills would leave every value and every
         # gradient as it is, so skip them and their six ops forward and backward

@@ -187,7 +187,7 @@ class Module:
             self._modules[name] = value
         elif isinstance(value, Buffer):
             self._drop(name)
-            self.register_buffer(name, Tensor._make(value._data, value._dtype),
+            self.register_buffer(name, Tensor._make(value._data, value._dtype, value._device),
                                  value.persistent)
         elif d.get("_buffers") is not None and name in d["_buffers"]:
             if value is not None and not isinstance(value, Tensor):
@@ -381,7 +381,7 @@ class Module:
                     continue
                 new = convert(p.detach())
                 if new._data is not p._data:
-                    p._data, p._dtype = new._data, new._dtype
+                    p._data, p._dtype, p._device = new._data, new._dtype, new._device
                     if p._grad is not None:
                         p._grad = convert(p._grad)
             for k, b in m._buffers.items():
@@ -400,17 +400,32 @@ class Module:
                 dtype = a
             else:
                 device = a
+        dev = None
         if device is not None:
             from ..device import as_device
 
-            as_device(device)
-        if dtype is None:
+            dev = as_device(device)
+        if dtype is None and dev is None:
             return self
-        d = dt.as_dtype(dtype)
-        if not d.is_floating_point:
+        d = None if dtype is None else dt.as_dtype(dtype)
+        if d is not None and not d.is_floating_point:
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired "
                             f"dtype={d}")
-        return self._apply_to_tensors(lambda t: t.to(d) if t.is_floating_point() else t)
+
+        def convert(t: Tensor) -> Tensor:
+            if dev is not None and t.device != dev:
+                t = t.to(dev)
+            return t.to(d) if d is not None and t.is_floating_point() else t
+
+        return self._apply_to_tensors(convert)
+
+    def cuda(self, device: Any = None) -> Module:
+        """Move every parameter and buffer to the CUDA device (in place, as torch)."""
+        return self.to("cuda" if device is None else f"cuda:{device}"
+                       if isinstance(device, int) else device)
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
 
     def float(self) -> Module:
         return self.to(dt.float32)
@@ -420,12 +435,6 @@ class Module:
 
     def half(self) -> Module:
         return self.to(dt.float16)
-
-    def cpu(self) -> Module:
-        return self
-
-    def cuda(self, device: Any = None) -> Module:
-        return self.to("cuda")
 
     def type(self, dst_type: Any) -> Module:
         return self.to(dst_type)

@@ -3,7 +3,7 @@ Shares storage with the tensor it wraps, as PyTorch's does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..tensor import Tensor
 
@@ -37,14 +37,16 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo: dict) -> Parameter:
         if id(self) in memo:
             return memo[id(self)]
-        p = Parameter(Tensor._make(self._data.copy(), self._dtype), self._requires_grad)
+        p = Parameter(Tensor._make(self._data.copy(), self._dtype, self._device),
+                      self._requires_grad)
         if self._grad is not None:
             p._grad = self._grad.__deepcopy__(memo)
         memo[id(self)] = p
         return p
 
     def __reduce_ex__(self, proto: Any) -> Any:
-        return (_rebuild_parameter, (self._data.copy(), self._dtype.name, self._requires_grad))
+        data = cast(Any, self._data).host() if self.is_cuda else self._data.copy()
+        return (_rebuild_parameter, (data, self._dtype.name, self._requires_grad))
 
 
 def _rebuild_parameter(data: Any, dname: str, requires_grad: bool) -> Parameter:

@@ -241,12 +241,15 @@ def norm_dims(op: str, dims: Any, ndim: int) -> tuple[int, ...]:
 
 
 def same_device(op: str, ops: Sequence[Operand]) -> device:
+    """The operands' device. As in torch, a 0-d CPU tensor may join tensors on another device
+    (it enters as a number: an optimizer's step count, a learning rate tensor)."""
     dev = None
+    dev_dims = False
     for o in ops:
         if isinstance(o, TensorType):
-            if dev is None:
-                dev = o.device
-            elif o.device != dev:
+            if dev is None or dev.type == "cpu" and not dev_dims and o.device.type != "cpu":
+                dev, dev_dims = o.device, bool(o.shape)
+            elif o.device != dev and not (o.device.type == "cpu" and not o.shape):
                 raise ShapeError(
                     f"{op}: expected all tensors to be on the same device, but found at least "
                     f"two devices, {dev} and {o.device}; move them with .to(device)"

@@ -113,8 +113,8 @@ def _direct(p: Tensor, grad: Tensor, state: dict[str, Any], lr: Any, amsgrad: bo
     """Whether the update may run on the arrays directly (`_adam_update_arrays`): eagerly (no
     trace to record it), a Python learning rate, and parameter, gradient and state of one float
     dtype and shape, as every step after the first has them. Anything else takes the ops."""
-    if STATE.tracer is not None or type(lr) not in (float, int):
-        return False
+    if STATE.tracer is not None or type(lr) not in (float, int) or p._device.type != "cpu":
+        return False  # (a CUDA parameter takes the ops, which run on its device)
     d = p._dtype
     if d is not dt.float32 and d is not dt.float64 or not p._data.flags.writeable:
         return False

@@ -1,0 +1,1 @@
+"""Hand-written and generated Numba CUDA kernels (tracejit.kernels.cuda)."""
