@@ -110,3 +110,57 @@ def test_matmul_and_its_gradients_match_torch():
                                atol=1e-4)
     np.testing.assert_allclose(tx.grad.numpy(), px.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(tw.grad.numpy(), pw.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def _sdpa_ref(q, k, v, causal):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    return w @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 64, 16), (1, 1, 1, 1), (2, 2, 5, 3), (1, 2, 40, 80)])
+def test_attention_small_head_loops_match_float64_and_torch_gradients(causal, shape):
+    """Heads up to SMALL_E run as loops that skip the keys a causal row cannot see; larger ones
+    (E=80) take the BLAS path: both against float64 NumPy, and gradients against torch."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    g = rng.standard_normal(shape).astype(np.float32)
+    ours = [tj.from_numpy(x.copy()).requires_grad_() for x in (q, k, v)]
+    theirs = [torch.from_numpy(x.copy()).requires_grad_() for x in (q, k, v)]
+    out = tj.nn.functional.scaled_dot_product_attention(*ours, is_causal=causal)
+    ref = torch.nn.functional.scaled_dot_product_attention(*theirs, is_causal=causal)
+    np.testing.assert_allclose(out.detach().numpy(), _sdpa_ref(q, k, v, causal), rtol=1e-4,
+                               atol=1e-5)
+    out.backward(tj.from_numpy(g))
+    ref.backward(torch.from_numpy(g))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_causal_attention_with_a_non_finite_value_gives_torchs_nans():
+    """A causal row's zero weight on an inf value is NaN in torch: the loops that skip hidden
+    keys fall back to every key for such an entry, forward and backward."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((1, 2, 6, 4)).astype(np.float32) for _ in range(3))
+    v[0, 1, 5, 0] = np.inf
+    ours = [tj.from_numpy(x.copy()).requires_grad_() for x in (q, k, v)]
+    theirs = [torch.from_numpy(x.copy()).requires_grad_() for x in (q, k, v)]
+    out = tj.nn.functional.scaled_dot_product_attention(*ours, is_causal=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(*theirs, is_causal=True)
+    a, b = out.detach().numpy(), ref.detach().numpy()
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
+    fin = np.isfinite(b)
+    np.testing.assert_allclose(a[fin], b[fin], rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    ref.sum().backward()
+    assert np.isnan(ours[0].grad.numpy()[0, 1]).any()  # the inf reaches q's gradient
+    np.testing.assert_allclose(ours[0].grad.numpy()[0, 0], theirs[0].grad.numpy()[0, 0],
+                               rtol=1e-3, atol=1e-4)  # the finite head is untouched
