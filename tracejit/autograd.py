@@ -619,9 +619,9 @@ def backward(tensors: Sequence[Tensor], grad_tensors: Sequence[Any] | None = Non
         for g in grads:
             _protect(g)
         try:
-            for t, g in zip(inputs, got):
-                if g is not None:
-                    accumulate(t, g, create_graph)
+            for t, gi in zip(inputs, got):
+                if gi is not None:
+                    accumulate(t, gi, create_graph)
         finally:
             _GIVEN.clear()
             _GIVEN.update(outer)

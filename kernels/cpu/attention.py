@@ -23,7 +23,6 @@ from ...runtime.philox import draw
 from .accum import radd, rmax
 from .vmath import exp as vexp
 
-
 # Up to this head size (queries' and values' E) and key count the per-entry products are loops
 # here rather than BLAS calls: a GPT head's 64 x 16 @ 16 x 64 is ~65k multiply-adds, which a
 # vectorised row-update loop does in a few microseconds while one BLAS call through NumPy's
