@@ -55,6 +55,135 @@ def test_grad_does_not_alias_between_leaves() -> None:
     np.testing.assert_allclose(b.grad.numpy(), [1.0, 1.0])
 
 
+def _shares(*ts: tj.Tensor) -> list[tuple[int, int]]:
+    """The pairs (i, j) of tensors whose memory overlaps."""
+    arrs = [t.detach().numpy() for t in ts]
+    return [(i, j) for i in range(len(arrs)) for j in range(i + 1, len(arrs))
+            if np.shares_memory(arrs[i], arrs[j])]
+
+
+def test_leaf_gradients_own_their_memory() -> None:
+    # add's VJP hands the incoming gradient to both inputs unchanged: each leaf's .grad must
+    # still be its own buffer, and neither may be the caller's `gradient=` (torch copies it)
+    a, b = leaf(1.0, 2.0, 3.0), leaf(4.0, 5.0, 6.0)
+    g = tj.tensor([1.0, 2.0, 3.0], dtype=tj.float64)
+    (a + b).backward(g)
+    assert _shares(a.grad, b.grad, g) == []
+    a.grad.add_(10)
+    b.grad.mul_(-1)
+    np.testing.assert_array_equal(g.numpy(), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(a.grad.numpy(), [11.0, 12.0, 13.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [-1.0, -2.0, -3.0])
+
+
+def test_leaf_gradients_own_their_memory_when_the_root_is_the_leaf() -> None:
+    a = leaf(1.0, 2.0)
+    g = tj.tensor([3.0, 4.0], dtype=tj.float64)
+    a.backward(g)
+    assert _shares(a.grad, g) == []
+    a.grad.zero_()
+    np.testing.assert_array_equal(g.numpy(), [3.0, 4.0])
+
+
+def test_leaf_gradients_own_their_memory_with_the_same_leaf_twice() -> None:
+    a, b = leaf(1.0, -2.0), leaf(0.5, 0.25)
+    g = tj.tensor([1.0, 1.0], dtype=tj.float64)
+    (a + a + b).backward(g)
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2.0])
+    assert _shares(a.grad, b.grad, g) == []
+    b.grad.add_(1)
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(g.numpy(), [1.0, 1.0])
+
+
+def test_leaf_gradients_own_their_memory_with_retain_graph() -> None:
+    a, b = leaf(1.0, 2.0, 3.0), leaf(4.0, 5.0, 6.0)
+    g = tj.tensor([1.0, 0.0, -1.0], dtype=tj.float64)
+    y = a + b
+    y.backward(g, retain_graph=True)
+    y.backward(g)  # accumulates in place into each leaf's own buffer
+    assert _shares(a.grad, b.grad, g) == []
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 0.0, -2.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 0.0, -2.0])
+    np.testing.assert_array_equal(g.numpy(), [1.0, 0.0, -1.0])
+
+
+def test_leaf_gradients_own_their_memory_with_inputs_hooks_and_functions() -> None:
+    a, b = leaf(1.0, 2.0), leaf(3.0, 4.0)
+    g = tj.tensor([1.0, 1.0], dtype=tj.float64)
+    (a + b).backward(g, inputs=[a, b])
+    assert _shares(a.grad, b.grad, g) == []
+
+    kept = tj.tensor([7.0, 8.0], dtype=tj.float64)
+    c = leaf(1.0, 2.0)
+    c.register_hook(lambda grad: kept)  # a hook handing back a tensor its caller keeps
+    (c * 2).sum().backward()
+    assert _shares(c.grad, kept) == []
+    c.grad.zero_()
+    np.testing.assert_array_equal(kept.numpy(), [7.0, 8.0])
+
+    class Pass(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            return kept  # a backward returning a tensor the user holds
+
+    d = leaf(5.0, 6.0)
+    Pass.apply(d).sum().backward()
+    assert _shares(d.grad, kept) == []
+    d.grad.add_(1)
+    np.testing.assert_array_equal(kept.numpy(), [7.0, 8.0])
+
+    h = leaf(1.0, 2.0)
+    m = h * 1
+    m.retain_grad()
+    (m + h).backward(g)  # the non-leaf's retained gradient is its own too
+    assert _shares(m.grad, h.grad, g) == []
+
+
+def test_leaf_gradients_match_torch_after_writes() -> None:
+    torch = pytest.importorskip("torch")
+    vals = np.array([0.5, -1.0, 2.0])
+    a, b = leaf(*vals), leaf(*(vals * 2))
+    ta = torch.tensor(vals, requires_grad=True)
+    tb = torch.tensor(vals * 2, requires_grad=True)
+    g, tg = tj.tensor(vals, dtype=tj.float64), torch.tensor(vals)
+    (a * 1 + b).backward(g)
+    (ta * 1 + tb).backward(tg)
+    for x, tx in ((a, ta), (b, tb)):
+        x.grad.add_(1)
+        with torch.no_grad():
+            tx.grad.add_(1)
+    for x, tx in ((a, ta), (b, tb), (g, tg)):
+        got = x.grad.numpy() if x is not g else g.numpy()
+        want = tx.grad.numpy() if tx is not tg else tg.numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_step_outputs_do_not_alias_gradients_or_inputs() -> None:
+    a, b = leaf(1.0, 2.0, 3.0), leaf(4.0, 5.0, 6.0)
+
+    @tj.jit
+    def step(x, g):
+        (a + b).backward(g)
+        return x + 0, x * 1, x.clone(), g + 0
+
+    for call in range(3):  # the tracing call and the compiled ones
+        a.grad = b.grad = None
+        x = tj.tensor([1.0, -0.0, 3.0], dtype=tj.float64)
+        g = tj.tensor([1.0, 2.0, 3.0], dtype=tj.float64)
+        outs = step(x, g)
+        assert _shares(x, g, a.grad, b.grad, a, b, *outs) == [], call
+        a.grad.add_(1)
+        outs[0].add_(5)
+        np.testing.assert_array_equal(g.numpy(), [1.0, 2.0, 3.0])
+        np.testing.assert_array_equal(b.grad.numpy(), [1.0, 2.0, 3.0])
+        np.testing.assert_array_equal(x.numpy(), [1.0, -0.0, 3.0])
+
+
 def test_broadcast_gradient_is_summed_to_the_input_shape() -> None:
     b = tj.zeros(3, requires_grad=True)
     x = tj.ones(4, 3)

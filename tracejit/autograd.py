@@ -243,7 +243,8 @@ def retain_grad(t: Tensor) -> None:
     def keep(g: Tensor) -> None:
         tt = ref()
         if tt is not None:
-            tt.grad = g.detach() if tt.grad is None else tt.grad + g.detach()
+            # (a copy: the gradient flowing on may also reach a leaf, or be the user's own)
+            tt.grad = g.detach().clone() if tt.grad is None else tt.grad + g.detach()
 
     register_hook(t, keep)
 
@@ -369,17 +370,23 @@ def accumulate(var: Tensor, g: Tensor, create_graph: bool) -> None:
         for h in var._hooks:
             r = h(g)
             if r is not None:
+                if r is not g:
+                    _protect(r)  # the user's hook may hand back a tensor it keeps
                 g = r
     if not create_graph:
         g = g.detach()
     if var.grad is None:
-        # a gradient may alias another tensor (add's VJP hands the same g to both inputs, expand
-        # gives a read-only view): .grad must own its memory, as PyTorch's does
-        d = _raw(g)  # (its layout only)
+        # .grad must own its memory, as PyTorch's does: a gradient may be the user's own (the
+        # `gradient=` of backward, a hook's or a custom Function's result), may have been given
+        # to another leaf already (add's VJP hands the same g to both inputs) or be a view
+        # (expand gives a read-only one). Only a fresh, contiguous temporary nobody else was
+        # given is kept as it is (torch "steals" such a buffer too); anything else is copied.
+        d = _raw(g)  # (its layout and identity only)
         if not create_graph and (d.base is not None or not d.flags.writeable or
-                                 not d.flags.c_contiguous or id(g) in _GIVEN):
+                                 not d.flags.c_contiguous or id(d) in _GIVEN):
             g = g.clone()
-        _GIVEN.add(id(g))
+            d = _raw(g)
+        _GIVEN[id(d)] = d
         var.grad = g
     elif create_graph or STATE.grad_enabled and var.grad._requires_grad:
         var.grad = var.grad + g
@@ -387,7 +394,18 @@ def accumulate(var: Tensor, g: Tensor, create_graph: bool) -> None:
         var.grad.add_(g)
 
 
-_GIVEN: set[int] = set()  # ids of gradients handed out during the current backward pass
+# The arrays a leaf's .grad must not take as its own during the current backward pass: those
+# already handed to a leaf and those the user holds (root gradients, hook and custom-Function
+# results). Keyed by id; the value keeps the array alive so an id is not reused meanwhile.
+_GIVEN: dict[int, np.ndarray] = {}
+
+
+def _protect(t: Any) -> None:
+    if isinstance(t, Tensor):
+        d = _raw(t)
+        _GIVEN[id(d)] = d
+        if d.base is not None:
+            _GIVEN[id(d.base)] = d.base
 
 
 # ---- the engine ---------------------------------------------------------------------------------
@@ -428,7 +446,10 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_graph:
     needed = _needed(root_nodes, capture) if capture is not None else None
     prev_mode = STATE.grad_enabled
     STATE.grad_enabled = create_graph
+    outer = dict(_GIVEN)  # (a backward run from a hook inside another one)
     _GIVEN.clear()
+    for g in grads:
+        _protect(g)  # the caller's `gradient=`: never a leaf's .grad itself
     try:
         while ready:
             node = ready.pop()
@@ -445,6 +466,9 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_graph:
                     outs: Sequence[Any] = ()
                 elif any(g is not None for g in grads_in):
                     outs = _apply(node, grads_in, create_graph)
+                    if isinstance(node, BackwardCFunction):
+                        for gi in outs:
+                            _protect(gi)  # the user's backward may return a tensor it holds
                 else:
                     outs = [None] * len(node.next_functions)
                 if not retain_graph:
@@ -469,6 +493,7 @@ def run_backward(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_graph:
     finally:
         STATE.grad_enabled = prev_mode
         _GIVEN.clear()
+        _GIVEN.update(outer)
 
 
 def _add_grad(slot: list[Any], nr: int, g: Any) -> None:
@@ -486,6 +511,8 @@ def _run_hooks(node: Node, grads_in: list[Any]) -> None:
             for h in list(hs):
                 r = h(grads_in[nr])
                 if r is not None:
+                    if r is not grads_in[nr]:
+                        _protect(r)
                     grads_in[nr] = r
 
 
@@ -592,9 +619,17 @@ def backward(tensors: Sequence[Tensor], grad_tensors: Sequence[Any] | None = Non
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         got = grad(tensors, inputs, grads, retain_graph=retain, create_graph=create_graph,
                    allow_unused=True)
-        for t, g in zip(inputs, got):
-            if g is not None:
-                accumulate(t, g, create_graph)
+        outer = dict(_GIVEN)
+        _GIVEN.clear()
+        for g in grads:
+            _protect(g)
+        try:
+            for t, gi in zip(inputs, got):
+                if gi is not None:
+                    accumulate(t, gi, create_graph)
+        finally:
+            _GIVEN.clear()
+            _GIVEN.update(outer)
         return
     run_backward(tensors, grads, retain, create_graph)
 

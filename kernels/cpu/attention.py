@@ -23,6 +23,80 @@ from ...runtime.philox import draw
 from .accum import radd, rmax
 from .vmath import exp as vexp
 
+# Up to this head size (queries' and values' E) and key count the per-entry products are loops
+# here rather than BLAS calls: a GPT head's 64 x 16 @ 16 x 64 is ~65k multiply-adds, which a
+# vectorised row-update loop does in a few microseconds while one BLAS call through NumPy's
+# one-thread OpenBLAS costs ~20 us; the loops also skip the keys a causal row cannot see.
+SMALL_E = 64
+SMALL_S = 512
+
+
+@numba.njit(cache=True)
+def _small(q, k, v):  # type: ignore[no-untyped-def]
+    return q.shape[2] <= SMALL_E and v.shape[2] <= SMALL_E and k.shape[1] <= SMALL_S
+
+
+@numba.njit(cache=True)
+def _finite(x):  # type: ignore[no-untyped-def]
+    """Every element of the 2-d x finite (no inf, no NaN)."""
+    t = 0.0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            t += x[i, j] * 0  # inf * 0 and NaN * 0 are NaN: the sum stays 0 only when finite
+    return t == 0
+
+
+@numba.njit(cache=True)
+def _qk(qb, kt, s, causal):  # type: ignore[no-untyped-def]
+    """s[i, :n] = q_b[i] . k_b[j] for the n keys row i sees (kt: k_b transposed, (E, S)):
+    row updates s[i, :n] += q[i, e] * kt[e, :n], each a contiguous, vectorised loop."""
+    L, E = qb.shape
+    S = kt.shape[1]
+    for i in range(L):
+        n = min(i + 1, S) if causal else S
+        row = s[i]
+        for j in range(n):
+            row[j] = 0
+        for e in range(E):
+            x = qb[i, e]
+            ke = kt[e]
+            for j in range(n):
+                row[j] += x * ke[j]
+
+
+@numba.njit(cache=True)
+def _rows_times(a, m, out, causal, zero_first):  # type: ignore[no-untyped-def]
+    """out[i] (+)= sum over the n keys row i sees of a[i, j] * m[j] (A @ M, A (L, S))."""
+    L, S = a.shape
+    W = m.shape[1]
+    for i in range(L):
+        n = min(i + 1, S) if causal else S
+        o = out[i]
+        if zero_first:
+            for e in range(W):
+                o[e] = 0
+        for j in range(n):
+            w = a[i, j]
+            mj = m[j]
+            for e in range(W):
+                o[e] += w * mj[e]
+
+
+@numba.njit(cache=True)
+def _cols_times(a, m, out, causal):  # type: ignore[no-untyped-def]
+    """out = A^T @ M over the weights rows can see (A (L, S), M (L, W), out (S, W))."""
+    L, S = a.shape
+    W = m.shape[1]
+    out[:] = 0
+    for i in range(L):
+        n = min(i + 1, S) if causal else S
+        mi = m[i]
+        for j in range(n):
+            w = a[i, j]
+            o = out[j]
+            for e in range(W):
+                o[e] += w * mi[e]
+
 
 @numba.njit(cache=True)
 def _weights(s, mask, mkind, causal, scale, b):  # type: ignore[no-untyped-def]
@@ -81,8 +155,13 @@ def attention_fwd(q, k, v, mask, mkind, causal, scale, p, key, offset, keep,
     B, L, S = q.shape[0], q.shape[1], k.shape[1]
     s = np.empty((L, S), q.dtype)
     d = np.empty((L, S) if p > 0 else (0, 0), q.dtype)
+    small = _small(q, k, v)
+    kt = np.empty((q.shape[2], S) if small else (0, 0), q.dtype)
     for b in range(B):
-        if S == 0 or q.shape[2] == 0:
+        if small:
+            kt[:] = k[b].T
+            _qk(q[b], kt, s, causal)
+        elif S == 0 or q.shape[2] == 0:
             s[:] = 0
         else:
             np.dot(q[b], k[b].T, s)
@@ -90,7 +169,11 @@ def attention_fwd(q, k, v, mask, mkind, causal, scale, p, key, offset, keep,
         if p > 0:
             _dropout(d, b, key, offset, keep, dscale, wide)
             s *= d
-        if S == 0:
+        if small:
+            # a causal row skips the keys it cannot see, unless a value is inf or NaN: their
+            # zero weights then give NaN, as torch's kernels and the BLAS path do
+            _rows_times(s, v[b], out[b], causal and _finite(v[b]), True)
+        elif S == 0:
             out[b] = 0
         else:
             np.dot(s, v[b], out[b])
@@ -112,8 +195,16 @@ def attention_bwd(q, k, v, mask, mkind, causal, scale, p, key, offset, keep, dsc
         dk[:] = 0
         dv[:] = 0
         return dq
+    small = _small(q, k, v)
+    kt = np.empty((q.shape[2], S) if small else (0, 0), q.dtype)
+    vt = np.empty((v.shape[2], S) if small else (0, 0), q.dtype)
     for b in range(B):
-        if q.shape[2] == 0:
+        skip = causal and small and _finite(q[b]) and _finite(k[b]) and _finite(v[b]) and \
+            _finite(dout[b])  # (see attention_fwd: a non-finite operand makes masked NaNs)
+        if small:
+            kt[:] = k[b].T
+            _qk(q[b], kt, s, causal)
+        elif q.shape[2] == 0:
             s[:] = 0
         else:
             np.dot(q[b], k[b].T, s)
@@ -123,19 +214,29 @@ def attention_bwd(q, k, v, mask, mkind, causal, scale, p, key, offset, keep, dsc
             a[:] = s * d
         else:
             a[:] = s
-        np.dot(a.T, dout[b], dv[b])
-        if v.shape[2] == 0:
-            dp[:] = 0
+        if small:
+            _cols_times(a, dout[b], dv[b], skip)
+            vt[:] = v[b].T
+            _qk(dout[b], vt, dp, skip)
         else:
-            np.dot(dout[b], v[b].T, dp)
+            np.dot(a.T, dout[b], dv[b])
+            if v.shape[2] == 0:
+                dp[:] = 0
+            else:
+                np.dot(dout[b], v[b].T, dp)
         if p > 0:
             dp *= d
         for i in range(L):
+            n = min(i + 1, S) if skip else S
             dot = zero
-            for j in range(S):
+            for j in range(n):
                 dot = radd(dot, s[i, j] * dp[i, j])
-            for j in range(S):
+            for j in range(n):
                 dp[i, j] = s[i, j] * (dp[i, j] - dot) * scale
+        if small:
+            _rows_times(dp, k[b], dq[b], skip, True)
+            _cols_times(dp, q[b], dk[b], skip)
+            continue
         if q.shape[2] == 0:
             continue
         np.dot(dp, k[b], dq[b])

@@ -60,13 +60,36 @@ def _matmul_vjp(c: VjpContext, g: Any) -> tuple[Any, ...]:
     return ga, gb  # batch dims that were broadcast are summed by the engine
 
 
+# A GEMM of at least this many multiply-adds runs through runtime.blas in eager mode (the BLAS
+# measured fastest for its shape, as compiled code's matmuls: MKL when installed and quicker,
+# 2-3x OpenBLAS's one-thread speed on some of a GPT's shapes); smaller ones stay np.dot's, so
+# that a stream of small distinct shapes is not each timed and recorded once.
+EAGER_BLAS_MIN_WORK = 1 << 18
+_blas: Any = None  # tracejit.runtime.blas.matmul2d, bound on first use (no import per call)
+
+
+def _gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    global _blas
+    if a.shape[0] * a.shape[1] * b.shape[1] < EAGER_BLAS_MIN_WORK or a.dtype != b.dtype:
+        return np.dot(a, b)
+    if _blas is None:
+        from ..runtime.blas import matmul2d
+
+        _blas = matmul2d
+    return _blas(a, b)
+
+
 def _matmul_eager(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np.matmul, except that a batch of matrices times one matrix is one BLAS GEMM over the
-    rows of all batches (np.matmul makes one GEMM per batch: 8 for a (8, 64, 64) @ (64, 192),
-    1.7x the time). Each output element is the same length-k dot product either way."""
-    if b.ndim == 2 and a.ndim > 2 and a.shape[-1] == b.shape[0]:
-        lead = a.shape[:-1]
-        return np.dot(a.reshape(-1, a.shape[-1]), b).reshape(lead + (b.shape[1],))
+    """np.matmul, except that 2-d GEMMs run through the measured BLAS (`_gemm`) and a batch of
+    matrices times one matrix is one GEMM over the rows of all batches (np.matmul makes one
+    GEMM per batch: 8 for a (8, 64, 64) @ (64, 192), 1.7x the time). Each output element is the
+    same length-k dot product either way."""
+    if b.ndim == 2:
+        if a.ndim == 2:
+            return _gemm(a, b)
+        if a.ndim > 2 and a.shape[-1] == b.shape[0]:
+            lead = a.shape[:-1]
+            return _gemm(a.reshape(-1, a.shape[-1]), b).reshape(lead + (b.shape[1],))
     return np.matmul(a, b)
 
 
