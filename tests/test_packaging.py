@@ -4,8 +4,9 @@ in an editable checkout and be absent from an installed wheel."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
