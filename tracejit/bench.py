@@ -344,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if argv is None and not args.list:  # the command line, not a caller's process
         _reexec_without_forcing_vars()
-    if args.device == "cuda":
-        print("tracejit-bench: the CUDA backend is not built yet; only --device cpu can be "
-              "measured", file=sys.stderr)
-        return 2
+    if args.device == "cuda":  # the GPU workloads of issue 14 (tracejit/cuda/bench.py)
+        from tracejit.cuda import bench as gpu_bench
+
+        return gpu_bench.run(args.repeat, args.quick)
     from tracejit.benchmarks import core, machine, peers, runner
 
     if args.list:

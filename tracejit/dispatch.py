@@ -152,16 +152,15 @@ def _on_cuda(op: OpDef, args: Sequence[Any], attrs: dict[str, Any], types: list[
             raise ShapeError(
                 f"{op.name}: expected all tensors to be on the same device, but found at least "
                 f"two devices, {out_t.device} and {a._device}; move them with .to(device)")
-    if STATE.tracer is not None:
-        raise user_error(RuntimeError(
-            f"{op.name}: CUDA tensors inside @jit are not supported yet (issue 14 part B); call "
-            "the function eagerly or keep its tensors on the CPU"))
     data = run(op, arrays, attrs, out_t.shape, out_t.dtype, cd)
     out = T._make(data, out_t.dtype, out_t.device)
     if op.view and args and isinstance(args[0], T) and data.buf is args[0]._data.buf:
         src = args[0]
         out._version = src._version
         out._base = src._base if src._base is not None else src
+    if STATE.tracer is not None:  # under @jit: recorded as on the CPU (jit.py compiles it
+        # with the CUDA renderer, codegen/cuda.py, when the graph's tensors are on CUDA)
+        STATE.tracer.record(op, args if traced is None else traced, attrs, out)
     if STATE.grad_enabled and op.differentiable:
         for a in args:
             if isinstance(a, T) and a._requires_grad:

@@ -423,7 +423,10 @@ class JitFunction:
                 return out, entry
         backward = self._trace_backward(tracer, result, out) if STATE.grad_enabled else None
         if result.breaks:
-            split = self.fallback and not (self.check or get_flag("check"))
+            # (a CUDA trace runs eagerly at its breaks: the lazy replay's segments are
+            # compiled for the CPU)
+            split = self.fallback and not (self.check or get_flag("check")) and \
+                not _cuda_graph(result.graph)
             self._record_breaks(result, split)
             entry = Entry(result, result.graph, failed="" if split else "graph break", held=held,
                           lazy=split)
@@ -594,6 +597,8 @@ class JitFunction:
                     "from the next call the function runs as a lazy replay, compiled in "
                     "segments around its breaks" if split else
                     "with fallback=False a call raises" if not self.fallback else
+                    "on CUDA it runs eagerly (CUDA graphs are not split into segments)"
+                    if _cuda_graph(result.graph) else
                     "check mode runs it eagerly (check mode does not split graphs)"))
 
     def _run(self, e: Entry, flat: list[Any], args: tuple, kwargs: dict) -> Any:
@@ -624,9 +629,10 @@ class JitFunction:
     def _compile(self, e: Entry) -> None:
         from .codegen.cpu import compile_graph
         from .codegen.lower import UnsupportedError
+        from .cuda.program import JitCudaProgram, on_cuda
 
-        try:
-            prog = compile_graph(e.graph)
+        try:  # CUDA tensors: the kernel IR rendered as numba.cuda kernels (cuda/program.py)
+            prog = JitCudaProgram(e.graph) if on_cuda(e.graph) else compile_graph(e.graph)
         except UnsupportedError as exc:
             e.failed = f"no compilation rule: {exc}"
             text = f"graph break in {self.name}: {exc}"
@@ -935,6 +941,8 @@ class Explanation:
                       "the other way misses this entry)" for c in e.graph.checks]
             for g in e.trace.guards:
                 lines.append(f"  guard: {g.describe()}")
+            if e.program is not None and hasattr(e.program, "explain"):  # a CUDA program
+                lines += [f"  {x}" for x in e.program.explain().splitlines()]
         if self.scalar_inputs or self.scalar_guards:
             lines.append("Python number arguments:")
             lines += [f"  {n}: a 0-d input of the compiled program ({why})"
@@ -973,6 +981,12 @@ class Explanation:
     __repr__ = __str__
 
 
+def _cuda_graph(g: Any) -> bool:
+    from .cuda.program import on_cuda
+
+    return on_cuda(g)
+
+
 def _ended_by(seg: SegmentEntry) -> str:
     return "the return" if seg.ended_by is None else f"{seg.ended_by} at {seg.loc}"
 
@@ -984,7 +998,7 @@ def _matmul_lines(entries: list[Entry]) -> list[str]:
 
     lines = []
     for k, e in enumerate(entries):
-        if e.program is None:
+        if e.program is None or hasattr(e.program, "explain"):  # (CUDA: in its explain())
             continue
         for n in e.graph.nodes:
             if n.op.name != "matmul" or len(n.out.type.shape) != 2 or \

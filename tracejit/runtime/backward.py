@@ -57,9 +57,20 @@ class BackwardInfo:
         if self.program is None:
             from ..codegen.cpu import compile_graph
             from ..codegen.lower import UnsupportedError
+            from ..cuda.program import JitCudaProgram, on_cuda
 
+            if on_cuda(self.graph):  # (no interpreter runs on device arrays)
+                try:
+                    self.program = JitCudaProgram(self.graph)
+                except UnsupportedError as e:
+                    raise RuntimeError(
+                        f"tracejit: the backward of a @jit function on CUDA cannot be compiled "
+                        f"({e}); call backward() on the result of the function run eagerly "
+                        "(tracejit.disable_jit()), or call backward() inside the function"
+                    ) from None
             try:
-                self.program = compile_graph(self.graph)
+                if self.program is None:
+                    self.program = compile_graph(self.graph)
             except UnsupportedError:
                 self.program = lambda p: interpret(self.graph, p)
         outs, _ = self.program(params)
@@ -89,13 +100,24 @@ class CompiledFunctionBackward(Node):
             raise RuntimeError("higher-order gradients through a @jit function are not "
                                "supported yet; call it under tracejit.disable_jit() for those")
         self._check_versions()
-        gs = []
+        gs: list[Any] = []
+        on_device = any(t.device.type == "cuda" for t in self.out_types)
         for g, t in zip(list(grads) + [None] * len(self.out_types), self.out_types):
+            if on_device:  # a CUDA function's gradients stay on the device
+                from ..cuda.array import DeviceArray
+
+                gs.append(DeviceArray.from_host(np.zeros(t.shape, t.dtype.np)) if g is None
+                          else g._data if g._dtype is t.dtype else g.to(t.dtype)._data)
+                continue
             gs.append(np.zeros(t.shape, t.dtype.np) if g is None else
                       np.asarray(g._data, t.dtype.np, order="C"))  # (ascontiguousarray
             # would make a 0-d gradient 1-d)
         outs = self.info.run(gs + list(self.saved))
-        types = [o.type.dtype for o in self.info.graph.outputs if isinstance(o, Value)]
+        vals = [o for o in self.info.graph.outputs if isinstance(o, Value)]
+        types = [o.type.dtype for o in vals]
+        if on_device:
+            return [None if k is None else Tensor._make(outs[k], types[k], vals[k].type.device)
+                    for k in self.info.leaf_map]
         return [None if k is None else Tensor._make(np.asarray(outs[k]), types[k])
                 for k in self.info.leaf_map]
 

@@ -73,6 +73,7 @@ class Entry:
         index = {v: i for i, v in enumerate(g.params)}
         self._effect_src = [self.trace.params[index[e.target]].source for e in g.effects]
         self._out_dtypes = [v.type.dtype for v in g.outputs]  # type: ignore[union-attr]
+        self._out_devs = [v.type.device for v in g.outputs]  # type: ignore[union-attr]
         self._grad_writes = list(self.trace.grad_writes)  # (output positions)
         spec = self.trace.out_spec
         self._single = spec[1] if spec[0] == "t" else None
@@ -169,11 +170,13 @@ class Entry:
         make = Tensor._make
         tensors: list[Any]
         if not self._checked:
-            tensors = [make(o, d) if type(o) is np.ndarray and o.dtype == d.np else _wrap(o, d)
-                       for o, d in zip(outs, self._out_dtypes)]
+            tensors = [make(o, d) if type(o) is np.ndarray and o.dtype == d.np else
+                       _wrap(o, d, dev) for o, d, dev in zip(outs, self._out_dtypes,
+                                                             self._out_devs)]
         else:  # (a branch's predicate is the program's business, never returned)
-            tensors = [None if i in self._checked else _wrap(o, d)
-                       for i, (o, d) in enumerate(zip(outs, self._out_dtypes))]
+            tensors = [None if i in self._checked else _wrap(o, d, dev)
+                       for i, (o, d, dev) in enumerate(zip(outs, self._out_dtypes,
+                                                           self._out_devs))]
         self._after(flat, tensors)  # version counters of the effects' targets, .grad writes
         if self.backward is not None:
             self.backward.attach(flat, params, tensors, outs)
@@ -221,7 +224,11 @@ def _compile_call(trace: TraceResult, effect_src: list[Source],
     return ns["all_hold"], ns["gather"], ns["after"]
 
 
-def _wrap(a: Any, d: Any) -> Tensor:
+def _wrap(a: Any, d: Any, dev: Any = None) -> Tensor:
+    if hasattr(a, "buf") and hasattr(a, "estrides"):  # a CUDA program's DeviceArray
+        if a.dtype != d.np:
+            raise AssertionError(f"a CUDA program returned {a.dtype} for a {d.name} output")
+        return Tensor._make(a, d, dev)
     arr = a if isinstance(a, np.ndarray) else np.asarray(a)
     if arr.dtype != d.np:
         arr = arr.astype(d.np)

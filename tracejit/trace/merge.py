@@ -73,7 +73,7 @@ def _guard_key(g: Guard) -> tuple[tuple, Any] | None:
     """(what the guard is about, what it requires of it), or None for a guard with no subject
     two traces could disagree on (module versions: both are kept)."""
     if isinstance(g, TensorMetaGuard):
-        return ("tensor", source_key(g.source)), ("tensor", g.shape, g.dtype)
+        return ("tensor", source_key(g.source)), ("tensor", g.shape, g.dtype, g._cuda())
     if isinstance(g, NoneGuard):
         return ("tensor", source_key(g.source)), ("none",)
     if isinstance(g, ValueGuard):

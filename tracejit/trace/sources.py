@@ -132,22 +132,34 @@ class Guard:
 
 @dataclass(frozen=True, eq=False)
 class TensorMetaGuard(Guard):
-    """A lifted tensor (or a .grad) still exists with the traced shape and dtype."""
+    """A lifted tensor (or a .grad) still exists with the traced shape and dtype, and on the
+    same kind of device (its storage's type: a NumPy array on the CPU, a DeviceArray on CUDA),
+    so a module moved between devices after the trace is traced again."""
 
     source: Source
     shape: tuple[int, ...]
     dtype: Any
+    storage: type = np.ndarray  # (any other type than a DeviceArray counts as the CPU's)
+
+    def _cuda(self) -> bool:
+        return self.storage.__name__ == "DeviceArray"
 
     def check(self, flat: list[Any]) -> bool:
         t = self.source.get(flat)
-        return t is not None and t._data.shape == self.shape and t._dtype is self.dtype
+        return t is not None and t._data.shape == self.shape and t._dtype is self.dtype and \
+            (type(t._data).__name__ == "DeviceArray") == self._cuda()
 
     def emit(self, ns: dict[str, Any]) -> str:
+        from ..cuda.array import DeviceArray
+
+        where = f"type(t._data) is {'' if self._cuda() else 'not '}{bind(ns, DeviceArray)}"
         return (f"((t := {self.source.emit(ns)}) is not None and t._data.shape == "
-                f"{self.shape!r} and t._dtype is {bind(ns, self.dtype)})")
+                f"{self.shape!r} and t._dtype is {bind(ns, self.dtype)} and {where})")
 
     def describe(self) -> str:
-        return f"{self.source.describe()} is a {self.dtype.name} tensor of shape {list(self.shape)}"
+        where = " CUDA" if self._cuda() else ""
+        return (f"{self.source.describe()} is a{where} {self.dtype.name} tensor of shape "
+                f"{list(self.shape)}")
 
 
 @dataclass(frozen=True, eq=False)

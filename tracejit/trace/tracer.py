@@ -76,6 +76,15 @@ class TraceResult:
     merged: list[str] = field(default_factory=list)
 
 
+
+def _shares(a: Any, b: Any) -> bool:
+    """Do two tensors' storages overlap? NumPy arrays as np.may_share_memory says; a CUDA
+    tensor's DeviceArray when both are views of one device buffer (never a host array)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    buf = getattr(a, "buf", None)
+    return buf is not None and buf is getattr(b, "buf", None)
+
 class Tracer:
     lazy = False  # a lazy replay's segment (trace/lazy.py) says True: dispatch defers to it
 
@@ -140,7 +149,8 @@ class Tracer:
         if v is None:
             name = self.hints.get(id(t)) or f"l{len(self.params)}"
             v = self.add_param(t, RefSource(t, name), name)
-            self.guards.append(TensorMetaGuard(self.params[-1].source, t._data.shape, t._dtype))
+            self.guards.append(TensorMetaGuard(self.params[-1].source, t._data.shape, t._dtype,
+                                               type(t._data)))
         return v
 
     def _operand(self, a: Any, types: Sequence[Any], cd: Any, i: int) -> Any:
@@ -192,7 +202,8 @@ class Tracer:
 
     def constant(self, t: Tensor) -> None:
         v = Value(t._type())
-        self.nodes.append(Node(CONSTANT, (), (v,), {"value": t._data.copy()}, user_location()))
+        value = t._data.copy() if isinstance(t._data, np.ndarray) else t._data.host()
+        self.nodes.append(Node(CONSTANT, (), (v,), {"value": value}, user_location()))
         self._bind(t._data, v)
         self.produced.append(weakref.ref(t))
 
@@ -241,7 +252,7 @@ class Tracer:
         item = arr.itemsize
         if (kr not in self.env or kr in self.stale or not base.flags.c_contiguous
                 or arr.dtype != base.dtype or any(s % item for s in arr.strides)
-                or not np.may_share_memory(arr, base)):
+                or not _shares(arr, base)):
             self.graph_break("in-place update of a view whose base the trace cannot follow (a "
                              "view of a non-contiguous tensor, of a view changed since, or one "
                              "that reinterprets its dtype); write the whole tensor or use an "
@@ -254,8 +265,11 @@ class Tracer:
         self.env[ka] = rv
         bv = self.env[kr]
         if arr.size:
-            offset = (arr.__array_interface__["data"][0]
-                      - base.__array_interface__["data"][0]) // item
+            if isinstance(arr, np.ndarray):
+                offset = (arr.__array_interface__["data"][0]
+                          - base.__array_interface__["data"][0]) // item
+            else:  # a CUDA tensor's DeviceArray: offsets in elements of one buffer
+                offset = arr.offset - base.offset
             flat = np.arange(base.size, dtype=np.int64)
             pos = np.lib.stride_tricks.as_strided(
                 flat[offset:], arr.shape, tuple(s // item * 8 for s in arr.strides)).copy()
@@ -281,7 +295,7 @@ class Tracer:
         if id(arr) in self.initial:
             for p in self.params:
                 other = p.tensor._data
-                if other is not arr and np.may_share_memory(other, arr):
+                if other is not arr and _shares(other, arr):
                     self.graph_break("in-place update of a tensor that shares memory with "
                                      "another input")
 
@@ -348,7 +362,7 @@ class Tracer:
             self.guards.append(NoneGuard(src))
         elif id(g._data) not in self.env:
             self.add_param(g, src, f"{p.value.name}_grad")
-            self.guards.append(TensorMetaGuard(src, g._data.shape, g._dtype))
+            self.guards.append(TensorMetaGuard(src, g._data.shape, g._dtype, type(g._data)))
 
     def before_write(self, t: Tensor) -> None:
         """`t`'s storage is about to be written in place (called before the write)."""
@@ -512,7 +526,12 @@ class UndoLog:
         for t, arr, copy, version, grad_fn, out_nr, requires_grad in reversed(
                 list(self.data.values())):
             t._data = arr
-            np.copyto(arr, copy, casting="no")
+            if isinstance(arr, np.ndarray):
+                np.copyto(arr, copy, casting="no")
+            else:  # a CUDA tensor's storage: copied back on the device
+                from ..cuda.eager import copy_into
+
+                copy_into(arr, copy)
             # the values are back as they were: so are the version counters, which a saved
             # tensor or a compiled backward compares
             t._version.v = version
