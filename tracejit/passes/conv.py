@@ -23,6 +23,7 @@ from ..ops import REGISTRY as R
 from ..ops.conv import conv_gemm_op, conv_im2col_op, conv_weight_grad_cols_op
 from ..ops.pool import max_pool2d_relu_bwd_op
 from ..ops.registry import TensorType
+from ..ops.structural import CONSTANT
 from .cse import rewrite
 
 # The most column elements kept alive from a forward conv to its weight gradient (64 MiB of
@@ -148,7 +149,7 @@ def _positive_zeros(n: Node | None) -> bool:
     if n.name == "full":
         v = n.attrs["value"]
         return v == 0 and np.copysign(1.0, v) > 0
-    if n.name == "constant":
+    if n.op is CONSTANT:
         a = np.asarray(n.attrs["value"])
         return a.dtype.kind == "f" and not np.any(a) and not np.any(np.signbit(a))
     return False
